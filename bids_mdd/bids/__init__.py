@@ -1,0 +1,1 @@
+"""BIDS input discovery and BIDS-Derivatives output (names, descriptions, atomic writes)."""

@@ -1,0 +1,128 @@
+"""BIDS-Derivatives output: dataset_description.json, provenance sidecars and image writing."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+
+from bids_mdd import __version__
+from bids_mdd.bids.atomic import atomic_output, write_json
+from bids_mdd.bids.names import sidecar_path
+from bids_mdd.errors import BidsMddError, ExitCode
+
+PIPELINE_NAME = "bids_mdd"
+BIDS_VERSION = "1.10.0"
+CODE_URL = "https://github.com/bids-mdd/bids_mdd"
+
+
+def container_info() -> dict[str, str] | None:
+    """Describe the container bids_mdd runs in (BIDS ``GeneratedBy.Container``), if any.
+
+    The Dockerfile and singularity.def set ``BIDS_MDD_CONTAINER_TYPE`` and ``..._TAG``; a
+    container built another way is still recognised by its runtime's marker.
+    """
+    kind = os.environ.get("BIDS_MDD_CONTAINER_TYPE")
+    if kind is None:
+        if os.environ.get("APPTAINER_CONTAINER") or os.environ.get("SINGULARITY_CONTAINER"):
+            kind = "singularity"
+        elif Path("/.dockerenv").exists():
+            kind = "docker"
+        else:
+            return None
+    tag = os.environ.get("BIDS_MDD_CONTAINER_TAG", f"bids_mdd/bids_mdd:{__version__}")
+    return {"Type": kind, "Tag": tag}
+
+
+def generated_by() -> dict[str, Any]:
+    """The ``GeneratedBy`` entry of this bids_mdd (name, version, code URL, container)."""
+    entry: dict[str, Any] = {"Name": PIPELINE_NAME, "Version": __version__, "CodeURL": CODE_URL}
+    container = container_info()
+    if container is not None:
+        entry["Container"] = container
+    return entry
+
+
+def source_dataset_entry(bids_dir: str | Path) -> dict[str, str]:
+    """A ``SourceDatasets`` entry for an input BIDS dataset (URL, and DOI/version if it has them)."""
+    bids_dir = Path(bids_dir).resolve()
+    entry = {"URL": bids_dir.as_uri()}
+    description = bids_dir / "dataset_description.json"
+    if description.is_file():
+        try:
+            source = json.loads(description.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            source = {}
+        if source.get("DatasetDOI"):
+            entry["DOI"] = str(source["DatasetDOI"])
+        if source.get("Name"):
+            entry["Name"] = str(source["Name"])
+    return entry
+
+
+def dataset_description(source_dirs: Sequence[str | Path] = ()) -> dict[str, Any]:
+    """The dataset_description.json content of a bids_mdd derivatives dataset."""
+    description: dict[str, Any] = {
+        "Name": "bids_mdd outputs",
+        "BIDSVersion": BIDS_VERSION,
+        "DatasetType": "derivative",
+        "GeneratedBy": [generated_by()],
+        "HowToAcknowledge": "Cite bids_mdd and the two papers its models come from (see README).",
+    }
+    if source_dirs:
+        description["SourceDatasets"] = [source_dataset_entry(d) for d in source_dirs]
+    return description
+
+
+def write_dataset_description(output_dir: str | Path,
+                              source_dirs: Sequence[str | Path] = ()) -> Path:
+    """Atomically write OUTPUT_DIR/dataset_description.json.
+
+    Safe under concurrent participant jobs: every job writes the same content with one rename.
+    An existing description from another pipeline is never overwritten.
+    """
+    path = Path(output_dir) / "dataset_description.json"
+    if path.is_file():
+        try:
+            existing = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            existing = {}
+        names = [g.get("Name") for g in existing.get("GeneratedBy", []) if isinstance(g, dict)]
+        if names and PIPELINE_NAME not in names:
+            raise BidsMddError(
+                f"{path} belongs to another pipeline ({', '.join(map(str, names))}); "
+                "choose an empty OUTPUT_DIR for bids_mdd",
+                ExitCode.CANNOT_CREATE_OUTPUT,
+            )
+    return write_json(path, dataset_description(source_dirs))
+
+
+def provenance(sources: Sequence[str | Path] = (), parameters: Mapping[str, Any] | None = None,
+               **extra: Any) -> dict[str, Any]:
+    """A sidecar dictionary saying what made a file: software, sources and parameters."""
+    sidecar: dict[str, Any] = {
+        "GeneratedBy": [generated_by()],
+        "SoftwareVersions": {"bids_mdd": __version__, "python": platform.python_version(),
+                             "nibabel": nib.__version__},
+        "Sources": [str(s) for s in sources],
+    }
+    if parameters:
+        sidecar["Parameters"] = dict(parameters)
+    sidecar.update(extra)
+    return sidecar
+
+
+def write_image(path: str | Path, image: nib.spatialimages.SpatialImage,
+                sidecar: Mapping[str, Any] | None = None) -> Path:
+    """Atomically write a NIfTI image and, when given, its JSON sidecar (written first)."""
+    path = Path(path)
+    if sidecar is not None:
+        write_json(sidecar_path(path), dict(sidecar))
+    with atomic_output(path) as tmp:
+        nib.save(image, tmp)
+    return path

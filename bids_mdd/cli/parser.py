@@ -1,0 +1,68 @@
+"""Argument parser of ``bids_mdd`` (BIDS-Apps convention; exit codes from the execution spec)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from bids_mdd import __version__
+from bids_mdd.errors import ExitCode
+
+ANALYSIS_LEVELS = ("participant", "group")
+
+
+class BidsAppArgumentParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors exit 64 (EX_USAGE), as the BIDS-Apps spec asks."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(ExitCode.USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> BidsAppArgumentParser:
+    """Build the ``bids_mdd`` argument parser."""
+    parser = BidsAppArgumentParser(
+        prog="bids_mdd",
+        description="Deep-learning analysis of major depressive disorder from T1w MRI "
+                    "(BIDS App).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("bids_dir", type=Path, help="the input BIDS dataset (read only)")
+    parser.add_argument("output_dir", type=Path,
+                        help="where BIDS-Derivatives are written (outside bids_dir)")
+    # Not 'choices=': an unknown level must exit 17, not argparse's usage code.
+    parser.add_argument("analysis_level", metavar="{participant,group}",
+                        help="participant: process each T1w; group: statistics across them")
+    parser.add_argument("--version", action="version", version=f"bids_mdd {__version__}")
+
+    sel = parser.add_argument_group("selecting inputs")
+    sel.add_argument("--participant-label", "--participant_label", nargs="+", metavar="LABEL",
+                     help="participants to process, with or without 'sub-' (default: all)")
+    sel.add_argument("--session-label", "--session_label", nargs="+", metavar="LABEL",
+                     help="sessions to process, with or without 'ses-' (default: all)")
+    sel.add_argument("--bids-filter-file", type=Path, metavar="FILE",
+                     help='JSON with pybids filters under "t1w", as in fMRIPrep')
+    sel.add_argument("--skip-bids-validation", action="store_true",
+                     help="accept a dataset that does not look like BIDS")
+    sel.add_argument("--bids-database-dir", type=Path, metavar="DIR",
+                     help="store/reuse the pybids index here (saves time on large datasets)")
+
+    run = parser.add_argument_group("running")
+    run.add_argument("-w", "--work-dir", type=Path, default=Path.cwd() / "work",
+                     help="intermediate results; a rerun resumes from here")
+    run.add_argument("--nprocs", "--n-cpus", type=int, default=None, metavar="N",
+                     help="processes to run at once (default: all CPUs)")
+    run.add_argument("--omp-nthreads", type=int, default=None, metavar="N",
+                     help="threads per process (default: min(8, nprocs))")
+    run.add_argument("--mem-gb", type=float, default=None, metavar="GB",
+                     help="memory the workflow may use")
+    run.add_argument("--models", type=Path, default=None, metavar="DIR",
+                     help="folder of model bundles (default: the packaged demo bundles)")
+    run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                     help="where the networks run")
+    run.add_argument("--seed", type=int, default=0, help="random seed (deterministic on CPU)")
+    run.add_argument("-v", "--verbose", action="count", default=0,
+                     help="more log output (-vv for debug)")
+    return parser

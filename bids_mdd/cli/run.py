@@ -1,0 +1,84 @@
+"""``bids_mdd BIDS_DIR OUTPUT_DIR {participant,group}``: the BIDS App entry point."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from bids_mdd import __version__
+from bids_mdd.bids.derivatives import write_dataset_description
+from bids_mdd.bids.discovery import (T1wInput, check_is_bids, discover_t1w, load_bids_filters,
+                                     open_layout, select_one_per_participant)
+from bids_mdd.cli.parser import ANALYSIS_LEVELS, build_parser
+from bids_mdd.cli.paths import check_bids_dir, check_not_inside, ensure_writable_dir
+from bids_mdd.errors import BidsMddError, ExitCode
+
+LOGGER = logging.getLogger("bids_mdd")
+
+
+def configure_logging(verbosity: int) -> None:
+    """Log to stderr: warnings and progress by default, debug with -vv."""
+    level = logging.DEBUG if verbosity >= 2 else logging.INFO
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s: %(message)s",
+                        datefmt="%H:%M:%S")
+
+
+def collect_inputs(args: argparse.Namespace) -> list[T1wInput]:
+    """Check the command line's paths and the dataset, then discover the T1w inputs."""
+    if args.analysis_level not in ANALYSIS_LEVELS:
+        raise BidsMddError(f"unknown analysis level '{args.analysis_level}': use one of "
+                           f"{', '.join(ANALYSIS_LEVELS)}", ExitCode.UNKNOWN_LEVEL)
+    bids_dir = check_bids_dir(args.bids_dir)
+    args.output_dir = check_not_inside(bids_dir, args.output_dir, "output_dir")
+    args.work_dir = check_not_inside(bids_dir, args.work_dir, "work_dir")
+    if args.bids_database_dir is not None:
+        args.bids_database_dir = check_not_inside(bids_dir, args.bids_database_dir,
+                                                  "--bids-database-dir")
+    ensure_writable_dir(args.output_dir, "output_dir")
+    if not args.skip_bids_validation:
+        check_is_bids(bids_dir)
+    filters = load_bids_filters(args.bids_filter_file)
+    layout = open_layout(bids_dir, validate=not args.skip_bids_validation,
+                         database_dir=args.bids_database_dir)
+    return discover_t1w(layout, args.participant_label, args.session_label, filters)
+
+
+def run_participant(args: argparse.Namespace, inputs: list[T1wInput]) -> None:
+    """Participant level: write the derivatives dataset description, then process each T1w."""
+    write_dataset_description(args.output_dir, [args.bids_dir])
+    for item in inputs:
+        LOGGER.info("T1w for sub-%s%s: %s", item.subject,
+                    f" ses-{item.session}" if item.session else "", item.path)
+    LOGGER.info("%d T1w image(s) of %d participant(s) selected", len(inputs),
+                len({item.subject for item in inputs}))
+
+
+def run_group(args: argparse.Namespace, inputs: list[T1wInput]) -> None:
+    """Group level: use one T1w per participant (first session, lowest run)."""
+    chosen = select_one_per_participant(inputs)
+    LOGGER.info("group level uses %d participant(s): one T1w each (first session, lowest run)",
+                len(chosen))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the BIDS App; return its exit code."""
+    args = build_parser().parse_args(argv)
+    configure_logging(args.verbose)
+    LOGGER.info("bids_mdd %s, %s level", __version__, args.analysis_level)
+    try:
+        inputs = collect_inputs(args)
+        if args.analysis_level == "participant":
+            run_participant(args, inputs)
+        else:
+            run_group(args, inputs)
+    except BidsMddError as exc:
+        print(f"bids_mdd: error: {exc}", file=sys.stderr)
+        return int(exc.exit_code)
+    return int(ExitCode.OK)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Preprocessing: templates and grids, nipype workflows, QC."""

@@ -1,0 +1,1 @@
+"""Synthetic BIDS cohorts with planted MDD grey-matter effects (SYNTHETIC data, labelled so)."""

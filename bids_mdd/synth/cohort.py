@@ -1,0 +1,149 @@
+"""Generate a synthetic BIDS cohort: subjects in parallel, then participants.tsv and ground truth."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+from tqdm import tqdm
+
+from bids_mdd.atlas import Atlas, load_aal2
+from bids_mdd.errors import BidsMddError, ExitCode
+from bids_mdd.preproc.templates import template_brain_mask, template_t1w
+from bids_mdd.synth import writer
+from bids_mdd.synth.model import (FACTOR_REGIONS, CohortSpec, SubjectDraw, draw_subjects,
+                                  factor_scores, regional_gm_scale)
+from bids_mdd.synth.render import TemplateSpace, prepare_template, render_subject
+from bids_mdd.synth.stats import cohens_d
+
+LOGGER = logging.getLogger(__name__)
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(space: TemplateSpace, spec: CohortSpec, root: str,
+                 region_indices: dict[str, list[int]], planted: set[int]) -> None:
+    _WORKER.update(space=space, spec=spec, root=Path(root), regions=region_indices,
+                   planted=planted)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def _make_subject(draw: SubjectDraw) -> dict[str, Any]:
+    """Render and write one subject; return its regional GM volumes (mL) and brain volume."""
+    space, spec = _WORKER["space"], _WORKER["spec"]
+    images = render_subject(space, spec, draw, regional_gm_scale(spec, draw, _WORKER["planted"]))
+    writer.write_subject(_WORKER["root"], draw, images, spec)
+    volumes = {name: float(images.gm[np.isin(images.labels, idx)].sum() * images.voxel_ml)
+               for name, idx in _WORKER["regions"].items()}
+    return {"label": draw.label, "brain_ml": float(images.brain.sum() * images.voxel_ml),
+            "gm_ml": float(images.gm.sum() * images.voxel_ml), "regional_gm_ml": volumes}
+
+
+def template_regional_fractions(space: TemplateSpace, atlas: Atlas,
+                                regions: dict[str, list[int]]) -> dict[str, float]:
+    """Each region's GM volume over brain volume in the template (the reference for scores)."""
+    img = nib.Nifti1Image(space.atlas_labels.astype(np.int32), space.atlas_affine)
+    from nilearn.image import resample_to_img  # nearest-neighbour atlas onto the template grid
+    labels = np.asarray(resample_to_img(img, nib.Nifti1Image(space.t1w, space.affine),
+                                        interpolation="nearest", copy_header=True,
+                                        force_resample=True).dataobj)
+    gm = space.tissues.partial_volumes[1]
+    brain = space.brain.sum()
+    return {name: float(gm[np.isin(labels, idx)].sum() / brain) for name, idx in regions.items()}
+
+
+def generate_cohort(out_dir: str | Path, spec: CohortSpec, n_jobs: int = 2) -> dict[str, Any]:
+    """Write a synthetic BIDS cohort to ``out_dir`` (must not exist or be empty); return its truth.
+
+    The cohort is built in a temporary sibling folder and renamed into place at the end, so an
+    interrupted run never leaves a half-written dataset at ``out_dir``.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise BidsMddError(f"{out_dir} exists and is not an empty folder: give a new OUT path",
+                           ExitCode.USAGE)
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BidsMddError(f"cannot create {out_dir.parent}: {exc.strerror or exc}",
+                           ExitCode.CANNOT_CREATE_OUTPUT) from exc
+    atlas = load_aal2()
+    try:
+        planted_map = atlas.indices_of(spec.regions)
+        factor_map = atlas.indices_of(FACTOR_REGIONS.values())
+    except ValueError as exc:
+        raise BidsMddError(f"--regions: {exc}", ExitCode.USAGE) from exc
+    regions = {**planted_map, **{f: factor_map[r] for f, r in FACTOR_REGIONS.items()}}
+    planted = {i for idx in planted_map.values() for i in idx}
+
+    LOGGER.info("preparing the template at %.2g mm", spec.resolution)
+    space = prepare_template(nib.load(template_t1w()), nib.load(template_brain_mask()), atlas,
+                             spec.resolution, seed=spec.seed)
+    draws = draw_subjects(spec, atlas.hemisphere_stems())
+
+    tmp = out_dir.with_name(f".{out_dir.name}.partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        with ProcessPoolExecutor(max_workers=max(1, n_jobs), initializer=_init_worker,
+                                 initargs=(space, spec, str(tmp), regions, planted)) as pool:
+            results = list(tqdm(pool.map(_make_subject, draws), total=len(draws),
+                                desc="synthetic subjects", unit="subject"))
+        truth = _ground_truth(spec, draws, results,
+                              template_regional_fractions(space, atlas, regions), space)
+        writer.write_dataset_files(tmp, spec, draws, truth)
+        if out_dir.exists():
+            out_dir.rmdir()  # checked empty above
+        os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return truth
+
+
+def _ground_truth(spec: CohortSpec, draws: list[SubjectDraw], results: list[dict[str, Any]],
+                  reference: dict[str, float], space: TemplateSpace) -> dict[str, Any]:
+    by_label = {r["label"]: r for r in results}
+    subjects = []
+    for draw in draws:
+        result = by_label[draw.label]
+        fractions = {name: ml / result["brain_ml"]
+                     for name, ml in result["regional_gm_ml"].items()}
+        relative = {name: fractions[name] / reference[name] for name in FACTOR_REGIONS}
+        subjects.append({
+            "participant_id": f"sub-{draw.label}", "group": draw.group, "age": draw.age,
+            "sex": draw.sex, "head_scale": round(draw.head_scale, 4),
+            "brain_volume_ml": round(result["brain_ml"], 2),
+            "gm_volume_ml": round(result["gm_ml"], 2),
+            "regional_gm_ml": {k: round(v, 3) for k, v in result["regional_gm_ml"].items()},
+            "scores": factor_scores(spec, draw, relative),
+        })
+    groups = np.array([s["group"] for s in subjects])
+    measured = {}
+    for region in spec.regions:
+        frac = np.array([s["regional_gm_ml"][region] / s["brain_volume_ml"] for s in subjects])
+        measured[region] = cohens_d(frac[groups == "HC"], frac[groups == "MDD"])
+    return {
+        "synthetic": True,
+        "spec": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(spec).items()},
+        "mechanism": "GM partial-volume loss: regional GM replaced by CSF (T1w darkens there); "
+                     "no deformation is planted",
+        "planted_relative_gm_loss": spec.planted_loss,
+        "measured_cohens_d": measured,
+        "measured_cohens_d_definition": "(HC mean - MDD mean) / pooled SD of regional GM volume "
+                                        "over brain volume, measured on the generated images",
+        "factor_model": {
+            "formula": "score = factor_group_shift*[MDD] + factor_weight*(g - 1)/regional_gm_sd "
+                       "+ N(0, factor_noise_sd); g = regional GM/brain volume over the template's",
+            "anchor_regions": FACTOR_REGIONS,
+            "template_gm_fraction": reference,
+        },
+        "tissue_means": dict(zip(("CSF", "GM", "WM"), space.tissues.means.round(2).tolist())),
+        "subjects": subjects,
+    }
