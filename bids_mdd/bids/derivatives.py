@@ -19,6 +19,7 @@ from bids_mdd.errors import BidsMddError, ExitCode
 PIPELINE_NAME = "bids_mdd"
 BIDS_VERSION = "1.10.0"
 CODE_URL = "https://github.com/bids-mdd/bids_mdd"
+DOCKERENV = Path("/.dockerenv")
 
 
 def container_info() -> dict[str, str] | None:
@@ -31,7 +32,7 @@ def container_info() -> dict[str, str] | None:
     if kind is None:
         if os.environ.get("APPTAINER_CONTAINER") or os.environ.get("SINGULARITY_CONTAINER"):
             kind = "singularity"
-        elif Path("/.dockerenv").exists():
+        elif DOCKERENV.exists():
             kind = "docker"
         else:
             return None

@@ -1,8 +1,8 @@
 """Template files through templateflow, failing fast and clearly when a file is not on disk.
 
-templateflow downloads files it does not find in ``TEMPLATEFLOW_HOME``; offline that fails only
-after network time-outs. We look in the local index first and raise a one-line error naming the
-file and the fix instead.
+templateflow downloads files it does not find in ``TEMPLATEFLOW_HOME``. We use a local file when
+there is one, let templateflow try its download otherwise (offline that fails within seconds),
+and turn any failure into a one-line error naming the file and the fix.
 """
 
 from __future__ import annotations
@@ -26,16 +26,25 @@ def template_file(template: str = TEMPLATE, **query: Any) -> Path:
 
     home = os.environ.get("TEMPLATEFLOW_HOME", "~/.cache/templateflow")
     described = ", ".join(f"{key}={value}" for key, value in sorted(query.items()))
-    found = api.ls(template, **query)
-    paths = [Path(p) for p in (found if isinstance(found, list) else [found])]
-    local = [p for p in paths if p.is_file() and p.stat().st_size > 0]
+    local = _existing(api.ls(template, **query))
+    why = ""
+    if not local:
+        try:
+            local = _existing(api.get(template, raise_empty=False, **query))
+        except Exception as exc:  # templateflow raises requests' and OSError's errors offline
+            why = f" (download failed: {type(exc).__name__})"
     if len(local) != 1:
-        why = "is not" if not local else f"matches {len(local)} files"
+        what = "is not" if not local else f"matches {len(local)} files"
         raise BidsMddError(
-            f"template tpl-{template} ({described}) {why} in TEMPLATEFLOW_HOME={home}: "
-            "point TEMPLATEFLOW_HOME at a pre-populated templateflow folder "
-            "(bids_mdd runs offline)", ExitCode.MISSING_INPUT)
+            f"template tpl-{template} ({described}) {what} in TEMPLATEFLOW_HOME={home}{why}: "
+            "point TEMPLATEFLOW_HOME at a pre-populated templateflow folder",
+            ExitCode.MISSING_INPUT)
     return local[0]
+
+
+def _existing(found: Any) -> list[Path]:
+    paths = [Path(p) for p in (found if isinstance(found, list) else [found]) if p]
+    return [p for p in paths if p.is_file() and p.stat().st_size > 0]
 
 
 def template_t1w(resolution: int = 1) -> Path:

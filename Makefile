@@ -1,0 +1,36 @@
+# `make demo`: create .venv if absent, install bids_mdd, run the demo end to end.
+# `make test`: the test suite (installs first when needed).
+VENV   ?= .venv
+PYTHON ?= python3
+PY      = $(VENV)/bin/python
+SHARED_TEMPLATEFLOW = $(abspath ../shared/templateflow)
+# Offline templates: use ../shared/templateflow when present, else the caller's TEMPLATEFLOW_HOME.
+ifneq ($(wildcard $(SHARED_TEMPLATEFLOW)),)
+export TEMPLATEFLOW_HOME ?= $(SHARED_TEMPLATEFLOW)
+endif
+export TEMPLATEFLOW_AUTOUPDATE = 0
+
+.PHONY: install demo test clean-demo
+
+# torch==2.13.0 first, from the local CPU wheel: with it installed, pip never resolves a
+# multi-GB CUDA build for the packages that depend on torch (e.g. monai).
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	test -d demo/bids || $(VENV)/bin/bids_mdd-synth demo/bids --n-mdd 4 --n-hc 4 --seed 1
+	$(VENV)/bin/bids_mdd demo/bids demo/derivatives participant -w demo/work
+	$(VENV)/bin/bids_mdd demo/bids demo/derivatives group -w demo/work
+	@echo "demo outputs (from SYNTHETIC data) are in demo/derivatives"
+
+test: install
+	$(PY) -m pytest -q
+
+clean-demo:
+	rm -rf demo

@@ -1,0 +1,146 @@
+"""Every BIDS-Apps exit code of ``bids_mdd``, each triggered by a real bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bids_mdd import __version__
+from bids_mdd.cli.run import main
+from conftest import make_tiny_bids
+
+
+def run(capsys: pytest.CaptureFixture, *argv: object) -> tuple[int, str]:
+    code = main([str(a) for a in argv])
+    return code, capsys.readouterr().err
+
+
+def test_version_console_script() -> None:
+    exe = Path(sys.executable).with_name("bids_mdd")
+    out = subprocess.run([str(exe), "--version"], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == f"bids_mdd {__version__}"
+
+
+def test_ok_participant_writes_dataset_description(tiny_bids, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    before = sorted(tiny_bids.rglob("*"))
+    code, err = run(capsys, tiny_bids, out, "participant", "-w", tmp_path / "work")
+    assert code == 0, err
+    description = json.loads((out / "dataset_description.json").read_text())
+    assert description["DatasetType"] == "derivative"
+    assert description["GeneratedBy"][0]["Name"] == "bids_mdd"
+    assert sorted(tiny_bids.rglob("*")) == before, "the input dataset was written to"
+
+
+def test_unknown_analysis_level_exits_17(tiny_bids, tmp_path, capsys) -> None:
+    code, err = run(capsys, tiny_bids, tmp_path / "out", "subject")
+    assert code == 17
+    assert "unknown analysis level 'subject'" in err
+
+
+def test_missing_bids_dir_exits_66(tmp_path, capsys) -> None:
+    code, err = run(capsys, tmp_path / "nowhere", tmp_path / "out", "participant")
+    assert code == 66
+    assert "nowhere does not exist" in err
+
+
+@pytest.mark.parametrize("where", ["same", "inside"])
+def test_output_in_bids_dir_exits_64(tiny_bids, capsys, where) -> None:
+    out = tiny_bids if where == "same" else tiny_bids / "derivatives" / "bids_mdd"
+    code, err = run(capsys, tiny_bids, out, "participant")
+    assert code == 64
+    assert "is inside bids_dir" in err and len(err.strip().splitlines()) == 1
+    assert not (tiny_bids / "derivatives").exists()
+
+
+def test_work_dir_in_bids_dir_exits_64(tiny_bids, tmp_path, capsys) -> None:
+    code, err = run(capsys, tiny_bids, tmp_path / "out", "participant", "-w", tiny_bids / "work")
+    assert code == 64
+    assert "work_dir" in err
+
+
+def test_usage_error_exits_64(tiny_bids, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main([str(tiny_bids)])
+    assert exc.value.code == 64
+
+
+def test_output_not_creatable_exits_73(tiny_bids, tmp_path, capsys) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    code, err = run(capsys, tiny_bids, blocker / "out", "participant")
+    assert code == 73
+    assert "cannot create output_dir" in err
+
+
+def test_no_dataset_description_exits_16_unless_skipped(tiny_bids, tmp_path, capsys) -> None:
+    (tiny_bids / "dataset_description.json").unlink()
+    code, err = run(capsys, tiny_bids, tmp_path / "out", "participant")
+    assert code == 16
+    assert "dataset_description.json is missing" in err
+    code, err = run(capsys, tiny_bids, tmp_path / "out", "participant", "--skip-bids-validation")
+    assert code == 0, err
+
+
+def test_no_t1w_exits_16(tmp_path, capsys) -> None:
+    bids = make_tiny_bids(tmp_path / "bids", {})
+    (bids / "sub-01" / "func").mkdir(parents=True)
+    code, err = run(capsys, bids, tmp_path / "out", "participant")
+    assert code == 16
+    assert "no sub-*/[ses-*/]anat/*_T1w" in err
+
+
+def test_unknown_participant_labels_exit_18_naming_them(tiny_bids, tmp_path, capsys) -> None:
+    code, err = run(capsys, tiny_bids, tmp_path / "out", "participant",
+                    "--participant-label", "01", "sub-07", "99")
+    assert code == 18
+    assert "07, 99" in err and "available: 01, 02, 03" in err
+
+
+def test_unknown_session_exits_18(tiny_bids, tmp_path, capsys) -> None:
+    code, err = run(capsys, tiny_bids, tmp_path / "out", "participant", "--session-label", "9")
+    assert code == 18
+    assert "session label(s) not found" in err
+
+
+def test_filter_selecting_nothing_exits_18(tiny_bids, tmp_path, capsys) -> None:
+    filters = tmp_path / "filters.json"
+    filters.write_text(json.dumps({"t1w": {"acquisition": "mprage"}}))
+    code, err = run(capsys, tiny_bids, tmp_path / "out", "participant",
+                    "--bids-filter-file", filters)
+    assert code == 18
+    assert "no T1w image" in err and "mprage" in err
+
+
+def test_bad_filter_file(tiny_bids, tmp_path, capsys) -> None:
+    filters = tmp_path / "filters.json"
+    filters.write_text("{not json")
+    code, err = run(capsys, tiny_bids, tmp_path / "out", "participant",
+                    "--bids-filter-file", filters)
+    assert code == 64
+    assert "is not valid JSON" in err
+    code, err = run(capsys, tiny_bids, tmp_path / "out", "participant",
+                    "--bids-filter-file", tmp_path / "absent.json")
+    assert code == 66
+
+
+def test_exit_code_through_console_script(tmp_path) -> None:
+    exe = Path(sys.executable).with_name("bids_mdd")
+    out = subprocess.run([str(exe), str(tmp_path / "missing"), str(tmp_path / "out"), "group"],
+                         capture_output=True, text=True)
+    assert out.returncode == 66
+    assert out.stderr.strip().splitlines()[-1].startswith("bids_mdd: error:")
+
+
+def test_input_dataset_is_left_untouched(real_bids, tmp_path, capsys) -> None:
+    bids = tmp_path / "bids"
+    shutil.copytree(real_bids, bids, ignore=shutil.ignore_patterns("sub-[1-6]*"))
+    before = sorted(p.relative_to(bids) for p in bids.rglob("*"))
+    code, err = run(capsys, bids, tmp_path / "out", "participant", "--participant-label", "02")
+    assert code == 0, err
+    assert sorted(p.relative_to(bids) for p in bids.rglob("*")) == before

@@ -1,0 +1,91 @@
+"""dataset_description.json, provenance sidecars and atomic writes, also under concurrency."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from bids_mdd import __version__
+from bids_mdd.bids import derivatives
+from bids_mdd.bids.atomic import TEMP_MARK, atomic_output, write_json
+from bids_mdd.bids.names import derivative_path
+from bids_mdd.errors import BidsMddError
+
+
+def test_dataset_description(real_bids, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("BIDS_MDD_CONTAINER_TYPE", "singularity")
+    monkeypatch.setenv("BIDS_MDD_CONTAINER_TAG", "bids_mdd_0.1.0.sif")
+    path = derivatives.write_dataset_description(tmp_path, [real_bids])
+    description = json.loads(path.read_text())
+    assert description["DatasetType"] == "derivative"
+    assert description["GeneratedBy"] == [{
+        "Name": "bids_mdd", "Version": __version__, "CodeURL": derivatives.CODE_URL,
+        "Container": {"Type": "singularity", "Tag": "bids_mdd_0.1.0.sif"}}]
+    assert description["SourceDatasets"][0]["DOI"] == "10.18112/openneuro.ds002748.v1.0.5"
+
+
+def test_no_container_outside_one(monkeypatch) -> None:
+    for name in ("BIDS_MDD_CONTAINER_TYPE", "APPTAINER_CONTAINER", "SINGULARITY_CONTAINER"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(derivatives, "DOCKERENV", Path("/nonexistent/.dockerenv"))
+    assert derivatives.container_info() is None
+
+
+def test_other_pipelines_description_is_kept(tmp_path) -> None:
+    write_json(tmp_path / "dataset_description.json",
+               {"Name": "x", "GeneratedBy": [{"Name": "fMRIPrep"}]})
+    with pytest.raises(BidsMddError, match="belongs to another pipeline") as exc:
+        derivatives.write_dataset_description(tmp_path)
+    assert exc.value.exit_code == 73
+    assert "fMRIPrep" in (tmp_path / "dataset_description.json").read_text()
+
+
+def test_failed_write_leaves_old_file_and_no_temp(tmp_path) -> None:
+    target = tmp_path / "a.json"
+    write_json(target, {"v": 1})
+    with pytest.raises(RuntimeError, match="boom"), atomic_output(target) as tmp:
+        tmp.write_text('{"v": ')
+        raise RuntimeError("boom")
+    assert json.loads(target.read_text()) == {"v": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_image_and_sidecar(tmp_path) -> None:
+    path = derivative_path(tmp_path, subject="01", label="GM", suffix="probseg")
+    image = nib.Nifti1Image(np.arange(24, dtype=np.float32).reshape(2, 3, 4), np.eye(4))
+    derivatives.write_image(path, image, derivatives.provenance(["bids:raw:sub-01/anat/x"],
+                                                                {"fwhm": 8}))
+    assert np.array_equal(nib.load(path).get_fdata(), image.get_fdata())
+    sidecar = json.loads(path.with_name("sub-01_label-GM_probseg.json").read_text())
+    assert sidecar["Parameters"] == {"fwhm": 8}
+    assert sidecar["SoftwareVersions"]["bids_mdd"] == __version__
+
+
+def _participant_job(args: tuple[str, str, int]) -> None:
+    out, source, index = args
+    for _ in range(5):
+        derivatives.write_dataset_description(out, [source])
+        path = derivative_path(out, subject=f"{index:02d}", desc="preproc", suffix="T1w")
+        data = np.full((16, 16, 16), index, np.float32)
+        derivatives.write_image(path, nib.Nifti1Image(data, np.eye(4)),
+                                derivatives.provenance([source]))
+
+
+def test_eight_concurrent_participant_jobs(tiny_bids, tmp_path) -> None:
+    out = tmp_path / "out"
+    with mp.get_context("spawn").Pool(8) as pool:
+        pool.map(_participant_job, [(str(out), str(tiny_bids), i) for i in range(8)])
+    description = json.loads((out / "dataset_description.json").read_text())
+    assert description["GeneratedBy"][0]["Name"] == "bids_mdd"
+    for index in range(8):
+        path = derivative_path(out, subject=f"{index:02d}", desc="preproc", suffix="T1w")
+        assert np.all(nib.load(path).get_fdata() == index)
+        assert json.loads(path.with_name(path.name.replace(".nii.gz", ".json")).read_text())
+    assert not [p for p in out.rglob("*") if p.name.startswith(TEMP_MARK)]
+    assert sorted(p.name for p in out.iterdir()) == ["dataset_description.json"] + [
+        f"sub-{i:02d}" for i in range(8)]

@@ -1,0 +1,78 @@
+"""T1w discovery with pybids: labels, sessions, runs, filter files and the pybids database."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bids_mdd.bids.discovery import (discover_t1w, load_bids_filters, normalize_labels,
+                                     open_layout, select_one_per_participant)
+from bids_mdd.errors import BidsMddError
+
+REAL_SUBJECTS = ["02", "03", "12", "13", "14", "15", "16", "25", "29", "30", "34", "37", "40",
+                 "48", "52", "53", "55", "57", "60", "68"]
+
+
+def test_real_dataset_has_20_t1w(real_bids) -> None:
+    inputs = discover_t1w(open_layout(real_bids))
+    assert [i.subject for i in inputs] == REAL_SUBJECTS
+    assert all(i.session is None and i.path.name == f"sub-{i.subject}_T1w.nii.gz"
+               for i in inputs)
+
+
+def test_real_dataset_label_filter_with_and_without_prefix(real_bids) -> None:
+    inputs = discover_t1w(open_layout(real_bids), participant_labels=["sub-52", "02", "52"])
+    assert [i.subject for i in inputs] == ["02", "52"]
+
+
+def test_normalize_labels() -> None:
+    assert normalize_labels(["sub-01", "01", "02"], "sub-") == ["01", "02"]
+    assert normalize_labels(None, "ses-") is None
+
+
+def test_every_session_and_run_is_found(tiny_bids) -> None:
+    inputs = discover_t1w(open_layout(tiny_bids))
+    assert [(i.subject, i.session, i.run) for i in inputs] == [
+        ("01", "1", 1), ("01", "1", 2), ("01", "2", 1), ("02", "1", None), ("02", "2", None),
+        ("03", None, None)]
+    assert inputs[1].output_entities() == {"subject": "01", "session": "1", "run": 2}
+
+
+def test_session_filter(tiny_bids) -> None:
+    inputs = discover_t1w(open_layout(tiny_bids), session_labels=["ses-2"])
+    assert [(i.subject, i.session) for i in inputs] == [("01", "2"), ("02", "2")]
+
+
+def test_bids_filter_file(tiny_bids, tmp_path) -> None:
+    path = tmp_path / "filters.json"
+    path.write_text(json.dumps({"t1w": {"run": 2}, "bold": {"task": "rest"}}))
+    filters = load_bids_filters(path)
+    assert filters == {"run": 2}
+    inputs = discover_t1w(open_layout(tiny_bids), bids_filters=filters)
+    assert [(i.subject, i.session, i.run) for i in inputs] == [("01", "1", 2)]
+
+
+def test_group_uses_first_session_lowest_run(tiny_bids) -> None:
+    chosen = select_one_per_participant(discover_t1w(open_layout(tiny_bids)))
+    assert [(i.subject, i.session, i.run) for i in chosen] == [
+        ("01", "1", 1), ("02", "1", None), ("03", None, None)]
+
+
+def test_database_dir_is_reused(tiny_bids, tmp_path) -> None:
+    database = tmp_path / "db"
+    first = discover_t1w(open_layout(tiny_bids, database_dir=database))
+    assert any(database.iterdir())
+    # a file added after indexing stays invisible: the stored index is what was read
+    (tiny_bids / "sub-03" / "anat" / "sub-03_run-9_T1w.nii.gz").write_bytes(
+        (tiny_bids / "sub-03" / "anat" / "sub-03_T1w.nii.gz").read_bytes())
+    second = discover_t1w(open_layout(tiny_bids, database_dir=database))
+    assert [i.path for i in second] == [i.path for i in first]
+    assert len(discover_t1w(open_layout(tiny_bids))) == len(first) + 1
+
+
+def test_missing_labels_are_named(tiny_bids) -> None:
+    with pytest.raises(BidsMddError) as exc:
+        discover_t1w(open_layout(tiny_bids), participant_labels=["04"])
+    assert exc.value.exit_code == 18
+    assert "participant label(s) not found" in str(exc.value) and "04" in str(exc.value)
