@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,10 +108,11 @@ def open_layout(bids_dir: str | Path, validate: bool = True,
                            ExitCode.INVALID_BIDS) from exc
 
 
-def _check_known(requested: Sequence[str] | None, known: Sequence[str], what: str,
-                 bids_dir: Path) -> None:
+def _check_known(requested: Sequence[str] | None, list_known: Callable[[], list[str]],
+                 what: str, bids_dir: Path) -> None:
     if not requested:
-        return
+        return  # listing subjects costs seconds on large datasets: only when labels are given
+    known = list_known()
     missing = [label for label in requested if label not in set(known)]
     if missing:
         raise BidsMddError(
@@ -130,8 +131,8 @@ def discover_t1w(layout: BIDSLayout, participant_labels: Sequence[str] | None = 
     bids_dir = Path(layout.root)
     participants = normalize_labels(participant_labels, "sub-")
     sessions = normalize_labels(session_labels, "ses-")
-    _check_known(participants, layout.get_subjects(), "participant", bids_dir)
-    _check_known(sessions, layout.get_sessions(), "session", bids_dir)
+    _check_known(participants, layout.get_subjects, "participant", bids_dir)
+    _check_known(sessions, layout.get_sessions, "session", bids_dir)
 
     query = {**DEFAULT_T1W_QUERY, **(bids_filters or {})}
     if participants:

@@ -24,6 +24,7 @@ def configure_logging(verbosity: int) -> None:
     logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s",
                         datefmt="%H:%M:%S")
+    logging.getLogger("bidsschematools").setLevel(logging.WARNING)  # pybids' schema chatter
 
 
 def collect_inputs(args: argparse.Namespace) -> list[T1wInput]:
