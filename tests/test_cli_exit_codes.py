@@ -64,10 +64,13 @@ def test_work_dir_in_bids_dir_exits_64(tiny_bids, tmp_path, capsys) -> None:
     assert "work_dir" in err
 
 
-def test_usage_error_exits_64(tiny_bids, capsys) -> None:
+@pytest.mark.parametrize("extra", [[], ["out", "participant", "--nprocs", "0"],
+                                   ["out", "participant", "--device", "tpu"]])
+def test_usage_error_exits_64(tiny_bids, capsys, extra) -> None:
     with pytest.raises(SystemExit) as exc:
-        main([str(tiny_bids)])
+        main([str(tiny_bids), *extra])
     assert exc.value.code == 64
+    assert "bids_mdd: error:" in capsys.readouterr().err
 
 
 def test_output_not_creatable_exits_73(tiny_bids, tmp_path, capsys) -> None:

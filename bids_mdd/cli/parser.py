@@ -21,6 +21,14 @@ class BidsAppArgumentParser(argparse.ArgumentParser):
         self.exit(ExitCode.USAGE, f"{self.prog}: error: {message}\n")
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (a bad value becomes a usage error, exit 64)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> BidsAppArgumentParser:
     """Build the ``bids_mdd`` argument parser."""
     parser = BidsAppArgumentParser(
@@ -52,9 +60,9 @@ def build_parser() -> BidsAppArgumentParser:
     run = parser.add_argument_group("running")
     run.add_argument("-w", "--work-dir", type=Path, default=Path.cwd() / "work",
                      help="intermediate results; a rerun resumes from here")
-    run.add_argument("--nprocs", "--n-cpus", type=int, default=None, metavar="N",
+    run.add_argument("--nprocs", "--n-cpus", type=positive_int, default=None, metavar="N",
                      help="processes to run at once (default: all CPUs)")
-    run.add_argument("--omp-nthreads", type=int, default=None, metavar="N",
+    run.add_argument("--omp-nthreads", type=positive_int, default=None, metavar="N",
                      help="threads per process (default: min(8, nprocs))")
     run.add_argument("--mem-gb", type=float, default=None, metavar="GB",
                      help="memory the workflow may use")

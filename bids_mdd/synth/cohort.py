@@ -54,7 +54,7 @@ def template_regional_fractions(space: TemplateSpace, atlas: Atlas,
     labels = np.asarray(resample_to_img(img, nib.Nifti1Image(space.t1w, space.affine),
                                         interpolation="nearest", copy_header=True,
                                         force_resample=True).dataobj)
-    gm = space.tissues.partial_volumes[1]
+    gm = space.gm
     brain = space.brain.sum()
     return {name: float(gm[np.isin(labels, idx)].sum() / brain) for name, idx in regions.items()}
 
@@ -144,6 +144,6 @@ def _ground_truth(spec: CohortSpec, draws: list[SubjectDraw], results: list[dict
             "anchor_regions": FACTOR_REGIONS,
             "template_gm_fraction": reference,
         },
-        "tissue_means": dict(zip(("CSF", "GM", "WM"), space.tissues.means.round(2).tolist())),
+        "tissue_means": dict(zip(("CSF", "GM", "WM"), space.tissue_means.round(2).tolist())),
         "subjects": subjects,
     }

@@ -19,7 +19,7 @@ from bids_mdd.atlas import Atlas
 from bids_mdd.synth.deform import (apply_affine, centered_grid, rigid_matrix,
                                    smooth_random_field, world_coordinates)
 from bids_mdd.synth.model import CohortSpec, SubjectDraw
-from bids_mdd.synth.tissue import TissueMaps, tissue_maps
+from bids_mdd.synth.tissue import tissue_maps
 
 
 @dataclass(frozen=True)
@@ -27,8 +27,9 @@ class TemplateSpace:
     """Template arrays (pre-smoothed for the output resolution), tissue maps and atlas."""
 
     t1w: np.ndarray
-    brain: np.ndarray  # float32 0/1
-    tissues: TissueMaps
+    brain: np.ndarray  # float32, 0/1 before smoothing
+    gm: np.ndarray  # GM partial volume
+    tissue_means: np.ndarray  # mean T1w intensity of CSF, GM, WM
     affine: np.ndarray
     center_mm: np.ndarray  # centre of the brain mask, world mm
     atlas_labels: np.ndarray
@@ -69,12 +70,12 @@ def prepare_template(t1w_img: nib.Nifti1Image, mask_img: nib.Nifti1Image, atlas:
     zoom_mm = float(np.abs(np.diag(t1w_img.affine))[:3].mean())
     sigma = 0.0 if resolution <= zoom_mm else np.sqrt(resolution**2 - zoom_mm**2) / 2.355 / zoom_mm
     smooth = (lambda a: gaussian_filter(a, sigma)) if sigma > 0 else (lambda a: a)
-    pv = np.stack([smooth(tissues.partial_volumes[k]) for k in range(3)]).astype(np.float32)
     center_vox = np.argwhere(brain).mean(axis=0)
     center_mm = t1w_img.affine[:3, :3] @ center_vox + t1w_img.affine[:3, 3]
     return TemplateSpace(t1w=smooth(t1w).astype(np.float32),
                          brain=smooth(brain.astype(np.float32)),
-                         tissues=TissueMaps(partial_volumes=pv, means=tissues.means),
+                         gm=smooth(tissues.of("GM")).astype(np.float32),
+                         tissue_means=tissues.means,
                          affine=t1w_img.affine, center_mm=center_mm,
                          atlas_labels=np.asarray(atlas.image.dataobj).astype(np.int32),
                          atlas_affine=atlas.image.affine)
@@ -110,7 +111,7 @@ def render_subject(space: TemplateSpace, spec: CohortSpec, draw: SubjectDraw,
     del world, warp
 
     t1w = _sample(space.t1w, space.affine, template_world, order=1)
-    gm = _sample(space.tissues.partial_volumes[1], space.affine, template_world, order=1)
+    gm = _sample(space.gm, space.affine, template_world, order=1)
     brain = _sample(space.brain, space.affine, template_world, order=1) > 0.5
     labels = _sample(space.atlas_labels, space.atlas_affine, template_world, order=0)
     labels = labels.astype(np.int32)
@@ -120,7 +121,7 @@ def render_subject(space: TemplateSpace, spec: CohortSpec, draw: SubjectDraw,
     scale = gaussian_filter(_lookup(labels, gm_scale), 2.0 / spec.resolution)
     lost = gm * np.clip(1.0 - scale, 0.0, 1.0)  # lost GM becomes CSF
     gm_new = gm - lost
-    means = space.tissues.means
+    means = space.tissue_means
     t1w = t1w - lost * (means[1] - means[0])
 
     bias = np.exp(smooth_random_field(shape, 80.0 / spec.resolution, spec.bias_sd, rng)[0])
