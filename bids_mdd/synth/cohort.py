@@ -14,7 +14,7 @@ import nibabel as nib
 import numpy as np
 from tqdm import tqdm
 
-from bids_mdd.atlas import Atlas, load_aal2
+from bids_mdd.atlas import Atlas, label_volume_ml, load_aal2
 from bids_mdd.errors import BidsMddError, ExitCode
 from bids_mdd.preproc.templates import template_brain_mask, template_t1w
 from bids_mdd.synth import writer
@@ -40,7 +40,7 @@ def _make_subject(draw: SubjectDraw) -> dict[str, Any]:
     space, spec = _WORKER["space"], _WORKER["spec"]
     images = render_subject(space, spec, draw, regional_gm_scale(spec, draw, _WORKER["planted"]))
     writer.write_subject(_WORKER["root"], draw, images, spec)
-    volumes = {name: float(images.gm[np.isin(images.labels, idx)].sum() * images.voxel_ml)
+    volumes = {name: label_volume_ml(images.labels, images.gm, images.voxel_ml, idx)
                for name, idx in _WORKER["regions"].items()}
     return {"label": draw.label, "brain_ml": float(images.brain.sum() * images.voxel_ml),
             "gm_ml": float(images.gm.sum() * images.voxel_ml), "regional_gm_ml": volumes}

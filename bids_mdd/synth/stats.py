@@ -6,7 +6,11 @@ import numpy as np
 
 
 def cohens_d(a: np.ndarray, b: np.ndarray) -> float:
-    """Cohen's d of ``a`` over ``b``: (mean a - mean b) / pooled SD (ddof 1); nan if undefined."""
+    """Cohen's d of ``a`` over ``b``: (mean a - mean b) / pooled SD (ddof 1); nan if undefined.
+
+    Written here because scipy.stats has no Cohen's d and the one-line formula does not justify
+    a new dependency (pingouin).
+    """
     a, b = np.asarray(a, float), np.asarray(b, float)
     if a.size < 2 or b.size < 2:
         return float("nan")
