@@ -104,18 +104,31 @@ def write_dataset_description(output_dir: str | Path,
 
 
 def provenance(sources: Sequence[str | Path] = (), parameters: Mapping[str, Any] | None = None,
-               **extra: Any) -> dict[str, Any]:
+               software: Mapping[str, str] | None = None, **extra: Any) -> dict[str, Any]:
     """A sidecar dictionary saying what made a file: software, sources and parameters."""
     sidecar: dict[str, Any] = {
         "GeneratedBy": [generated_by()],
         "SoftwareVersions": {"bids_mdd": __version__, "python": platform.python_version(),
-                             "nibabel": nib.__version__},
+                             "nibabel": nib.__version__, **(software or {})},
         "Sources": [str(s) for s in sources],
     }
     if parameters:
         sidecar["Parameters"] = dict(parameters)
     sidecar.update(extra)
     return sidecar
+
+
+def copy_file(source: str | Path, path: str | Path,
+              sidecar: Mapping[str, Any] | None = None) -> Path:
+    """Atomically copy a non-image output (e.g. a transform) and write its sidecar."""
+    import shutil
+
+    path = Path(path)
+    if sidecar is not None:
+        write_json(sidecar_path(path), dict(sidecar))
+    with atomic_output(path) as tmp:
+        shutil.copyfile(source, tmp)
+    return path
 
 
 def write_image(path: str | Path, image: nib.spatialimages.SpatialImage,

@@ -57,6 +57,16 @@ def build_parser() -> BidsAppArgumentParser:
     sel.add_argument("--bids-database-dir", type=Path, metavar="DIR",
                      help="store/reuse the pybids index here (saves time on large datasets)")
 
+    pre = parser.add_argument_group("preprocessing")
+    pre.add_argument("--skull-strip", choices=("auto", "force", "skip"), default="auto",
+                     help="brain extraction: auto skips it for inputs that are already "
+                          "skull-stripped; force always runs it; skip never does")
+    pre.add_argument("--sloppy", action="store_true",
+                     help="coarse, fast registration and segmentation, for tests only "
+                          "(recorded in every sidecar)")
+    pre.add_argument("--preproc-only", action="store_true",
+                     help="stop after preprocessing; do not apply the models")
+
     run = parser.add_argument_group("running")
     run.add_argument("-w", "--work-dir", type=Path, default=Path.cwd() / "work",
                      help="intermediate results; a rerun resumes from here")

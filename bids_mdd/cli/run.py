@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -47,14 +48,27 @@ def collect_inputs(args: argparse.Namespace) -> list[T1wInput]:
     return discover_t1w(layout, args.participant_label, args.session_label, filters)
 
 
-def run_participant(args: argparse.Namespace, inputs: list[T1wInput]) -> None:
+def run_participant(args: argparse.Namespace, inputs: list[T1wInput]) -> ExitCode:
     """Participant level: write the derivatives dataset description, then process each T1w."""
+    from bids_mdd.preproc.runner import exit_code_for, preprocess
+    from bids_mdd.preproc.workflow import PreprocOptions
+
     write_dataset_description(args.output_dir, [args.bids_dir])
-    for item in inputs:
-        LOGGER.info("T1w for sub-%s%s: %s", item.subject,
-                    f" ses-{item.session}" if item.session else "", item.path)
     LOGGER.info("%d T1w image(s) of %d participant(s) selected", len(inputs),
                 len({item.subject for item in inputs}))
+    if args.sloppy:
+        LOGGER.warning("--sloppy: coarse registration for tests; do not use these outputs")
+    nprocs = args.nprocs or os.cpu_count() or 1
+    options = PreprocOptions(skull_strip=args.skull_strip, sloppy=args.sloppy, seed=args.seed,
+                             omp_nthreads=args.omp_nthreads or min(8, nprocs))
+    failures = preprocess(inputs, args.bids_dir, args.output_dir, args.work_dir, options,
+                          nprocs=nprocs, mem_gb=args.mem_gb, verbose=args.verbose > 0)
+    for failure in failures:
+        print(f"bids_mdd: failed: {failure.reason}", file=sys.stderr)
+    if failures:
+        LOGGER.error("%d of %d T1w image(s) failed; crash files in %s", len(failures),
+                     len(inputs), args.output_dir / "logs")
+    return exit_code_for(failures, len(inputs))
 
 
 def run_group(args: argparse.Namespace, inputs: list[T1wInput]) -> None:
@@ -72,9 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         inputs = collect_inputs(args)
         if args.analysis_level == "participant":
-            run_participant(args, inputs)
-        else:
-            run_group(args, inputs)
+            return int(run_participant(args, inputs))
+        run_group(args, inputs)
     except BidsMddError as exc:
         print(f"bids_mdd: error: {exc}", file=sys.stderr)
         return int(exc.exit_code)

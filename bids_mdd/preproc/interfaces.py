@@ -1,0 +1,215 @@
+"""nipype interfaces wrapping the preprocessing functions (nipype caches each by its inputs)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from nipype.interfaces.base import (BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec,
+                                    traits)
+
+from bids_mdd.preproc import ants_steps
+from bids_mdd.preproc.grids import CLASSIFIER_GRID, DFRN_GRID
+
+
+class _Threaded(BaseInterfaceInputSpec):
+    num_threads = traits.Int(1, usedefault=True, desc="ITK threads")
+    sloppy = traits.Bool(False, usedefault=True, desc="fast, coarse mode (tests only)")
+
+
+class _ValidateIn(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True)
+    skull_strip = traits.Enum("auto", "force", "skip", usedefault=True)
+
+
+class _ValidateOut(TraitedSpec):
+    out_file = File(exists=True)
+    skull_stripped = traits.Bool(desc="the input is treated as already skull-stripped")
+
+
+class ValidateT1w(SimpleInterface):
+    """Check, squeeze and reorient the T1w; decide whether it is already skull-stripped."""
+
+    input_spec = _ValidateIn
+    output_spec = _ValidateOut
+
+    def _run_interface(self, runtime):
+        self._results["out_file"] = ants_steps.validate_t1w(self.inputs.in_file, runtime.cwd)
+        mode = self.inputs.skull_strip
+        self._results["skull_stripped"] = (mode == "skip" or (
+            mode == "auto" and ants_steps.is_skull_stripped(self._results["out_file"])))
+        return runtime
+
+
+class _N4In(_Threaded):
+    in_file = File(exists=True, mandatory=True)
+
+
+class _FileOut(TraitedSpec):
+    out_file = File(exists=True)
+
+
+class N4BiasCorrection(SimpleInterface):
+    """N4 bias-field correction (antspyx)."""
+
+    input_spec = _N4In
+    output_spec = _FileOut
+
+    def _run_interface(self, runtime):
+        ants_steps.set_threads(self.inputs.num_threads)
+        self._results["out_file"] = ants_steps.n4_correct(self.inputs.in_file, runtime.cwd,
+                                                          self.inputs.sloppy)
+        return runtime
+
+
+class _RegisterIn(_Threaded):
+    in_file = File(exists=True, mandatory=True)
+    template = File(exists=True, mandatory=True)
+    template_mask = File(exists=True, mandatory=True)
+    skull_stripped = traits.Bool(mandatory=True)
+    seed = traits.Int(0, usedefault=True)
+
+
+class _RegisterOut(TraitedSpec):
+    forward = File(exists=True, desc="composite transform resampling T1w images into MNI")
+    inverse = File(exists=True, desc="composite transform resampling MNI images onto the T1w")
+
+
+class RegisterToTemplate(SimpleInterface):
+    """Affine + SyN registration to MNI152NLin2009cAsym (antspyx)."""
+
+    input_spec = _RegisterIn
+    output_spec = _RegisterOut
+
+    def _run_interface(self, runtime):
+        ants_steps.set_threads(self.inputs.num_threads)
+        result = ants_steps.register_to_template(
+            self.inputs.in_file, self.inputs.template, self.inputs.template_mask,
+            self.inputs.skull_stripped, runtime.cwd, self.inputs.sloppy, self.inputs.seed)
+        self._results.update(forward=result.forward, inverse=result.inverse)
+        return runtime
+
+
+class _MaskIn(_Threaded):
+    in_file = File(exists=True, mandatory=True)
+    template_mask = File(exists=True, mandatory=True)
+    inverse = File(exists=True, mandatory=True)
+    skull_stripped = traits.Bool(mandatory=True)
+
+
+class BrainMask(SimpleInterface):
+    """Native brain mask (input's non-zero voxels, or the template mask warped back)."""
+
+    input_spec = _MaskIn
+    output_spec = _FileOut
+
+    def _run_interface(self, runtime):
+        ants_steps.set_threads(self.inputs.num_threads)
+        self._results["out_file"] = ants_steps.brain_mask(
+            self.inputs.in_file, self.inputs.template_mask, self.inputs.inverse,
+            self.inputs.skull_stripped, runtime.cwd)
+        return runtime
+
+
+class _SegmentIn(_Threaded):
+    in_file = File(exists=True, mandatory=True)
+    mask = File(exists=True, mandatory=True)
+
+
+class _SegmentOut(TraitedSpec):
+    csf = File(exists=True)
+    gm = File(exists=True)
+    wm = File(exists=True)
+
+
+class SegmentTissues(SimpleInterface):
+    """Atropos 3-class segmentation into CSF, GM and WM probabilities."""
+
+    input_spec = _SegmentIn
+    output_spec = _SegmentOut
+
+    def _run_interface(self, runtime):
+        ants_steps.set_threads(self.inputs.num_threads)
+        csf, gm, wm = ants_steps.segment_tissues(self.inputs.in_file, self.inputs.mask,
+                                                 runtime.cwd, self.inputs.sloppy)
+        self._results.update(csf=csf, gm=gm, wm=wm)
+        return runtime
+
+
+class _ModulateIn(_Threaded):
+    gm = File(exists=True, mandatory=True)
+    forward = File(exists=True, mandatory=True)
+    fwhm = traits.Float(8.0, usedefault=True, desc="smoothing kernel FWHM (mm)")
+
+
+class _ModulateOut(TraitedSpec):
+    modulated = File(exists=True)
+    smoothed = File(exists=True)
+
+
+class ModulatedGM(SimpleInterface):
+    """Jacobian-modulated GM on the 1.5 mm classifier grid, and its smoothed copy."""
+
+    input_spec = _ModulateIn
+    output_spec = _ModulateOut
+
+    def _run_interface(self, runtime):
+        from nilearn.image import smooth_img
+
+        ants_steps.set_threads(self.inputs.num_threads)
+        modulated, _ = ants_steps.modulated_gm(self.inputs.gm, self.inputs.forward,
+                                               CLASSIFIER_GRID, runtime.cwd)
+        smoothed = os.path.join(runtime.cwd, "gm_smoothed.nii.gz")
+        smooth_img(modulated, self.inputs.fwhm).to_filename(smoothed)
+        self._results.update(modulated=modulated, smoothed=smoothed)
+        return runtime
+
+
+class _NormalizeIn(_Threaded):
+    in_file = File(exists=True, mandatory=True)
+    mask = File(exists=True, mandatory=True)
+    forward = File(exists=True, mandatory=True)
+
+
+class NormalizedT1w(SimpleInterface):
+    """Brain-masked, z-scored T1w on the 1 mm DFRN grid."""
+
+    input_spec = _NormalizeIn
+    output_spec = _FileOut
+
+    def _run_interface(self, runtime):
+        ants_steps.set_threads(self.inputs.num_threads)
+        self._results["out_file"] = ants_steps.normalized_t1w(
+            self.inputs.in_file, self.inputs.mask, self.inputs.forward, DFRN_GRID, runtime.cwd)
+        return runtime
+
+
+class _QCIn(BaseInterfaceInputSpec):
+    mask = File(exists=True, mandatory=True)
+    csf = File(exists=True, mandatory=True)
+    gm = File(exists=True, mandatory=True)
+    wm = File(exists=True, mandatory=True)
+    t1w_mni = File(exists=True, mandatory=True)
+    template = File(exists=True, mandatory=True)
+    template_mask = File(exists=True, mandatory=True)
+
+
+class QCMetrics(SimpleInterface):
+    """TIV, tissue volumes and registration quality, as a JSON file."""
+
+    input_spec = _QCIn
+    output_spec = _FileOut
+
+    def _run_interface(self, runtime):
+        from bids_mdd.preproc.qc import qc_metrics, template_on_grid
+
+        template, template_mask = template_on_grid(self.inputs.template,
+                                                   self.inputs.template_mask, DFRN_GRID,
+                                                   runtime.cwd)
+        metrics = qc_metrics(self.inputs.mask, self.inputs.csf, self.inputs.gm, self.inputs.wm,
+                             self.inputs.t1w_mni, template, template_mask)
+        path = os.path.join(runtime.cwd, "qc_metrics.json")
+        with open(path, "w", encoding="utf-8") as stream:
+            json.dump(metrics, stream, indent=2)
+        self._results["out_file"] = path
+        return runtime

@@ -1,0 +1,93 @@
+"""Run the preprocessing workflow for each T1w; a failing participant never stops the others."""
+
+from __future__ import annotations
+
+import logging
+import os
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from nipype import config as nipype_config
+from nipype import logging as nipype_logging
+from tqdm import tqdm
+
+from bids_mdd.bids.discovery import T1wInput
+from bids_mdd.errors import BidsMddError, ExitCode
+from bids_mdd.preproc.inputs import load_t1w
+from bids_mdd.preproc.workflow import PreprocOptions, init_anat_preproc_wf
+
+LOGGER = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One T1w that could not be preprocessed, with a one-line reason and its crash file."""
+
+    t1w: T1wInput
+    reason: str
+    crash_file: Path
+    bad_data: bool
+
+
+def _write_crash(logs: Path, t1w: T1wInput, text: str) -> Path:
+    logs.mkdir(parents=True, exist_ok=True)
+    name = "_".join(f"{k}-{v}" for k, v in t1w.output_entities().items())
+    path = logs / f"crash-{name}.txt"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _plugin(nprocs: int | None, mem_gb: float | None) -> tuple[str, dict]:
+    n_procs = nprocs or os.cpu_count() or 1
+    if n_procs == 1:
+        return "Linear", {}
+    args: dict = {"n_procs": n_procs, "raise_insufficient": False}
+    if mem_gb:
+        args["memory_gb"] = mem_gb
+    return "MultiProc", args
+
+
+def preprocess(inputs: list[T1wInput], bids_dir: Path, output_dir: Path, work_dir: Path,
+               options: PreprocOptions, nprocs: int | None = None,
+               mem_gb: float | None = None, verbose: bool = False) -> list[Failure]:
+    """Preprocess every T1w; return the failures (reasons also logged and kept in logs/)."""
+    logs = output_dir / "logs"
+    level = "INFO" if verbose else "WARNING"
+    for key in ("workflow_level", "interface_level", "utils_level"):
+        nipype_config.set("logging", key, level)
+    nipype_logging.update_logging(nipype_config)
+    nipype_config.set("execution", "crashfile_format", "txt")
+    nipype_config.set("execution", "remove_unnecessary_outputs", "false")
+    plugin, plugin_args = _plugin(nprocs, mem_gb)
+    failures = []
+    for t1w in tqdm(inputs, desc="participants", unit="T1w", disable=len(inputs) < 2):
+        try:
+            load_t1w(t1w.path)  # fail fast, with the reason, before any work
+            workflow = init_anat_preproc_wf(t1w, bids_dir, output_dir, options)
+            workflow.base_dir = str(work_dir)
+            workflow.config["execution"]["crashdump_dir"] = str(logs)
+            workflow.run(plugin=plugin, plugin_args=plugin_args)
+        except BidsMddError as exc:
+            crash = _write_crash(logs, t1w, f"{exc}\n")
+            failures.append(Failure(t1w, str(exc), crash,
+                                    exc.exit_code == ExitCode.BAD_DATA))
+        except Exception as exc:  # nipype reports node crashes as RuntimeError
+            crash = _write_crash(logs, t1w, traceback.format_exc())
+            reason = f"{t1w.path}: preprocessing failed ({type(exc).__name__}: " \
+                     f"{str(exc).splitlines()[0] if str(exc) else ''}); see {crash}"
+            failures.append(Failure(t1w, reason, crash, False))
+        else:
+            LOGGER.info("preprocessed %s", t1w.path)
+            continue
+        LOGGER.error("%s", failures[-1].reason)
+    return failures
+
+
+def exit_code_for(failures: list[Failure], n_inputs: int) -> ExitCode:
+    """0 when all succeeded; 65 when every input failed on bad data; 1 otherwise."""
+    if not failures:
+        return ExitCode.OK
+    if len(failures) == n_inputs and all(f.bad_data for f in failures):
+        return ExitCode.BAD_DATA
+    return ExitCode.FAILURE

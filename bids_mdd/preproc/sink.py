@@ -1,0 +1,86 @@
+"""The one derivatives sink of the preprocessing workflow: names, sidecars, atomic writes."""
+
+from __future__ import annotations
+
+import json
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+from nipype.interfaces.base import (BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec,
+                                    traits)
+
+from bids_mdd.bids.atomic import write_json
+from bids_mdd.bids.derivatives import copy_file, provenance, write_image
+from bids_mdd.bids.names import derivative_path
+from bids_mdd.preproc.grids import CLASSIFIER_GRID, DFRN_GRID
+from bids_mdd.preproc.templates import TEMPLATE
+
+#: workflow output -> entities of its derivative (besides the source's own entities)
+OUTPUTS: dict[str, dict[str, Any]] = {
+    "t1w_preproc": {"desc": "preproc", "suffix": "T1w"},
+    "brain_mask": {"desc": "brain", "suffix": "mask"},
+    "csf": {"label": "CSF", "suffix": "probseg"},
+    "gm": {"label": "GM", "suffix": "probseg"},
+    "wm": {"label": "WM", "suffix": "probseg"},
+    "xfm": {"from": "T1w", "to": TEMPLATE, "mode": "image", "suffix": "xfm",
+            "extension": ".h5"},
+    "gm_modulated": {"space": TEMPLATE, "res": CLASSIFIER_GRID.res, "label": "GM",
+                     "desc": "modulated", "suffix": "probseg"},
+    "gm_smoothed": {"space": TEMPLATE, "res": CLASSIFIER_GRID.res, "label": "GM",
+                    "desc": "smooth8modulated", "suffix": "probseg"},
+    "t1w_mni": {"space": TEMPLATE, "res": DFRN_GRID.res, "desc": "preproc", "suffix": "T1w"},
+    "qc": {"desc": "qc", "suffix": "metrics", "extension": ".json"},
+}
+
+
+def software_versions() -> dict[str, str]:
+    return {name: version(name) for name in ("antspyx", "nipype", "nilearn")}
+
+
+class _SinkIn(BaseInterfaceInputSpec):
+    output_dir = traits.Str(mandatory=True)
+    source_entities = traits.Str(mandatory=True, desc="JSON of the source T1w's entities")
+    sources = traits.List(traits.Str, mandatory=True, desc="BIDS URIs of the inputs")
+    parameters = traits.Str(mandatory=True, desc="JSON of the workflow parameters")
+    t1w_preproc = File(exists=True, mandatory=True)
+    brain_mask = File(exists=True, mandatory=True)
+    csf = File(exists=True, mandatory=True)
+    gm = File(exists=True, mandatory=True)
+    wm = File(exists=True, mandatory=True)
+    xfm = File(exists=True, mandatory=True)
+    gm_modulated = File(exists=True, mandatory=True)
+    gm_smoothed = File(exists=True, mandatory=True)
+    t1w_mni = File(exists=True, mandatory=True)
+    qc = File(exists=True, mandatory=True)
+
+
+class _SinkOut(TraitedSpec):
+    out_files = traits.List(traits.Str)
+
+
+class DerivativesSink(SimpleInterface):
+    """Write every preprocessing output under OUTPUT_DIR with its sidecar."""
+
+    input_spec = _SinkIn
+    output_spec = _SinkOut
+
+    def _run_interface(self, runtime):
+        entities = json.loads(self.inputs.source_entities)
+        parameters = json.loads(self.inputs.parameters)
+        sidecar = provenance(self.inputs.sources, parameters, software=software_versions())
+        written = []
+        for name, extra in OUTPUTS.items():
+            source = getattr(self.inputs, name)
+            path = derivative_path(self.inputs.output_dir, **entities, **extra)
+            if name == "qc":
+                metrics = json.loads(Path(source).read_text(encoding="utf-8"))
+                write_json(path, {**metrics, **sidecar})
+            elif name == "xfm":
+                copy_file(source, path, sidecar)
+            else:
+                write_image(path, nib.load(source), sidecar)
+            written.append(str(path))
+        self._results["out_files"] = written
+        return runtime

@@ -1,0 +1,103 @@
+"""The participant preprocessing workflow: T1w -> native tissue maps and MNI-space model inputs."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from nipype.pipeline import engine as pe
+
+from bids_mdd.bids.discovery import T1wInput
+from bids_mdd.preproc import interfaces as ifc
+from bids_mdd.preproc.ants_steps import RegistrationSettings
+from bids_mdd.preproc.sink import DerivativesSink
+from bids_mdd.preproc.templates import TEMPLATE, template_brain_mask, template_t1w
+
+
+@dataclass(frozen=True)
+class PreprocOptions:
+    """Options of the preprocessing workflow (all are written into every sidecar)."""
+
+    skull_strip: str = "auto"
+    sloppy: bool = False
+    seed: int = 0
+    omp_nthreads: int = 1
+    fwhm: float = 8.0
+
+    def sidecar_parameters(self) -> dict:
+        registration = RegistrationSettings.for_mode(self.sloppy)
+        return {"Template": TEMPLATE, "SkullStrip": self.skull_strip,
+                "Sloppy": self.sloppy, "Seed": self.seed, "SmoothingFWHM": self.fwhm,
+                "Registration": {"method": "antspyx Affine + SyNOnly",
+                                 "resolution_mm": registration.resolution,
+                                 "syn_iterations": list(registration.syn_iterations)},
+                "Segmentation": "antspyx Atropos, 3 classes, k-means, MRF [0.1,1x1x1]",
+                "BiasCorrection": "antspyx N4"}
+
+
+def bids_uri(t1w: T1wInput, bids_dir: Path) -> str:
+    """The BIDS URI of an input file (``bids::sub-01/anat/...``)."""
+    return f"bids::{t1w.path.resolve().relative_to(bids_dir.resolve()).as_posix()}"
+
+
+def workflow_name(t1w: T1wInput) -> str:
+    """A work-dir-safe, unique name per input T1w."""
+    parts = [f"{key}-{value}" for key, value in t1w.output_entities().items()]
+    return "anat_preproc_" + "_".join(parts).replace("-", "")
+
+
+def init_anat_preproc_wf(t1w: T1wInput, bids_dir: Path, output_dir: Path,
+                         options: PreprocOptions) -> pe.Workflow:
+    """Build the preprocessing workflow of one T1w (nipype; resumable from its work dir)."""
+    workflow = pe.Workflow(name=workflow_name(t1w))
+    template, template_mask = str(template_t1w()), str(template_brain_mask())
+    threads = {"num_threads": options.omp_nthreads, "sloppy": options.sloppy}
+
+    def node(interface, name: str, mem_gb: float = 1.0, **inputs) -> pe.Node:
+        created = pe.Node(interface(**inputs), name=name, mem_gb=mem_gb,
+                          n_procs=inputs.get("num_threads", 1))
+        return created
+
+    validate = node(ifc.ValidateT1w, "validate", in_file=str(t1w.path),
+                    skull_strip=options.skull_strip)
+    n4 = node(ifc.N4BiasCorrection, "n4", mem_gb=2.0, **threads)
+    register = node(ifc.RegisterToTemplate, "register", mem_gb=3.0, template=template,
+                    template_mask=template_mask, seed=options.seed, **threads)
+    mask = node(ifc.BrainMask, "brain_mask", template_mask=template_mask, **threads)
+    segment = node(ifc.SegmentTissues, "segment", mem_gb=3.0, **threads)
+    modulate = node(ifc.ModulatedGM, "gm_to_mni", mem_gb=2.0, fwhm=options.fwhm, **threads)
+    normalize = node(ifc.NormalizedT1w, "t1w_to_mni", mem_gb=2.0, **threads)
+    qc = node(ifc.QCMetrics, "qc", template=template, template_mask=template_mask)
+    sink = node(DerivativesSink, "derivatives", output_dir=str(output_dir),
+                source_entities=json.dumps(t1w.output_entities()),
+                sources=[bids_uri(t1w, bids_dir)],
+                parameters=json.dumps(options.sidecar_parameters()))
+    sink.overwrite = True  # cheap: always (re)write outputs, even when everything is cached
+
+    workflow.connect([
+        (validate, n4, [("out_file", "in_file")]),
+        (validate, register, [("skull_stripped", "skull_stripped")]),
+        (n4, register, [("out_file", "in_file")]),
+        (validate, mask, [("skull_stripped", "skull_stripped")]),
+        (n4, mask, [("out_file", "in_file")]),
+        (register, mask, [("inverse", "inverse")]),
+        (n4, segment, [("out_file", "in_file")]),
+        (mask, segment, [("out_file", "mask")]),
+        (segment, modulate, [("gm", "gm")]),
+        (register, modulate, [("forward", "forward")]),
+        (n4, normalize, [("out_file", "in_file")]),
+        (mask, normalize, [("out_file", "mask")]),
+        (register, normalize, [("forward", "forward")]),
+        (mask, qc, [("out_file", "mask")]),
+        (segment, qc, [("csf", "csf"), ("gm", "gm"), ("wm", "wm")]),
+        (normalize, qc, [("out_file", "t1w_mni")]),
+        (n4, sink, [("out_file", "t1w_preproc")]),
+        (mask, sink, [("out_file", "brain_mask")]),
+        (segment, sink, [("csf", "csf"), ("gm", "gm"), ("wm", "wm")]),
+        (register, sink, [("forward", "xfm")]),
+        (modulate, sink, [("modulated", "gm_modulated"), ("smoothed", "gm_smoothed")]),
+        (normalize, sink, [("out_file", "t1w_mni")]),
+        (qc, sink, [("out_file", "qc")]),
+    ])
+    return workflow

@@ -1,0 +1,83 @@
+"""Preprocessing pieces that need no registration: grids, input checks, skull-strip detection."""
+
+from __future__ import annotations
+
+import gzip
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from bids_mdd.errors import BidsMddError
+from bids_mdd.preproc.ants_steps import is_skull_stripped
+from bids_mdd.preproc.grids import CLASSIFIER_GRID, DFRN_GRID
+from bids_mdd.preproc.inputs import load_t1w
+from bids_mdd.preproc.qc import dice, normalized_correlation
+
+
+def corner(grid, index):
+    return grid.affine @ np.array([*index, 1.0])
+
+
+def test_grids_match_the_papers_bounding_boxes() -> None:
+    assert CLASSIFIER_GRID.image().shape == (121, 145, 121)
+    assert list(corner(CLASSIFIER_GRID, (0, 0, 0))[:3]) == [-90, -126, -72]
+    assert list(corner(CLASSIFIER_GRID, (120, 144, 120))[:3]) == [90, 90, 108]
+    assert DFRN_GRID.image().shape == (182, 218, 182)
+    assert list(corner(DFRN_GRID, (181, 217, 181))[:3]) == [91, 91, 109]
+    assert DFRN_GRID.image().header.get_xyzt_units()[0] == "mm"
+    with pytest.raises(ValueError, match="not on the 1p5 grid"):
+        CLASSIFIER_GRID.image(np.zeros((2, 2, 2)))
+
+
+def save(tmp_path, data, affine=None, name="t1w.nii.gz"):
+    path = tmp_path / name
+    image = nib.Nifti1Image(np.asarray(data, np.float32), None)
+    image.header.set_sform(np.eye(4) if affine is None else affine, code=1)
+    nib.save(image, path)  # sform only: a singular one is stored as given
+    return path
+
+
+def test_single_volume_4d_is_squeezed_and_reoriented(tmp_path) -> None:
+    las = np.diag([-1.0, 1.0, 1.0, 1.0])
+    image = load_t1w(save(tmp_path, np.random.default_rng(0).random((5, 6, 7, 1)), las))
+    assert image.shape == (5, 6, 7)
+    assert nib.aff2axcodes(image.affine) == ("R", "A", "S")
+
+
+@pytest.mark.parametrize(("data", "affine", "message"), [
+    (np.ones((5, 6, 7, 3)), None, "is 4D with 3 volumes"),
+    (np.ones((5, 6)), None, "must be a 3D volume"),
+    (np.zeros((5, 6, 7)), None, "all zero or NaN"),
+    (np.full((5, 6, 7), np.nan), None, "all zero or NaN"),
+    (np.ones((5, 6, 7)), np.diag([1.0, 1.0, 0.0, 1.0]), "singular or non-finite affine"),
+])
+def test_bad_images_get_one_line_reasons(tmp_path, data, affine, message) -> None:
+    path = save(tmp_path, data, affine)
+    with pytest.raises(BidsMddError, match=message) as exc:
+        load_t1w(path)
+    assert exc.value.exit_code == 65 and str(path) in str(exc.value)
+    assert "\n" not in str(exc.value)
+
+
+def test_truncated_file(tmp_path) -> None:
+    path = save(tmp_path, np.ones((20, 20, 20)))
+    raw = gzip.decompress(path.read_bytes())
+    path.write_bytes(gzip.compress(raw[: len(raw) // 2]))
+    with pytest.raises(BidsMddError, match="cannot be read as NIfTI") as exc:
+        load_t1w(path)
+    assert exc.value.exit_code == 65
+
+
+def test_skull_stripped_detection(real_bids, tmp_path) -> None:
+    assert is_skull_stripped(str(real_bids / "sub-02/anat/sub-02_T1w.nii.gz"))
+    head = np.random.default_rng(0).random((100, 120, 100)) + 1.0  # 2 mm: 9.6 L non-zero
+    assert not is_skull_stripped(str(save(tmp_path, head, np.diag([2.0, 2.0, 2.0, 1.0]))))
+
+
+def test_metrics() -> None:
+    a = np.zeros((4, 4), bool)
+    a[:2] = True
+    assert dice(a, a) == 1.0 and dice(a, ~a) == 0.0
+    x = np.arange(16.0).reshape(4, 4)
+    assert normalized_correlation(x, 2 * x + 3, a) == pytest.approx(1.0)
