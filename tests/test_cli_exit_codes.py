@@ -15,6 +15,15 @@ from bids_mdd.cli.run import main
 from conftest import make_tiny_bids
 
 
+@pytest.fixture
+def no_preproc(monkeypatch) -> list:
+    """Replace preprocessing (tested in test_preproc_*) by a recorder of what it was given."""
+    calls: list = []
+    monkeypatch.setattr("bids_mdd.preproc.runner.preprocess",
+                        lambda inputs, *args, **kwargs: calls.append(inputs) or [])
+    return calls
+
+
 def run(capsys: pytest.CaptureFixture, *argv: object) -> tuple[int, str]:
     code = main([str(a) for a in argv])
     return code, capsys.readouterr().err
@@ -26,7 +35,8 @@ def test_version_console_script() -> None:
     assert out.stdout.strip() == f"bids_mdd {__version__}"
 
 
-def test_ok_participant_writes_dataset_description(tiny_bids, tmp_path, capsys) -> None:
+def test_ok_participant_writes_dataset_description(tiny_bids, tmp_path, capsys,
+                                                   no_preproc) -> None:
     out = tmp_path / "out"
     before = sorted(tiny_bids.rglob("*"))
     code, err = run(capsys, tiny_bids, out, "participant", "-w", tmp_path / "work")
@@ -35,6 +45,7 @@ def test_ok_participant_writes_dataset_description(tiny_bids, tmp_path, capsys) 
     assert description["DatasetType"] == "derivative"
     assert description["GeneratedBy"][0]["Name"] == "bids_mdd"
     assert sorted(tiny_bids.rglob("*")) == before, "the input dataset was written to"
+    assert [len(inputs) for inputs in no_preproc] == [6]
 
 
 def test_unknown_analysis_level_exits_17(tiny_bids, tmp_path, capsys) -> None:
@@ -81,7 +92,8 @@ def test_output_not_creatable_exits_73(tiny_bids, tmp_path, capsys) -> None:
     assert "cannot create output_dir" in err
 
 
-def test_no_dataset_description_exits_16_unless_skipped(tiny_bids, tmp_path, capsys) -> None:
+def test_no_dataset_description_exits_16_unless_skipped(tiny_bids, tmp_path, capsys,
+                                                        no_preproc) -> None:
     (tiny_bids / "dataset_description.json").unlink()
     code, err = run(capsys, tiny_bids, tmp_path / "out", "participant")
     assert code == 16
@@ -140,10 +152,14 @@ def test_exit_code_through_console_script(tmp_path) -> None:
     assert out.stderr.strip().splitlines()[-1].startswith("bids_mdd: error:")
 
 
-def test_input_dataset_is_left_untouched(real_bids, tmp_path, capsys) -> None:
+def test_real_scan_preprocesses_and_input_is_left_untouched(real_bids, tmp_path, capsys) -> None:
     bids = tmp_path / "bids"
     shutil.copytree(real_bids, bids, ignore=shutil.ignore_patterns("sub-[1-6]*"))
-    before = sorted(p.relative_to(bids) for p in bids.rglob("*"))
-    code, err = run(capsys, bids, tmp_path / "out", "participant", "--participant-label", "02")
+    before = {p: p.stat().st_mtime_ns for p in bids.rglob("*")}
+    code, err = run(capsys, bids, tmp_path / "out", "participant", "--participant-label", "02",
+                    "--sloppy", "-w", tmp_path / "work")
     assert code == 0, err
-    assert sorted(p.relative_to(bids) for p in bids.rglob("*")) == before
+    assert {p: p.stat().st_mtime_ns for p in bids.rglob("*")} == before
+    metrics = json.loads((tmp_path / "out/sub-02/anat/sub-02_desc-qc_metrics.json").read_text())
+    assert 1000 < metrics["tiv_ml"] < 2000 and 0.35 < metrics["gm_fraction"] < 0.6, metrics
+    assert metrics["template_mask_dice"] > 0.9, metrics

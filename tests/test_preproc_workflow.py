@@ -61,6 +61,9 @@ def test_every_output_with_sidecar(preprocessed) -> None:
     for name in OUTPUTS:
         path = output(out, name)
         assert path.is_file(), path
+        if name.startswith("fig_"):
+            assert path.read_text().lstrip().startswith("<?xml") and "<svg" in path.read_text()
+            continue
         sidecar = json.loads(path.with_name(path.name.split(".")[0] + ".json").read_text())
         assert sidecar["Parameters"]["Sloppy"] is True
         assert sidecar["Sources"] == ["bids::sub-001/anat/sub-001_T1w.nii.gz"]
@@ -68,6 +71,12 @@ def test_every_output_with_sidecar(preprocessed) -> None:
     assert nib.load(output(out, "gm_modulated")).shape == (121, 145, 121)
     assert nib.load(output(out, "t1w_mni")).shape == (182, 218, 182)
     assert np.allclose(nib.load(output(out, "t1w_mni")).affine[:3, 3], [-90, -126, -72])
+
+
+def test_participant_report(preprocessed) -> None:
+    html = (preprocessed["out"] / "sub-001.html").read_text()
+    assert "figures/sub-001_desc-segmentation.svg" in html and "--sloppy" in html
+    assert (preprocessed["out"] / "sub-bad4d.html").read_text().count("not preprocessed") == 1
 
 
 def test_modulation_keeps_native_gm_volume(preprocessed) -> None:
@@ -93,7 +102,7 @@ def test_rerun_recomputes_nothing(preprocessed) -> None:
     work = preprocessed["work"] / "anat_preproc_subject001"
     results = sorted(work.glob("*/result_*.pklz"))
     before = {p: p.stat().st_mtime_ns for p in results if "derivatives" not in str(p)}
-    assert len(before) == 8
+    assert len(before) == 9
     assert run(preprocessed["bids"], preprocessed["out"], preprocessed["work"],
                "--participant-label", "001") == 0
     assert {p: p.stat().st_mtime_ns for p in before} == before

@@ -213,3 +213,35 @@ class QCMetrics(SimpleInterface):
             json.dump(metrics, stream, indent=2)
         self._results["out_file"] = path
         return runtime
+
+
+class _FiguresIn(BaseInterfaceInputSpec):
+    t1w = File(exists=True, mandatory=True)
+    mask = File(exists=True, mandatory=True)
+    gm = File(exists=True, mandatory=True)
+    wm = File(exists=True, mandatory=True)
+    t1w_mni = File(exists=True, mandatory=True)
+    template = File(exists=True, mandatory=True)
+
+
+class _FiguresOut(TraitedSpec):
+    segmentation = File(exists=True)
+    registration = File(exists=True)
+
+
+class QCFigures(SimpleInterface):
+    """SVG figures of the segmentation (native) and of the registration (MNI)."""
+
+    input_spec = _FiguresIn
+    output_spec = _FiguresOut
+
+    def _run_interface(self, runtime):
+        from bids_mdd.preproc.figures import registration_figure, segmentation_figure
+
+        self._results["segmentation"] = segmentation_figure(
+            self.inputs.t1w, self.inputs.mask, self.inputs.gm, self.inputs.wm,
+            os.path.join(runtime.cwd, "segmentation.svg"))
+        self._results["registration"] = registration_figure(
+            self.inputs.t1w_mni, self.inputs.template,
+            os.path.join(runtime.cwd, "registration.svg"))
+        return runtime

@@ -15,6 +15,7 @@ from tqdm import tqdm
 from bids_mdd.bids.discovery import T1wInput
 from bids_mdd.errors import BidsMddError, ExitCode
 from bids_mdd.preproc.inputs import load_t1w
+from bids_mdd.preproc.report import write_participant_report
 from bids_mdd.preproc.workflow import PreprocOptions, init_anat_preproc_wf
 
 LOGGER = logging.getLogger(__name__)
@@ -81,6 +82,8 @@ def preprocess(inputs: list[T1wInput], bids_dir: Path, output_dir: Path, work_di
             LOGGER.info("preprocessed %s", t1w.path)
             continue
         LOGGER.error("%s", failures[-1].reason)
+    for subject in dict.fromkeys(t1w.subject for t1w in inputs):
+        write_participant_report(output_dir, subject, inputs)
     return failures
 
 

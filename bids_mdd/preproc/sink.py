@@ -32,6 +32,8 @@ OUTPUTS: dict[str, dict[str, Any]] = {
                     "desc": "smooth8modulated", "suffix": "probseg"},
     "t1w_mni": {"space": TEMPLATE, "res": DFRN_GRID.res, "desc": "preproc", "suffix": "T1w"},
     "qc": {"desc": "qc", "suffix": "metrics", "extension": ".json"},
+    "fig_segmentation": {"datatype": "figures", "desc": "segmentation", "extension": ".svg"},
+    "fig_registration": {"datatype": "figures", "desc": "registration", "extension": ".svg"},
 }
 
 
@@ -54,6 +56,8 @@ class _SinkIn(BaseInterfaceInputSpec):
     gm_smoothed = File(exists=True, mandatory=True)
     t1w_mni = File(exists=True, mandatory=True)
     qc = File(exists=True, mandatory=True)
+    fig_segmentation = File(exists=True, mandatory=True)
+    fig_registration = File(exists=True, mandatory=True)
 
 
 class _SinkOut(TraitedSpec):
@@ -79,6 +83,8 @@ class DerivativesSink(SimpleInterface):
                 write_json(path, {**metrics, **sidecar})
             elif name == "xfm":
                 copy_file(source, path, sidecar)
+            elif name.startswith("fig_"):
+                copy_file(source, path)
             else:
                 write_image(path, nib.load(source), sidecar)
             written.append(str(path))

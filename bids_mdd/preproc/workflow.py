@@ -69,6 +69,7 @@ def init_anat_preproc_wf(t1w: T1wInput, bids_dir: Path, output_dir: Path,
     modulate = node(ifc.ModulatedGM, "gm_to_mni", mem_gb=2.0, fwhm=options.fwhm, **threads)
     normalize = node(ifc.NormalizedT1w, "t1w_to_mni", mem_gb=2.0, **threads)
     qc = node(ifc.QCMetrics, "qc", template=template, template_mask=template_mask)
+    figures = node(ifc.QCFigures, "figures", template=template)
     sink = node(DerivativesSink, "derivatives", output_dir=str(output_dir),
                 source_entities=json.dumps(t1w.output_entities()),
                 sources=[bids_uri(t1w, bids_dir)],
@@ -99,5 +100,11 @@ def init_anat_preproc_wf(t1w: T1wInput, bids_dir: Path, output_dir: Path,
         (modulate, sink, [("modulated", "gm_modulated"), ("smoothed", "gm_smoothed")]),
         (normalize, sink, [("out_file", "t1w_mni")]),
         (qc, sink, [("out_file", "qc")]),
+        (n4, figures, [("out_file", "t1w")]),
+        (mask, figures, [("out_file", "mask")]),
+        (segment, figures, [("gm", "gm"), ("wm", "wm")]),
+        (normalize, figures, [("out_file", "t1w_mni")]),
+        (figures, sink, [("segmentation", "fig_segmentation"),
+                         ("registration", "fig_registration")]),
     ])
     return workflow

@@ -1,0 +1,86 @@
+"""Wall time and peak memory of each preprocessing step, and quality, for one 1 mm whole-head
+SYNTHETIC subject on this machine (default mode; ``--sloppy`` as the first argument for the
+test mode). Prints figures; asserts nothing.
+
+Run: ``.venv/bin/python benchmarks/preproc.py [--sloppy]``. Target (issue 3): <= 3 min in the
+default mode on 2 cores.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+os.environ.setdefault("TEMPLATEFLOW_HOME",
+                      str(Path(__file__).resolve().parents[2] / "shared" / "templateflow"))
+
+
+def _timed(step: str, args: tuple) -> tuple[object, float, float]:
+    from bids_mdd.preproc import ants_steps
+    from bids_mdd.preproc.grids import CLASSIFIER_GRID, DFRN_GRID
+
+    grids = {"classifier": CLASSIFIER_GRID, "dfrn": DFRN_GRID}
+    args = tuple(grids.get(a, a) if isinstance(a, str) else a for a in args)
+    start = time.perf_counter()
+    result = getattr(ants_steps, step)(*args)
+    seconds = time.perf_counter() - start
+    return result, seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_step(step: str, *args) -> object:
+    """Run one step in a fresh process, so its peak memory is its own."""
+    with mp.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
+        result, seconds, peak_mb = pool.apply(_timed, (step, args))
+    run_step.total += seconds
+    print(f"{step:24s} {seconds:7.1f} s   peak {peak_mb:7.0f} MB", flush=True)
+    return result
+
+
+run_step.total = 0.0
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return float(2 * (a & b).sum() / (a.sum() + b.sum()))
+
+
+def main(sloppy: bool) -> None:
+    from bids_mdd.preproc.templates import template_brain_mask, template_t1w
+    from bids_mdd.synth.cohort import generate_cohort
+    from bids_mdd.synth.model import CohortSpec
+
+    template, template_mask = str(template_t1w()), str(template_brain_mask())
+    with tempfile.TemporaryDirectory() as tmp:
+        bids, work = Path(tmp) / "bids", Path(tmp)
+        generate_cohort(bids, CohortSpec(n_mdd=0, n_hc=1, seed=11, resolution=1.0), n_jobs=1)
+        truth = bids / "derivatives/synthetic-truth/sub-001/anat/sub-001_"
+        print(f"SYNTHETIC whole-head subject, 1 mm, {'sloppy' if sloppy else 'default'} mode,"
+              f" {os.cpu_count()} CPUs")
+        t1w = run_step("validate_t1w", str(bids / "sub-001/anat/sub-001_T1w.nii.gz"), tmp)
+        stripped = run_step("is_skull_stripped", t1w)
+        n4 = run_step("n4_correct", t1w, tmp, sloppy)
+        reg = run_step("register_to_template", n4, template, template_mask, stripped, tmp, sloppy)
+        mask = run_step("brain_mask", n4, template_mask, reg.inverse, stripped, tmp)
+        csf, gm, wm = run_step("segment_tissues", n4, mask, tmp, sloppy)
+        modulated, _ = run_step("modulated_gm", gm, reg.forward, "classifier", tmp)
+        run_step("normalized_t1w", n4, mask, reg.forward, "dfrn", tmp)
+        print(f"{'total':24s} {run_step.total:7.1f} s")
+
+        load = lambda p: np.asarray(nib.load(str(p)).dataobj, dtype=np.float32)  # noqa: E731
+        native_ml = load(gm).sum() / 1000
+        mni_ml = load(modulated).sum() * 1.5**3 / 1000
+        print(f"GM native {native_ml:.0f} mL, modulated in MNI {mni_ml:.0f} mL "
+              f"(ratio {mni_ml / native_ml:.4f})")
+        print(f"brain-mask Dice vs truth {dice(load(mask) > 0.5, load(f'{truth}desc-brain_mask.nii.gz') > 0):.4f}")
+        print(f"GM Dice (> 0.5) vs truth, native {dice(load(gm) > 0.5, load(f'{truth}label-GM_probseg.nii.gz') > 0.5):.4f}")
+
+
+if __name__ == "__main__":
+    main(sloppy="--sloppy" in sys.argv[1:])

@@ -1,0 +1,59 @@
+"""The participant HTML report: QC metrics, flags and figures of each of its T1w images."""
+
+from __future__ import annotations
+
+import json
+from html import escape
+from pathlib import Path
+
+from bids_mdd import __version__
+from bids_mdd.bids.atomic import write_text
+from bids_mdd.bids.discovery import T1wInput
+from bids_mdd.bids.names import derivative_path
+from bids_mdd.preproc.sink import OUTPUTS
+
+_STYLE = """body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}
+table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px;text-align:left}
+.flag{color:#b00;font-weight:bold}.warn{background:#fee;padding:.5em;border:1px solid #b00}
+img{width:100%;border:1px solid #ddd;margin:.3em 0}"""
+
+_METRICS = (("tiv_ml", "TIV (mL)"), ("gm_ml", "GM (mL)"), ("wm_ml", "WM (mL)"),
+            ("csf_ml", "CSF (mL)"), ("gm_fraction", "GM / TIV"),
+            ("template_ncc", "correlation with template"),
+            ("template_mask_dice", "brain-mask Dice with template"))
+
+
+def _section(output_dir: Path, t1w: T1wInput) -> str:
+    entities = t1w.output_entities()
+    title = " ".join(f"{k}-{v}" for k, v in entities.items())
+    qc_path = derivative_path(output_dir, **entities, **OUTPUTS["qc"])
+    if not qc_path.is_file():
+        return f"<h2>{escape(title)}</h2><p class='flag'>not preprocessed (see logs/)</p>"
+    metrics = json.loads(qc_path.read_text(encoding="utf-8"))
+    rows = "".join(f"<tr><th>{escape(label)}</th><td>{metrics.get(key)}</td></tr>"
+                   for key, label in _METRICS)
+    flags = "".join(f"<li class='flag'>{escape(flag)}</li>" for flag in metrics["flags"])
+    sloppy = metrics.get("Parameters", {}).get("Sloppy")
+    parts = [f"<h2>{escape(title)}</h2>",
+             f"<p>Source: <code>{escape(', '.join(metrics.get('Sources', [])))}</code></p>"]
+    if sloppy:
+        parts.append("<p class='warn'>Preprocessed with --sloppy (coarse, for tests): "
+                     "do not analyse these outputs.</p>")
+    parts.append(f"<table>{rows}</table>")
+    parts.append(f"<ul>{flags}</ul>" if flags else "<p>No QC flag.</p>")
+    for name, caption in (("fig_segmentation", "Segmentation"),
+                          ("fig_registration", "Registration to MNI152NLin2009cAsym")):
+        figure = derivative_path(output_dir, **entities, **OUTPUTS[name])
+        if figure.is_file():
+            source = figure.relative_to(output_dir).as_posix()
+            parts.append(f"<h3>{caption}</h3><img src='{escape(source)}' alt='{caption}'>")
+    return "\n".join(parts)
+
+
+def write_participant_report(output_dir: Path, subject: str, inputs: list[T1wInput]) -> Path:
+    """Write OUTPUT_DIR/sub-<subject>.html for the participant's T1w images."""
+    sections = "\n".join(_section(output_dir, t1w) for t1w in inputs if t1w.subject == subject)
+    html = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>sub-{escape(subject)}"
+            f"</title><style>{_STYLE}</style></head><body><h1>bids_mdd {__version__}: "
+            f"sub-{escape(subject)}</h1>\n{sections}\n</body></html>\n")
+    return write_text(derivative_path(output_dir, subject=subject, extension=".html"), html)
