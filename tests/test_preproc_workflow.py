@@ -148,3 +148,30 @@ def test_skull_stripped_input(templateflow_home, tmp_path) -> None:
     sidecar = json.loads(output(tmp_path / "out", "brain_mask").with_suffix("").with_suffix(
         ".json").read_text())
     assert sidecar["Parameters"]["SkullStrip"] == "auto"
+
+
+def test_rerun_after_kill_resumes(templateflow_home, tmp_path) -> None:
+    """Kill a real run once registration is done; the rerun reuses it and finishes."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    bids = tmp_path / "bids"
+    generate_cohort(bids, CohortSpec(n_mdd=1, n_hc=0, seed=8, resolution=4.0), n_jobs=1)
+    command = [str(Path(sys.executable).with_name("bids_mdd")), str(bids), str(tmp_path / "out"),
+               "participant", "-w", str(tmp_path / "work"), "--sloppy", "--nprocs", "1"]
+    process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    node = tmp_path / "work" / "anat_preproc_subject001" / "register"
+    deadline = time.monotonic() + 300
+    while not list(node.glob("result_*.pklz")) and process.poll() is None:
+        assert time.monotonic() < deadline, "registration did not finish"
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    result = next(node.glob("result_*.pklz"))
+    stamp = result.stat().st_mtime_ns
+    assert subprocess.run(command, capture_output=True).returncode == 0
+    assert result.stat().st_mtime_ns == stamp
+    assert output(tmp_path / "out", "gm_smoothed").is_file()

@@ -7,7 +7,9 @@ import matplotlib
 matplotlib.use("Agg")  # headless: figures are files
 
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 from nilearn import plotting  # noqa: E402
+from nilearn.image import math_img  # noqa: E402
 
 
 def segmentation_figure(t1w: str, mask: str, gm: str, wm: str, out_file: str) -> str:
@@ -23,12 +25,21 @@ def segmentation_figure(t1w: str, mask: str, gm: str, wm: str, out_file: str) ->
     return out_file
 
 
-def registration_figure(t1w_mni: str, template: str, out_file: str) -> str:
-    """The T1w in MNI space with the template's edges on top (mosaic of axial slices)."""
+def registration_figure(t1w_mni: str, template: str, template_mask: str, out_file: str) -> str:
+    """The T1w in MNI space under the brain-extracted template's edges (axial mosaic)."""
+    # z-scored T1w: lift the brain above the zero background so the background shows black
+    shown = math_img("np.where(t != 0, t + 3.0, 0.0)", t=t1w_mni)
+    template_brain = math_img("t * (m > 0)", t=template, m=template_mask)
+    values = np.asarray(template_brain.dataobj)
+    boundary = float(np.percentile(values[values > 0], 60))  # about the GM/WM boundary
     figure = plt.figure(figsize=(12, 3.5))
-    display = plotting.plot_anat(t1w_mni, display_mode="z", cut_coords=7, figure=figure,
-                                 title="T1w in MNI152NLin2009cAsym, template edges in red")
-    display.add_edges(template, color="r")
+    display = plotting.plot_anat(shown, display_mode="z", figure=figure,
+                                 cut_coords=(-40, -20, 0, 15, 30, 45, 60),
+                                 vmin=0.0, vmax=6.0, black_bg=True,
+                                 title="T1w in MNI152NLin2009cAsym; template GM/WM boundary "
+                                       "in red")
+    # contours rather than nilearn's add_edges, which streaks over flat background
+    display.add_contours(template_brain, levels=[boundary], colors="r", linewidths=0.6)
     figure.savefig(out_file)
     plt.close(figure)
     return out_file

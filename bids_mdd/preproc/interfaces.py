@@ -222,6 +222,7 @@ class _FiguresIn(BaseInterfaceInputSpec):
     wm = File(exists=True, mandatory=True)
     t1w_mni = File(exists=True, mandatory=True)
     template = File(exists=True, mandatory=True)
+    template_mask = File(exists=True, mandatory=True)
 
 
 class _FiguresOut(TraitedSpec):
@@ -242,6 +243,6 @@ class QCFigures(SimpleInterface):
             self.inputs.t1w, self.inputs.mask, self.inputs.gm, self.inputs.wm,
             os.path.join(runtime.cwd, "segmentation.svg"))
         self._results["registration"] = registration_figure(
-            self.inputs.t1w_mni, self.inputs.template,
+            self.inputs.t1w_mni, self.inputs.template, self.inputs.template_mask,
             os.path.join(runtime.cwd, "registration.svg"))
         return runtime

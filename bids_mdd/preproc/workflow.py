@@ -31,7 +31,9 @@ class PreprocOptions:
                 "Sloppy": self.sloppy, "Seed": self.seed, "SmoothingFWHM": self.fwhm,
                 "Registration": {"method": "antspyx Affine + SyNOnly",
                                  "resolution_mm": registration.resolution,
-                                 "syn_iterations": list(registration.syn_iterations)},
+                                 "syn_iterations": list(registration.syn_iterations),
+                                 "syn_metric": registration.syn_metric,
+                                 "syn_sampling": registration.syn_sampling},
                 "Segmentation": "antspyx Atropos, 3 classes, k-means, MRF [0.1,1x1x1]",
                 "BiasCorrection": "antspyx N4"}
 
@@ -69,7 +71,7 @@ def init_anat_preproc_wf(t1w: T1wInput, bids_dir: Path, output_dir: Path,
     modulate = node(ifc.ModulatedGM, "gm_to_mni", mem_gb=2.0, fwhm=options.fwhm, **threads)
     normalize = node(ifc.NormalizedT1w, "t1w_to_mni", mem_gb=2.0, **threads)
     qc = node(ifc.QCMetrics, "qc", template=template, template_mask=template_mask)
-    figures = node(ifc.QCFigures, "figures", template=template)
+    figures = node(ifc.QCFigures, "figures", template=template, template_mask=template_mask)
     sink = node(DerivativesSink, "derivatives", output_dir=str(output_dir),
                 source_entities=json.dumps(t1w.output_entities()),
                 sources=[bids_uri(t1w, bids_dir)],

@@ -57,6 +57,8 @@ class CohortSpec:
             raise ValueError("need at least one subject (--n-mdd + --n-hc > 0)")
         if self.resolution <= 0:
             raise ValueError("--resolution must be positive (mm)")
+        if self.regional_gm_sd <= 0:
+            raise ValueError("regional_gm_sd must be positive: it is the unit of --effect-size")
         if self.effect_size < 0:
             raise ValueError("--effect-size is a GM loss in MDD; give it as a value >= 0")
 
