@@ -175,3 +175,14 @@ def test_rerun_after_kill_resumes(templateflow_home, tmp_path) -> None:
     assert subprocess.run(command, capture_output=True).returncode == 0
     assert result.stat().st_mtime_ns == stamp
     assert output(tmp_path / "out", "gm_smoothed").is_file()
+
+
+def test_node_crash_names_node_error_and_crash_file(tiny_bids, tmp_path, capsys) -> None:
+    """A 4 x 4 x 4 'T1w' passes the input checks but cannot be registered."""
+    code = main([str(tiny_bids), str(tmp_path / "out"), "participant", "--participant-label",
+                 "03", "-w", str(tmp_path / "work"), "--sloppy", "--nprocs", "1"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "sub-03_T1w.nii.gz: preprocessing failed (RuntimeError: Registration failed" in err
+    crash = Path(err.split("crash file: ")[1].split()[0])
+    assert crash.is_file() and "-register-" in crash.name

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import os
 import platform
-from collections.abc import Mapping, Sequence
+import shutil
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -118,25 +119,24 @@ def provenance(sources: Sequence[str | Path] = (), parameters: Mapping[str, Any]
     return sidecar
 
 
-def copy_file(source: str | Path, path: str | Path,
-              sidecar: Mapping[str, Any] | None = None) -> Path:
-    """Atomically copy a non-image output (e.g. a transform) and write its sidecar."""
-    import shutil
-
+def _write_with_sidecar(path: str | Path, sidecar: Mapping[str, Any] | None,
+                        write: Callable[[Path], object]) -> Path:
+    """Write the JSON sidecar (if any) first, then the file itself atomically via ``write``."""
     path = Path(path)
     if sidecar is not None:
         write_json(sidecar_path(path), dict(sidecar))
     with atomic_output(path) as tmp:
-        shutil.copyfile(source, tmp)
+        write(tmp)
     return path
+
+
+def copy_file(source: str | Path, path: str | Path,
+              sidecar: Mapping[str, Any] | None = None) -> Path:
+    """Atomically copy a non-image output (a transform, a figure) and write its sidecar."""
+    return _write_with_sidecar(path, sidecar, lambda tmp: shutil.copyfile(source, tmp))
 
 
 def write_image(path: str | Path, image: nib.spatialimages.SpatialImage,
                 sidecar: Mapping[str, Any] | None = None) -> Path:
     """Atomically write a NIfTI image and, when given, its JSON sidecar (written first)."""
-    path = Path(path)
-    if sidecar is not None:
-        write_json(sidecar_path(path), dict(sidecar))
-    with atomic_output(path) as tmp:
-        nib.save(image, tmp)
-    return path
+    return _write_with_sidecar(path, sidecar, lambda tmp: nib.save(image, tmp))

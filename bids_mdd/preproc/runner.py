@@ -39,6 +39,18 @@ def _write_crash(logs: Path, t1w: T1wInput, text: str) -> Path:
     return path
 
 
+def _node_failure(t1w: T1wInput, logs: Path, before: set[Path], trace: str) -> Failure:
+    """A failure naming the node that crashed and its error, from nipype's new crash file."""
+    new = sorted(set(logs.glob("crash-*")) - before) if logs.is_dir() else []
+    if not new:
+        crash = _write_crash(logs, t1w, trace)
+        return Failure(t1w, f"{t1w.path}: preprocessing failed; see {crash}", crash, False)
+    lines = [line for line in new[0].read_text(encoding="utf-8").splitlines() if line.strip()]
+    error = next((line for line in reversed(lines) if "Error" in line), lines[-1])
+    return Failure(t1w, f"{t1w.path}: preprocessing failed ({error.strip()}); crash file: "
+                        f"{new[0]}", new[0], False)
+
+
 def _plugin(nprocs: int | None, mem_gb: float | None) -> tuple[str, dict]:
     n_procs = nprocs or os.cpu_count() or 1
     if n_procs == 1:
@@ -63,6 +75,7 @@ def preprocess(inputs: list[T1wInput], bids_dir: Path, output_dir: Path, work_di
     plugin, plugin_args = _plugin(nprocs, mem_gb)
     failures = []
     for t1w in tqdm(inputs, desc="participants", unit="T1w", disable=len(inputs) < 2):
+        before = set(logs.glob("crash-*")) if logs.is_dir() else set()
         try:
             load_t1w(t1w.path)  # fail fast, with the reason, before any work
             workflow = init_anat_preproc_wf(t1w, bids_dir, output_dir, options)
@@ -73,11 +86,8 @@ def preprocess(inputs: list[T1wInput], bids_dir: Path, output_dir: Path, work_di
             crash = _write_crash(logs, t1w, f"{exc}\n")
             failures.append(Failure(t1w, str(exc), crash,
                                     exc.exit_code == ExitCode.BAD_DATA))
-        except Exception as exc:  # nipype reports node crashes as RuntimeError
-            crash = _write_crash(logs, t1w, traceback.format_exc())
-            reason = f"{t1w.path}: preprocessing failed ({type(exc).__name__}: " \
-                     f"{str(exc).splitlines()[0] if str(exc) else ''}); see {crash}"
-            failures.append(Failure(t1w, reason, crash, False))
+        except Exception:  # nipype reports node crashes as one RuntimeError at the end
+            failures.append(_node_failure(t1w, logs, before, traceback.format_exc()))
         else:
             LOGGER.info("preprocessed %s", t1w.path)
             continue
