@@ -91,7 +91,7 @@ def main(sloppy: bool) -> None:
         reg = run_step("register_to_template", n4, template, template_mask, stripped, tmp, sloppy)
         mask = run_step("brain_mask", n4, template_mask, reg.inverse, stripped, tmp)
         csf, gm, wm = run_step("segment_tissues", n4, mask, tmp, sloppy)
-        modulated, _ = run_step("modulated_gm", gm, reg.forward, "classifier", tmp)
+        modulated = run_step("modulated_gm", gm, reg.forward, "classifier", tmp)
         run_step("normalized_t1w", n4, mask, reg.forward, "dfrn", tmp)
         print(f"{'total':24s} {run_step.total:7.1f} s")
 

@@ -28,8 +28,9 @@ SKULL_STRIPPED_MAX_ML = 2500.0
 class RegistrationSettings:
     """Resolution (mm), SyN metric and iterations per level of the template registration.
 
-    Default: cross-correlation (radius 2) at 2 mm, which brought known-warp GM Dice from 0.93
-    (Mattes, 100x70x40) to 0.958 on a 1 mm synthetic subject in ~80 s (benchmarks/preproc.py).
+    Default: cross-correlation (radius 2) at 2 mm. On 1 mm synthetic subjects it gave a
+    known-warp GM Dice of 0.952 in 61 s (Mattes at 2 mm, 100x70x40 iterations: 0.93);
+    see benchmarks/preproc.py.
     """
 
     resolution: float
@@ -159,8 +160,7 @@ def _grid_image(grid: Grid) -> ants.ANTsImage:
     return ants.from_nibabel_nifti(grid.image())
 
 
-def modulated_gm(gm: str, registration_forward: str, grid: Grid, out_dir: str
-                 ) -> tuple[str, str]:
+def modulated_gm(gm: str, registration_forward: str, grid: Grid, out_dir: str) -> str:
     """GM probability on ``grid`` times the Jacobian determinant of the full transform.
 
     Modulation keeps each voxel's native GM volume: sum(modulated) * grid voxel volume equals
@@ -172,9 +172,7 @@ def modulated_gm(gm: str, registration_forward: str, grid: Grid, out_dir: str
     field = ants.apply_transforms(domain, domain, [registration_forward],
                                   compose=str(Path(out_dir) / "forward_"))
     jacobian = ants.create_jacobian_determinant_image(domain, field, do_log=False)
-    modulated = warped * jacobian
-    return (_write(modulated, out_dir, "gm_modulated.nii.gz"),
-            _write(jacobian, out_dir, "jacobian.nii.gz"))
+    return _write(warped * jacobian, out_dir, "gm_modulated.nii.gz")
 
 
 def normalized_t1w(t1w: str, mask: str, registration_forward: str, grid: Grid, out_dir: str

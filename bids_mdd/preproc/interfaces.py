@@ -157,7 +157,7 @@ class ModulatedGM(SimpleInterface):
         from nilearn.image import smooth_img
 
         ants_steps.set_threads(self.inputs.num_threads)
-        modulated, _ = ants_steps.modulated_gm(self.inputs.gm, self.inputs.forward,
+        modulated = ants_steps.modulated_gm(self.inputs.gm, self.inputs.forward,
                                                CLASSIFIER_GRID, runtime.cwd)
         smoothed = os.path.join(runtime.cwd, "gm_smoothed.nii.gz")
         smooth_img(modulated, self.inputs.fwhm).to_filename(smoothed)
