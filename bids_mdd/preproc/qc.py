@@ -12,10 +12,12 @@ from nilearn.image import resample_to_img
 from bids_mdd.preproc.grids import Grid
 
 #: Plausible ranges (adult brains); a value outside raises a flag in desc-qc_metrics.json.
+#: template_ncc: real scans registered well reach 0.74-0.81 (contrast differs from the
+#: template's), synthetic ones ~0.85; a failed registration falls far below 0.6.
 PLAUSIBLE = {
     "tiv_ml": (1000.0, 2000.0),
     "gm_fraction": (0.35, 0.60),
-    "template_ncc": (0.80, 1.0),
+    "template_ncc": (0.60, 1.0),
     "template_mask_dice": (0.90, 1.0),
 }
 
