@@ -81,3 +81,16 @@ def test_metrics() -> None:
     assert dice(a, a) == 1.0 and dice(a, ~a) == 0.0
     x = np.arange(16.0).reshape(4, 4)
     assert normalized_correlation(x, 2 * x + 3, a) == pytest.approx(1.0)
+
+
+def test_bids_uri_keeps_symlinked_inputs_inside_the_dataset(tmp_path) -> None:
+    from bids_mdd.bids.discovery import T1wInput
+    from bids_mdd.preproc.workflow import bids_uri
+
+    store = tmp_path / "annex" / "objects" / "x.nii.gz"  # where git-annex keeps the content
+    store.parent.mkdir(parents=True)
+    store.write_bytes(b"")
+    link = tmp_path / "bids" / "sub-01" / "anat" / "sub-01_T1w.nii.gz"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(store)
+    assert bids_uri(T1wInput(link, "01"), tmp_path / "bids") == "bids::sub-01/anat/sub-01_T1w.nii.gz"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,8 +40,16 @@ class PreprocOptions:
 
 
 def bids_uri(t1w: T1wInput, bids_dir: Path) -> str:
-    """The BIDS URI of an input file (``bids::sub-01/anat/...``)."""
-    return f"bids::{t1w.path.resolve().relative_to(bids_dir.resolve()).as_posix()}"
+    """The BIDS URI of an input file (``bids::sub-01/anat/...``).
+
+    Symlinks are not followed: in DataLad/git-annex datasets every file links elsewhere.
+    """
+    path, root = Path(os.path.abspath(t1w.path)), Path(os.path.abspath(bids_dir))
+    if not path.is_relative_to(root):
+        path, root = t1w.path.resolve(), bids_dir.resolve()
+    if not path.is_relative_to(root):
+        return path.as_uri()
+    return f"bids::{path.relative_to(root).as_posix()}"
 
 
 def workflow_name(t1w: T1wInput) -> str:
