@@ -19,6 +19,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from bids_mdd.preproc.qc import dice
+
 os.environ.setdefault("TEMPLATEFLOW_HOME",
                       str(Path(__file__).resolve().parents[2] / "shared" / "templateflow"))
 
@@ -45,10 +47,6 @@ def run_step(step: str, *args) -> object:
 
 
 run_step.total = 0.0
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    return float(2 * (a & b).sum() / (a.sum() + b.sum()))
 
 
 def known_warp_dice(truth_gm: str, forward: str, template: str, template_mask: str) -> float:
