@@ -94,3 +94,30 @@ def test_bids_uri_keeps_symlinked_inputs_inside_the_dataset(tmp_path) -> None:
     link.parent.mkdir(parents=True)
     link.symlink_to(store)
     assert bids_uri(T1wInput(link, "01"), tmp_path / "bids") == "bids::sub-01/anat/sub-01_T1w.nii.gz"
+
+
+def test_segmentation_leaves_no_temporary_files(tmp_path, monkeypatch) -> None:
+    """antspyx's atropos writes probability maps to tempfile names and never deletes them."""
+    import tempfile
+
+    from bids_mdd.preproc.ants_steps import segment_tissues
+
+    system_tmp = tmp_path / "tmp"
+    system_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))
+    rng = np.random.default_rng(0)
+    classes = rng.integers(0, 3, (24, 24, 24))
+    t1w = (np.choose(classes, [30.0, 60.0, 90.0]) + rng.normal(0, 3, classes.shape))
+    nib.save(nib.Nifti1Image(t1w.astype(np.float32), np.eye(4)), tmp_path / "t1w.nii.gz")
+    nib.save(nib.Nifti1Image(np.ones(classes.shape, np.uint8), np.eye(4)),
+             tmp_path / "mask.nii.gz")
+    out = tmp_path / "out"
+    out.mkdir()
+    csf, gm, wm = segment_tissues(str(tmp_path / "t1w.nii.gz"), str(tmp_path / "mask.nii.gz"),
+                                  str(out), sloppy=True)
+    gm_map = np.asarray(nib.load(gm).dataobj)
+    assert dice(gm_map > 0.5, classes == 1) > 0.95
+    assert list(system_tmp.iterdir()) == []
+    assert sorted(p.name for p in out.iterdir()) == [
+        "label-CSF_probseg.nii.gz", "label-GM_probseg.nii.gz", "label-WM_probseg.nii.gz"]
+    assert tempfile.tempdir == str(system_tmp)
