@@ -36,6 +36,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="AAL abbreviations (SFGdor, MTG, ...) or AAL2 names to atrophy")
     parser.add_argument("--skull-stripped", action="store_true",
                         help="write brain-extracted images (default: whole head)")
+    parser.add_argument("--mni-derivatives", action="store_true",
+                        help="also write each subject's model inputs rendered directly in MNI "
+                             "space (smoothed modulated GM, normalised T1w) under "
+                             "derivatives/bids_mdd-synthetic, for training without preprocessing")
+    parser.add_argument("--factor-weight", type=float, default=CohortSpec.factor_weight,
+                        help="symptom-score change per SD of the anchor region's GM volume")
+    parser.add_argument("--factor-noise-sd", type=float, default=CohortSpec.factor_noise_sd,
+                        help="residual SD of each symptom-factor score")
     parser.add_argument("--n-jobs", type=int, default=min(2, os.cpu_count() or 1),
                         help="subjects rendered in parallel")
     parser.add_argument("--version", action="version", version=f"bids_mdd {__version__}")
@@ -53,7 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         spec = CohortSpec(n_mdd=args.n_mdd, n_hc=args.n_hc, seed=args.seed,
                           effect_size=args.effect_size, resolution=args.resolution,
-                          regions=tuple(args.regions), skull_stripped=args.skull_stripped)
+                          regions=tuple(args.regions), skull_stripped=args.skull_stripped,
+                          mni_derivatives=args.mni_derivatives, factor_weight=args.factor_weight,
+                          factor_noise_sd=args.factor_noise_sd)
         truth = generate_cohort(args.out, spec, n_jobs=args.n_jobs)
     except ValueError as exc:
         print(f"bids_mdd-synth: error: {exc}", file=sys.stderr)

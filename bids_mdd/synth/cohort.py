@@ -18,6 +18,7 @@ from bids_mdd.atlas import Atlas, label_volume_ml, load_aal2
 from bids_mdd.errors import BidsMddError, ExitCode
 from bids_mdd.preproc.templates import template_brain_mask, template_t1w
 from bids_mdd.synth import writer
+from bids_mdd.synth.mni import MniSpace, prepare_mni_space, render_mni_inputs, write_mni_inputs
 from bids_mdd.synth.model import (FACTOR_REGIONS, CohortSpec, SubjectDraw, draw_subjects,
                                   factor_scores, regional_gm_scale)
 from bids_mdd.synth.render import TemplateSpace, prepare_template, render_subject
@@ -29,17 +30,22 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(space: TemplateSpace, spec: CohortSpec, root: str,
-                 region_indices: dict[str, list[int]], planted: set[int]) -> None:
+                 region_indices: dict[str, list[int]], planted: set[int],
+                 mni: MniSpace | None) -> None:
     _WORKER.update(space=space, spec=spec, root=Path(root), regions=region_indices,
-                   planted=planted)
+                   planted=planted, mni=mni)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def _make_subject(draw: SubjectDraw) -> dict[str, Any]:
     """Render and write one subject; return its regional GM volumes (mL) and brain volume."""
     space, spec = _WORKER["space"], _WORKER["spec"]
-    images = render_subject(space, spec, draw, regional_gm_scale(spec, draw, _WORKER["planted"]))
+    gm_scale = regional_gm_scale(spec, draw, _WORKER["planted"])
+    images = render_subject(space, spec, draw, gm_scale)
     writer.write_subject(_WORKER["root"], draw, images, spec)
+    if _WORKER["mni"] is not None:
+        write_mni_inputs(_WORKER["root"], draw,
+                         render_mni_inputs(_WORKER["mni"], spec, draw, gm_scale))
     volumes = {name: label_volume_ml(images.labels, images.gm, images.voxel_ml, idx)
                for name, idx in _WORKER["regions"].items()}
     return {"label": draw.label, "brain_ml": float(images.brain.sum() * images.voxel_ml),
@@ -87,13 +93,19 @@ def generate_cohort(out_dir: str | Path, spec: CohortSpec, n_jobs: int = 2) -> d
     space = prepare_template(nib.load(template_t1w()), nib.load(template_brain_mask()), atlas,
                              spec.resolution, seed=spec.seed)
     draws = draw_subjects(spec, atlas.hemisphere_stems())
+    mni = None
+    if spec.mni_derivatives:
+        LOGGER.info("preparing the 1 mm template for MNI-space model inputs")
+        mni = prepare_mni_space(prepare_template(nib.load(template_t1w()),
+                                                 nib.load(template_brain_mask()), atlas,
+                                                 resolution=1.0, seed=spec.seed))
 
     tmp = out_dir.with_name(f".{out_dir.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
         with ProcessPoolExecutor(max_workers=max(1, n_jobs), initializer=_init_worker,
-                                 initargs=(space, spec, str(tmp), regions, planted)) as pool:
+                                 initargs=(space, spec, str(tmp), regions, planted, mni)) as pool:
             results = list(tqdm(pool.map(_make_subject, draws), total=len(draws),
                                 desc="synthetic subjects", unit="subject"))
         truth = _ground_truth(spec, draws, results,

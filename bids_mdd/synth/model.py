@@ -51,6 +51,8 @@ class CohortSpec:
     factor_group_shift: float = 1.0    # MDD minus HC mean score
     factor_noise_sd: float = 0.8       # residual SD of each score
     age_range: tuple[float, float] = (18.0, 65.0)
+    mni_derivatives: bool = False      # also write model inputs rendered in MNI space
+    mni_noise_sd: float = 0.1          # SD of their smooth multiplicative GM noise
 
     def __post_init__(self) -> None:
         if self.n_mdd < 0 or self.n_hc < 0 or self.n_mdd + self.n_hc == 0:

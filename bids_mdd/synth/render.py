@@ -86,7 +86,7 @@ def _sample(volume: np.ndarray, affine: np.ndarray, world: np.ndarray, order: in
     return map_coordinates(volume, vox, order=order, mode="constant", cval=0.0, prefilter=False)
 
 
-def _lookup(labels: np.ndarray, table: dict[int, float]) -> np.ndarray:
+def label_lookup(labels: np.ndarray, table: dict[int, float]) -> np.ndarray:
     lut = np.full(max(table) + 1, table[0], dtype=np.float32)
     for index, value in table.items():
         lut[index] = value
@@ -118,7 +118,7 @@ def render_subject(space: TemplateSpace, spec: CohortSpec, draw: SubjectDraw,
     del template_world
 
     # regional GM partial-volume change; smoothing blurs the 2 mm atlas's blocky edges
-    scale = gaussian_filter(_lookup(labels, gm_scale), 2.0 / spec.resolution)
+    scale = gaussian_filter(label_lookup(labels, gm_scale), 2.0 / spec.resolution)
     lost = gm * np.clip(1.0 - scale, 0.0, 1.0)  # lost GM becomes CSF
     gm_new = gm - lost
     means = space.tissue_means

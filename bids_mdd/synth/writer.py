@@ -11,6 +11,7 @@ from bids_mdd import __version__
 from bids_mdd.bids.atomic import write_json, write_text
 from bids_mdd.bids.derivatives import dataset_description, generated_by, write_image
 from bids_mdd.bids.names import derivative_path, raw_path, sidecar_path
+from bids_mdd.synth.mni import MNI_DIR, MNI_NOTE
 from bids_mdd.synth.model import FACTORS, CohortSpec, SubjectDraw
 from bids_mdd.synth.render import SubjectImages
 
@@ -67,6 +68,11 @@ def write_dataset_files(root: Path, spec: CohortSpec, draws: list[SubjectDraw],
                                           "model of regional GM volume, see ground_truth.json)"}
     write_json(root / "participants.json", columns)
     write_json(root / "ground_truth.json", truth)
+    if spec.mni_derivatives:
+        write_json(root / MNI_DIR / "dataset_description.json", {
+            **dataset_description([root]), "Name": "SYNTHETIC bids_mdd model inputs in MNI space",
+            "GeneratedBy": [{**generated_by(), "Name": "bids_mdd-synth",
+                             "Description": MNI_NOTE}], "SyntheticData": True})
     write_json(root / TRUTH_DIR / "dataset_description.json", {
         **dataset_description([root]), "Name": "Ground truth of a bids_mdd synthetic cohort",
         "GeneratedBy": [{**generated_by(), "Name": "bids_mdd-synth"}], "SyntheticData": True})

@@ -1,0 +1,117 @@
+"""``bids_mdd-train DERIVATIVES_DIR MODELS_DIR``: cross-validate and bundle a model."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bids_mdd import __version__
+from bids_mdd.cli.parser import BidsAppArgumentParser, positive_int
+from bids_mdd.errors import BidsMddError, ExitCode
+
+LOGGER = logging.getLogger("bids_mdd.train")
+FACTORS = ("Anhedonia", "Appetite", "Sleep", "Suicidality", "Anxiety")
+
+
+def build_parser() -> BidsAppArgumentParser:
+    """Build the ``bids_mdd-train`` argument parser (protocol defaults: see --task)."""
+    p = BidsAppArgumentParser(
+        prog="bids_mdd-train", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Train and cross-validate a bids_mdd model on participant-level "
+                    "derivatives; write a model bundle. Protocol defaults: classification = "
+                    "paper A (5 folds, Adam LR 0.01, weight decay 1e-3, batch 8), regression = "
+                    "paper B (10 folds x 5 repeats, Adam LR 1e-3, batch 4).")
+    p.add_argument("derivatives_dir", type=Path,
+                   help="OUTPUT_DIR of `bids_mdd ... participant --preproc-only`")
+    p.add_argument("models_dir", type=Path, help="folder the bundle(s) are written into")
+    p.add_argument("--participants", type=Path, required=True,
+                   help="participants.tsv with the labels (e.g. BIDS_DIR/participants.tsv)")
+    p.add_argument("--task", choices=("classification", "regression"), default="classification")
+    p.add_argument("--name", help="bundle name (default: ARCHITECTURE-classifier, or "
+                                  "ARCHITECTURE-TARGET for each regression target)")
+    g = p.add_argument_group("network and input")
+    g.add_argument("--architecture", help="densenet121|169|201|264, resnet10...200, dfrn "
+                                          "(default: densenet121 / dfrn by task)")
+    g.add_argument("--input", choices=("gm", "t1w"),
+                   help="smoothed modulated GM (1.5 mm) or normalised T1w (1 mm); default by "
+                        "task: gm / t1w")
+    g.add_argument("--zoom", type=float, default=1.0,
+                   help="resample inputs by this factor (< 1: reduced grid for CPU work)")
+    g.add_argument("--normalization", choices=("zscore", "none"), default="zscore",
+                   help="per-image intensity normalisation over non-zero voxels")
+    g.add_argument("--width", type=positive_int,
+                   help="channels of the first stage (default 64, the papers' width)")
+    g.add_argument("--growth-rate", type=positive_int, help="DenseNet growth rate (default 32)")
+    g = p.add_argument_group("labels")
+    g.add_argument("--label-column", help="diagnosis column (default: first of group, "
+                                          "diagnosis, dx, condition, label)")
+    g.add_argument("--positive", nargs="+", help="values coding MDD (default: MDD, depr, "
+                                                 "patient, case, 1, ...)")
+    g.add_argument("--negative", nargs="+", help="values coding controls (default: HC, control, "
+                                                 "healthy, 0, ...)")
+    g.add_argument("--targets", nargs="+", default=list(FACTORS),
+                   help="regression target columns, one model each")
+    g.add_argument("--site-column", default="site",
+                   help="when this column exists, folds never split a site ('none' to ignore)")
+    g = p.add_argument_group("protocol (defaults by task)")
+    g.add_argument("--folds", type=positive_int)
+    g.add_argument("--repeats", type=positive_int)
+    g.add_argument("--val-fraction", type=float, default=0.1,
+                   help="validation share of all participants, carved from each training part")
+    g.add_argument("--epochs", type=positive_int, default=100)
+    g.add_argument("--batch-size", type=positive_int)
+    g.add_argument("--lr", type=float)
+    g.add_argument("--weight-decay", type=float)
+    g.add_argument("--plateau-patience", type=positive_int, default=10)
+    g = p.add_argument_group("transfer learning")
+    g.add_argument("--pretrain-from", type=Path, metavar="BUNDLE",
+                   help="start from this bundle's backbone (fold 1) with a new head")
+    g.add_argument("--backbone-lr-factor", type=float, default=0.001,
+                   help="LR of the transferred layers relative to the head's (paper A)")
+    g.add_argument("--allow-shared-ids", action="store_true",
+                   help="accept participant labels shared with the source data (images "
+                        "shared are always refused)")
+    g = p.add_argument_group("evaluation")
+    g.add_argument("--permutations", type=int, default=0, metavar="N",
+                   help="label permutations for the accuracy (regression: r) p-value")
+    g.add_argument("--permutation-mode", choices=("outputs", "retrain"), default="outputs",
+                   help="outputs: permute labels against the fixed out-of-fold outputs; "
+                        "retrain: rerun the whole cross-validation per permutation (slow)")
+    g.add_argument("--compare", action="store_true",
+                   help="also run the papers' baselines on the same folds; write "
+                        "comparison.tsv/.md")
+    g = p.add_argument_group("execution")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    g.add_argument("--num-workers", type=int, default=0, help="DataLoader workers")
+    g.add_argument("-w", "--work-dir", type=Path,
+                   help="checkpoints and finished folds, so a rerun resumes")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    g.add_argument("-v", "--verbose", action="store_true")
+    g.add_argument("--version", action="version", version=f"bids_mdd {__version__}")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse, train, and return an exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    from bids_mdd.training.run import train_from_args  # heavy imports after argument checks
+
+    try:
+        for bundle in train_from_args(args):
+            LOGGER.info("wrote %s", bundle.path)
+    except BidsMddError as exc:
+        print(f"bids_mdd-train: error: {exc}", file=sys.stderr)
+        return int(exc.exit_code)
+    return int(ExitCode.OK)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Networks, model bundles and attention maps."""

@@ -1,0 +1,188 @@
+"""Model bundles: a folder with ``model.json`` and one ``fold-<k>.safetensors`` per CV fold.
+
+Weights are read with safetensors only (no pickle: a bundle from a stranger cannot run code),
+and the sha256 of every weight file recorded in ``model.json`` is checked before it is loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from bids_mdd import __version__
+from bids_mdd.errors import BidsMddError, ExitCode
+from bids_mdd.models.inputs import InputSpec
+from bids_mdd.models.networks import build_network
+
+FORMAT_VERSION = 1
+MODEL_JSON = "model.json"
+TASKS = ("classification", "regression")
+_PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
+_REQUIRED = ("format_version", "name", "architecture", "kwargs", "task", "outputs", "input",
+             "folds")
+
+
+def sha256_of(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A loaded, verified bundle: where it is and what its ``model.json`` says."""
+
+    path: Path
+    meta: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return str(self.meta["name"])
+
+    @property
+    def task(self) -> str:
+        return str(self.meta["task"])
+
+    @property
+    def outputs(self) -> list[str]:
+        """Class names (negative first, positive last) or the regression target."""
+        return list(self.meta["outputs"])
+
+    @property
+    def input_spec(self) -> InputSpec:
+        return InputSpec.from_json(self.meta["input"])
+
+    @property
+    def n_folds(self) -> int:
+        return len(self.meta["folds"])
+
+    def network(self) -> nn.Module:
+        """A freshly initialised network of the bundle's architecture."""
+        return build_network(self.meta["architecture"], **self.meta["kwargs"])
+
+    def load_fold(self, index: int, device: str | torch.device = "cpu") -> nn.Module:
+        """Fold ``index`` (0-based) in eval mode; its sha256 was checked when the bundle loaded."""
+        fold = self.meta["folds"][index]
+        net = self.network()
+        net.load_state_dict(load_file(str(self.path / fold["file"]), device=str(device)))
+        return net.to(device).eval()
+
+    def ensemble(self, device: str | torch.device = "cpu") -> list[nn.Module]:
+        return [self.load_fold(i, device) for i in range(self.n_folds)]
+
+
+def _fail(path: Path, why: str) -> BidsMddError:
+    return BidsMddError(f"{path}: {why}", ExitCode.BAD_DATA)
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    """Read ``model.json``, validate it and check every weight file's sha256.
+
+    Raises BidsMddError (66 when missing, 65 when invalid, tampered or pickle-based).
+    """
+    path = Path(path)
+    meta_path = path / MODEL_JSON
+    if not meta_path.is_file():
+        pickles = sorted(p.name for p in path.glob("*") if p.suffix in _PICKLE_SUFFIXES)
+        if pickles:
+            raise _fail(path, f"holds pickle weights ({', '.join(pickles)}) and no {MODEL_JSON};"
+                              " pickle files are refused: export the weights to safetensors")
+        raise BidsMddError(f"{meta_path}: not found; --models must name bundle folders with a "
+                           f"{MODEL_JSON}", ExitCode.MISSING_INPUT)
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise _fail(meta_path, f"unreadable JSON ({exc}); restore the bundle") from exc
+    missing = [key for key in _REQUIRED if key not in meta]
+    if missing:
+        raise _fail(meta_path, f"lacks {', '.join(missing)}; not a bids_mdd model bundle")
+    if meta["format_version"] != FORMAT_VERSION:
+        raise _fail(meta_path, f"format_version {meta['format_version']} is not supported by "
+                               f"bids_mdd {__version__} (expects {FORMAT_VERSION})")
+    if meta["task"] not in TASKS:
+        raise _fail(meta_path, f"task {meta['task']!r} is not one of {TASKS}")
+    if not meta["folds"]:
+        raise _fail(meta_path, "lists no fold weights")
+    for fold in meta["folds"]:
+        weights = path / fold["file"]
+        if weights.suffix != ".safetensors" or weights.parent != path:
+            raise _fail(weights, "weights must be .safetensors files inside the bundle; pickle "
+                                 "formats are refused")
+        if not weights.is_file():
+            raise BidsMddError(f"{weights}: weight file listed in {MODEL_JSON} is missing",
+                               ExitCode.MISSING_INPUT)
+        actual = sha256_of(weights)
+        if actual != fold["sha256"]:
+            raise _fail(weights, f"sha256 {actual[:12]}… differs from {fold['sha256'][:12]}… in "
+                                 f"{MODEL_JSON}: the file was changed or corrupted")
+    return Bundle(path=path, meta=meta)
+
+
+def write_bundle(path: str | Path, meta: dict[str, Any],
+                 fold_states: list[dict[str, torch.Tensor]], overwrite: bool = False,
+                 fold_meta: list[dict[str, Any]] | None = None,
+                 extra_files: dict[str, str] | None = None) -> Bundle:
+    """Write a bundle folder atomically (built beside ``path``, renamed into place).
+
+    ``meta`` holds everything but ``format_version`` and ``folds``, which are filled in here
+    (each fold entry extended by ``fold_meta``); ``extra_files`` (name -> text) are reports
+    written beside ``model.json``.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise BidsMddError(f"{path}: a bundle exists there; choose another --out or pass "
+                           "--overwrite", ExitCode.CANNOT_CREATE_OUTPUT)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir()
+    try:
+        folds = []
+        for index, state in enumerate(fold_states, start=1):
+            name = f"fold-{index}.safetensors"
+            save_file({k: v.detach().cpu().contiguous() for k, v in state.items()},
+                      str(tmp / name), metadata={"bids_mdd_bundle": str(meta["name"])})
+            extra = fold_meta[index - 1] if fold_meta else {}
+            folds.append({**extra, "file": name, "sha256": sha256_of(tmp / name)})
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text)
+        full = {"format_version": FORMAT_VERSION, **meta, "folds": folds}
+        (tmp / MODEL_JSON).write_text(json.dumps(full, indent=2, sort_keys=True, default=str)
+                                      + "\n")
+        if path.exists():
+            old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return load_bundle(path)
+
+
+def find_bundles(models_dir: str | Path) -> list[Bundle]:
+    """Every bundle directly in ``models_dir`` (or ``models_dir`` itself if it is one)."""
+    models_dir = Path(models_dir)
+    if (models_dir / MODEL_JSON).is_file():
+        return [load_bundle(models_dir)]
+    if not models_dir.is_dir():
+        raise BidsMddError(f"{models_dir}: --models must be a bundle folder or a folder of "
+                           "bundles", ExitCode.MISSING_INPUT)
+    found = sorted(p.parent for p in models_dir.glob(f"*/{MODEL_JSON}"))
+    if not found:
+        raise BidsMddError(f"{models_dir}: holds no model bundle (no */{MODEL_JSON})",
+                           ExitCode.MISSING_INPUT)
+    return [load_bundle(p) for p in found]

@@ -1,0 +1,1 @@
+"""Datasets, splits, training loop, cross-validation, transfer, baselines, tables."""

@@ -1,0 +1,106 @@
+"""The papers' baselines on the same folds as the 3D network, and paper A's comparison table."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bids_mdd.models.inputs import InputSpec
+from bids_mdd.models.networks import build_network
+from bids_mdd.training.baselines import (LbpSvm, RegionRidge, atlas_labels_on_grid,
+                                         axial_slices, informative_slices, majority_vote,
+                                         slices_as_channels)
+from bids_mdd.training.cv import (CVResult, assemble, cross_validate_estimator,
+                                  cross_validate_network)
+from bids_mdd.training.data import Sample
+from bids_mdd.training.loop import TrainConfig
+from bids_mdd.training.splits import Fold
+
+LOGGER = logging.getLogger(__name__)
+
+BASELINES_CLASSIFICATION = ("lbp-svm", "ridge-regions", "slicewise-2d", "slices-as-channels")
+BASELINES_REGRESSION = ("ridge-regions",)
+TITLES = {"lbp-svm": "LBP (8 neighbours, radius 1) + RBF SVM",
+          "ridge-regions": "Ridge on AAL2 regional GM volumes",
+          "slicewise-2d": "2D DenseNet121, slice-wise, majority vote",
+          "slices-as-channels": "2D DenseNet121, axial slices as channels"}
+
+
+def run_baseline(name: str, gm: np.ndarray, gm_spec: InputSpec, y: np.ndarray,
+                 samples: list[Sample], folds: list[Fold], task: str, config: TrainConfig,
+                 width: dict[str, int]) -> CVResult:
+    """Cross-validate baseline ``name`` on GM maps ``gm`` (n, x, y, z) with ``folds``."""
+    if name == "lbp-svm":
+        return cross_validate_estimator(LbpSvm, gm, y, samples, folds, task, threshold=0.0)
+    if name == "ridge-regions":
+        labels = atlas_labels_on_grid(gm_spec.affine, gm_spec.shape)
+        voxel_ml = float(abs(np.linalg.det(gm_spec.affine[:3, :3]))) / 1000
+        return cross_validate_estimator(lambda: RegionRidge(labels, voxel_ml, task), gm, y,
+                                        samples, folds, task, threshold=0.0)
+    if name == "slices-as-channels":
+        channels = slices_as_channels(gm)
+        make = _net_2d(channels.shape[1], width)
+        return cross_validate_network(make, channels, y, samples, folds, task, config,
+                                      desc=name, add_channel=False)
+    if name == "slicewise-2d":
+        return _slicewise(gm, y, samples, folds, task, config, width)
+    raise ValueError(f"unknown baseline {name!r}; choose from {BASELINES_CLASSIFICATION}")
+
+
+def _net_2d(in_channels: int, width: dict[str, int]) -> Callable:
+    return lambda: build_network("densenet121", spatial_dims=2, in_channels=in_channels,
+                                 out_channels=2, **width)
+
+
+def _slicewise(gm: np.ndarray, y: np.ndarray, samples: list[Sample], folds: list[Fold],
+               task: str, config: TrainConfig, width: dict[str, int]) -> CVResult:
+    """Each axial slice is a sample (paper A: batch 64); a subject is MDD when more than half
+    of its slices are predicted MDD; the fraction of such slices is its score."""
+    slices, subject = axial_slices(gm, informative_slices(gm))
+    slice_y = y[subject]
+    scores = []
+    for fold in folds:
+        expand = lambda part: np.flatnonzero(np.isin(subject, part))  # noqa: E731
+        slice_fold = Fold(fold.repeat, fold.index, expand(fold.train), expand(fold.val),
+                          expand(fold.test))
+        slice_samples = [samples[i] for i in subject]
+        cv = cross_validate_network(_net_2d(1, width), slices, slice_y, slice_samples,
+                                    [slice_fold], task, config, desc="slicewise-2d",
+                                    add_channel=False)
+        probabilities = cv.predictions["score"].to_numpy()
+        votes, _ = majority_vote(probabilities, subject[slice_fold.test], len(gm))
+        scores.append(votes[fold.test])
+    extra = [{} for _ in folds]
+    return assemble(task, samples, folds, y, scores, 0.5, extra)
+
+
+def comparison_table(results: dict[str, CVResult], task: str) -> pd.DataFrame:
+    """Paper A's tables 3-5 shape: one row per method, mean ± SD across folds."""
+    metrics = (("accuracy", "balanced_accuracy", "recall", "specificity", "auc")
+               if task == "classification" else ("pearson_r", "mae", "rmse"))
+    rows = []
+    for method, cv in results.items():
+        summary = cv.summary
+        row = {"method": method}
+        for metric in metrics:
+            mean, sd = summary[metric]["mean"], summary[metric]["sd"]
+            scale = 100 if metric in ("accuracy", "balanced_accuracy", "recall",
+                                      "specificity") else 1
+            row[metric] = f"{mean * scale:.2f} ± {sd * scale:.2f}"
+        row["n_folds"] = len(cv.per_fold)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def write_comparison(table: pd.DataFrame, out_stem: Path, note: str) -> tuple[Path, Path]:
+    """``<stem>.tsv`` and ``<stem>.md`` (accuracy, recall, specificity in %)."""
+    from bids_mdd.bids.atomic import write_text
+
+    tsv = write_text(out_stem.with_suffix(".tsv"), table.to_csv(sep="\t", index=False))
+    md = write_text(out_stem.with_suffix(".md"),
+                    f"{note}\n\n{table.to_markdown(index=False)}\n")
+    return tsv, md

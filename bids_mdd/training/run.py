@@ -1,0 +1,274 @@
+"""``bids_mdd-train`` from parsed arguments: data, folds, cross-validation, baselines,
+permutations, bundles."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+from dataclasses import asdict, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import monai
+import numpy as np
+import pandas as pd
+import torch
+
+from bids_mdd import __version__
+from bids_mdd.errors import BidsMddError, ExitCode
+from bids_mdd.models.bundle import Bundle, load_bundle, write_bundle
+from bids_mdd.models.inputs import DEFAULT_INPUTS, GM_INPUT, InputSpec
+from bids_mdd.models.networks import build_network, head_name
+from bids_mdd.training import compare
+from bids_mdd.training.cv import CVResult, cross_validate_network, fold_metrics
+from bids_mdd.training.data import (Sample, binary_labels, find_samples, fingerprint,
+                                    label_column, load_volumes, read_participants)
+from bids_mdd.training.loop import TrainConfig
+from bids_mdd.training.metrics import permutation_p_value, permuted_outputs_null
+from bids_mdd.training.splits import make_folds
+from bids_mdd.training.transfer import check_no_shared_data, transfer_factory
+
+LOGGER = logging.getLogger(__name__)
+
+#: Paper A (classification) and paper B (regression) protocol defaults.
+PROTOCOLS = {
+    "classification": {"architecture": "densenet121", "input": "gm", "folds": 5, "repeats": 1,
+                       "batch_size": 8, "lr": 0.01, "weight_decay": 1e-3},
+    "regression": {"architecture": "dfrn", "input": "t1w", "folds": 10, "repeats": 5,
+                   "batch_size": 4, "lr": 1e-3, "weight_decay": 0.0},
+}
+#: Output names of a classifier bundle: negative class first, positive (MDD) last.
+CLASS_NAMES = ("control", "MDD")
+NOT_CLINICAL = "research use only, not for clinical use"
+SYNTHETIC_USE = "synthetic data, not for clinical use"
+
+
+def network_kwargs(architecture: str, n_outputs: int, width: int | None,
+                   growth_rate: int | None) -> dict[str, Any]:
+    """Keyword arguments of ``build_network`` for the requested width (None: the papers')."""
+    family = architecture.rstrip("0123456789")
+    kwargs: dict[str, Any] = {"out_channels": n_outputs}
+    if family == "densenet":
+        kwargs.update(init_features=width or 64, growth_rate=growth_rate or 32)
+    elif family == "resnet":
+        kwargs.update(width=width or 64)
+    elif width:
+        kwargs.update(channels=[width * 2**i for i in range(4)])
+    return kwargs
+
+
+def resolve_device(choice: str) -> str:
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise BidsMddError("--device cuda: no CUDA device is available", ExitCode.USAGE)
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return choice
+
+
+def _is_synthetic(derivatives_dir: Path) -> bool:
+    description = derivatives_dir / "dataset_description.json"
+    try:
+        return bool(json.loads(description.read_text()).get("SyntheticData", False))
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def _protocol(args: argparse.Namespace) -> dict[str, Any]:
+    defaults = PROTOCOLS[args.task]
+    return {key: getattr(args, key) if getattr(args, key, None) is not None else value
+            for key, value in defaults.items()}
+
+
+def train_from_args(args: argparse.Namespace) -> list[Bundle]:
+    """Everything ``bids_mdd-train`` does; returns the written bundles."""
+    protocol = _protocol(args)
+    device = resolve_device(args.device)
+    if device == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    spec = replace(DEFAULT_INPUTS[protocol["input"]], zoom=args.zoom,
+                   normalization=args.normalization)
+    source = load_bundle(args.pretrain_from) if args.pretrain_from else None
+    if source is not None and source.input_spec.entities != spec.entities:
+        raise BidsMddError(f"{args.pretrain_from}: trained on {source.input_spec.entities}, "
+                           f"not on the {protocol['input']} input asked for", ExitCode.USAGE)
+    if source is not None:
+        protocol["architecture"] = source.meta["architecture"]
+        spec = replace(spec, zoom=source.input_spec.zoom,
+                       normalization=source.input_spec.normalization)
+    participants = read_participants(args.participants)
+    samples = [s for s in find_samples(args.derivatives_dir, spec) if s.participant in
+               participants.index]
+    if not samples:
+        raise BidsMddError(f"{args.participants}: no participant has derivatives in "
+                           f"{args.derivatives_dir}", ExitCode.NO_FILES)
+    config = TrainConfig(epochs=args.epochs, batch_size=protocol["batch_size"], lr=protocol["lr"],
+                         weight_decay=protocol["weight_decay"],
+                         plateau_patience=args.plateau_patience,
+                         backbone_lr_factor=args.backbone_lr_factor if source else 1.0,
+                         seed=args.seed, device=device, num_workers=args.num_workers,
+                         progress=not args.no_progress)
+    site = args.site_column if args.site_column in participants else None
+    if args.task == "classification":
+        column = label_column(participants, args.label_column, args.participants)
+        labels = binary_labels(participants[column], args.positive, args.negative,
+                               args.participants)
+        jobs = [("classifier", column, labels)]
+    else:
+        missing = [t for t in args.targets if t not in participants]
+        if missing:
+            raise BidsMddError(f"{args.participants}: no column(s) {', '.join(missing)}; name "
+                               "the targets with --targets", ExitCode.USAGE)
+        jobs = [(target, target, pd.to_numeric(participants[target], errors="coerce"))
+                for target in args.targets]
+    bundles = []
+    volumes_cache: dict[str, tuple[np.ndarray, list[str]]] = {}
+    for job, column, values in jobs:
+        kept = [s for s in samples if pd.notna(values.get(s.participant))]
+        if len(kept) < len(samples):
+            LOGGER.warning("%s: %d of %d inputs have no usable %s value and are left out", job,
+                           len(samples) - len(kept), len(samples), column)
+        key = ",".join(s.participant + str(s.session) for s in kept)
+        if key not in volumes_cache:
+            volumes_cache.clear()
+            volumes_cache[key] = load_volumes(kept, spec)
+        volumes, hashes = volumes_cache[key]
+        print_ = fingerprint(kept, hashes)
+        if source is not None:
+            check_no_shared_data(source, print_, args.allow_shared_ids)
+        bundles.append(_train_one(args, protocol, config, spec, source, job, column, values,
+                                  kept, volumes, print_, participants, site))
+    return bundles
+
+
+def _train_one(args: argparse.Namespace, protocol: dict[str, Any], config: TrainConfig,
+               spec: InputSpec, source: Bundle | None, job: str, column: str,
+               values: pd.Series, samples: list[Sample], volumes: np.ndarray,
+               print_: dict[str, list[str]], participants: pd.DataFrame,
+               site: str | None) -> Bundle:
+    task = args.task
+    y = np.array([values[s.participant] for s in samples], dtype=float)
+    groups = np.array([str(participants.at[s.participant, site]) if site else s.participant
+                       for s in samples])
+    folds = make_folds(y, groups, task, protocol["folds"], protocol["repeats"],
+                       args.val_fraction, args.seed)
+    architecture = protocol["architecture"]
+    n_out = 2 if task == "classification" else 1
+    kwargs = (dict(source.meta["kwargs"], out_channels=n_out) if source else
+              network_kwargs(architecture, n_out, args.width, args.growth_rate))
+    make_net = (transfer_factory(source, n_out) if source else
+                (lambda: build_network(architecture, **kwargs)))
+    name = args.name or (f"{architecture}-classifier" if task == "classification"
+                         else f"{architecture}-{job}")
+    if task == "regression" and args.name and len(args.targets) > 1:
+        name = f"{args.name}-{job}"
+    work = None
+    if args.work_dir:
+        settings = json.dumps([name, architecture, kwargs, spec.to_json(), asdict(config),
+                               [f.test.tolist() for f in folds], str(args.pretrain_from)],
+                              sort_keys=True, default=str)
+        work = args.work_dir / f"{name}-{hashlib.sha256(settings.encode()).hexdigest()[:12]}"
+        work.mkdir(parents=True, exist_ok=True)
+    LOGGER.info("%s: %d inputs, %d folds x %d repeats, %s %s on %s", name, len(samples),
+                protocol["folds"], protocol["repeats"], architecture, kwargs, spec.shape)
+    cv = cross_validate_network(make_net, volumes, y, samples, folds, task, config, work,
+                                head=head_name(architecture) if source else None, desc=name)
+    results = {f"3D {architecture}" + (" + transfer" if source else ""): cv}
+    extra_files = {"cv_predictions.tsv": cv.predictions.to_csv(sep="\t", index=False),
+                   "cv_folds.tsv": cv.per_fold.to_csv(sep="\t", index=False)}
+    permutation = _permutation(args, cv, make_net, volumes, y, samples, folds, config)
+    if args.compare:
+        gm_spec = replace(GM_INPUT, zoom=spec.zoom, normalization="none")  # volumes in mL
+        gm = volumes if spec == gm_spec else load_volumes(samples, gm_spec)[0]
+        width = {"init_features": args.width or 64, "growth_rate": args.growth_rate or 32}
+        names = (compare.BASELINES_CLASSIFICATION if task == "classification"
+                 else compare.BASELINES_REGRESSION)
+        for baseline in names:
+            LOGGER.info("baseline %s", baseline)
+            results[compare.TITLES[baseline]] = compare.run_baseline(
+                baseline, gm, gm_spec, y, samples, folds, task, config, width)
+        table = compare.comparison_table(results, task)
+        note = (f"# {name}: cross-validated comparison ({len(samples)} inputs, "
+                f"{protocol['folds']} folds x {protocol['repeats']} repeats, same folds for "
+                f"every method; mean ± SD across folds)")
+        if _is_synthetic(args.derivatives_dir):
+            note += "\n\nSYNTHETIC DATA: figures describe the generator, not depression."
+        extra_files["comparison.tsv"] = table.to_csv(sep="\t", index=False)
+        extra_files["comparison.md"] = f"{note}\n\n{table.to_markdown(index=False)}\n"
+        LOGGER.info("comparison:\n%s", table.to_string(index=False))
+    first_repeat = [i for i, f in enumerate(folds) if f.repeat == 0]
+    synthetic = _is_synthetic(args.derivatives_dir)
+    outputs = list(CLASS_NAMES) if task == "classification" else [column]
+    meta = {
+        "name": name, "architecture": architecture, "kwargs": kwargs, "task": task,
+        "outputs": outputs, "input": spec.to_json(),
+        "synthetic": synthetic, "intended_use": SYNTHETIC_USE if synthetic else NOT_CLINICAL,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "training": {"protocol": protocol, "config": asdict(config),
+                     "val_fraction": args.val_fraction, "label_column": column,
+                     "site_column": site, "n_inputs": len(samples),
+                     "n_participants": len({s.participant for s in samples}),
+                     "class_counts": ({outputs[0]: int((y == 0).sum()),
+                                       outputs[1]: int((y == 1).sum())}
+                                      if task == "classification" else None),
+                     "pretrained_from": ({"name": source.name, "path": str(source.path)}
+                                         if source else None),
+                     "weights": "the folds of repeat 1 (an ensemble); metrics over all folds"},
+        "metrics": {"cross_validation": cv.summary, "permutation": permutation},
+        "data_fingerprint": print_,
+        "software": {"bids_mdd": __version__, "torch": torch.__version__,
+                     "monai": monai.__version__},
+    }
+    fold_meta = [{"target_scaling": cv.fold_meta[i]["target_scaling"],
+                  "best_epoch": cv.fold_meta[i]["best_epoch"]} for i in first_repeat]
+    bundle = write_bundle(args.models_dir / name, meta, [cv.fold_states[i] for i in first_repeat],
+                          overwrite=args.overwrite, fold_meta=fold_meta, extra_files=extra_files)
+    _log_summary(name, cv, permutation)
+    return bundle
+
+
+def _permutation(args: argparse.Namespace, cv: CVResult, make_net, volumes: np.ndarray,
+                 y: np.ndarray, samples: list[Sample], folds, config: TrainConfig,
+                 ) -> dict[str, Any] | None:
+    if args.permutations <= 0:
+        return None
+    statistic_name = "accuracy" if cv.task == "classification" else "pearson_r"
+
+    def statistic(truth: np.ndarray, score: np.ndarray) -> float:
+        return fold_metrics(cv.task, truth, score, cv.threshold)[statistic_name]
+
+    predictions = cv.predictions
+    observed = statistic(predictions["y_true"].to_numpy(), predictions["score"].to_numpy())
+    if args.permutation_mode == "outputs":
+        blocks = (predictions["repeat"] * 1000 + predictions["fold"]).to_numpy()
+        null = permuted_outputs_null(predictions["y_true"].to_numpy(),
+                                     predictions["score"].to_numpy(), blocks, args.permutations,
+                                     args.seed, statistic)
+    else:
+        rng = np.random.default_rng(args.seed)
+        quiet = replace(config, progress=False)
+        null = []
+        for k in range(args.permutations):
+            permuted = y[rng.permutation(len(y))]
+            result = cross_validate_network(make_net, volumes, permuted, samples, folds,
+                                            cv.task, quiet, desc=f"permutation {k + 1}")
+            null.append(statistic(result.predictions["y_true"].to_numpy(),
+                                  result.predictions["score"].to_numpy()))
+        null = np.array(null)
+    return {"statistic": f"pooled out-of-fold {statistic_name}", "observed": observed,
+            "mode": args.permutation_mode, "n_permutations": args.permutations,
+            "null_mean": float(np.mean(null)), "null_sd": float(np.std(null)),
+            "p_value": permutation_p_value(observed, null)}
+
+
+def _log_summary(name: str, cv: CVResult, permutation: dict[str, Any] | None) -> None:
+    text = ", ".join(f"{m} {v['mean']:.3f} ± {v['sd']:.3f}" for m, v in cv.summary.items())
+    LOGGER.info("%s cross-validation (mean ± SD over %d folds): %s", name, len(cv.per_fold),
+                text)
+    if permutation:
+        LOGGER.info("%s permutation test (%s, %d permutations): observed %.3f, null %.3f ± "
+                    "%.3f, p = %.4f", name, permutation["mode"], permutation["n_permutations"],
+                    permutation["observed"], permutation["null_mean"], permutation["null_sd"],
+                    permutation["p_value"])

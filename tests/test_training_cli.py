@@ -1,0 +1,207 @@
+"""bids_mdd-train end to end on derivative-shaped inputs written here (a planted GM effect on
+the real 1.5 mm grid, trained on a reduced grid with tiny networks)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from bids_mdd.bids.names import derivative_path
+from bids_mdd.cli.train import main as train_main
+from bids_mdd.models.bundle import load_bundle
+from bids_mdd.models.inputs import GM_INPUT
+from bids_mdd.preproc.grids import CLASSIFIER_GRID
+from bids_mdd.training.loop import TrainConfig, param_groups, train_network
+
+TINY = ["--zoom", "0.33", "--width", "4", "--growth-rate", "4", "--batch-size", "4",
+        "--lr", "0.001", "--no-progress"]
+
+
+def write_cohort(root: Path, labels: list[str], n_mdd: int, n_hc: int, seed: int,
+                 effect: float = 0.25, synthetic: bool = True) -> Path:
+    """GM maps on the classifier grid: an ellipsoid 'brain', a block of lower GM in MDD, and a
+    'Score' column tied to the GM of a second block. SYNTHETIC test data."""
+    rng = np.random.default_rng(seed)
+    x, y, z = np.meshgrid(*[np.linspace(-1, 1, n) for n in CLASSIFIER_GRID.shape], indexing="ij")
+    brain = (x**2 + y**2 + z**2) < 0.8
+    groups = np.array(["MDD"] * n_mdd + ["HC"] * n_hc)[rng.permutation(n_mdd + n_hc)]
+    rows = []
+    deriv = root / "derivatives"
+    for label, group in zip(labels, groups):
+        coarse = rng.normal(0, 0.05, (11, 13, 11))
+        noise = np.kron(coarse, np.ones((11, 12, 11)))[:121, :145, :121]
+        gm = brain * (0.5 + noise)
+        if group == "MDD":
+            gm[30:60, 40:80, 40:70] -= effect
+        score_gm = rng.normal(0, 1)
+        gm[70:100, 60:100, 50:80] += 0.1 * score_gm
+        path = derivative_path(deriv, subject=label, **GM_INPUT.entities)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        nib.save(CLASSIFIER_GRID.image(gm.astype(np.float32)), path)
+        rows.append({"participant_id": f"sub-{label}", "group": group,
+                     "Score": round(2 * score_gm + rng.normal(0, 0.3), 3)})
+    (deriv / "dataset_description.json").write_text(json.dumps(
+        {"Name": "test", "BIDSVersion": "1.10.0", "DatasetType": "derivative",
+         "SyntheticData": synthetic}))
+    pd.DataFrame(rows).to_csv(root / "participants.tsv", sep="\t", index=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cohort")
+    return write_cohort(root, [f"{i:02d}" for i in range(1, 25)], 12, 12, seed=0)
+
+
+def _run(cohort: Path, models: Path, *extra: str) -> int:
+    return train_main([str(cohort / "derivatives"), str(models), "--participants",
+                       str(cohort / "participants.tsv"), *TINY, *extra])
+
+
+def test_classifier_learns_the_planted_effect_and_writes_a_bundle(cohort, tmp_path):
+    rc = _run(cohort, tmp_path / "models", "--folds", "3", "--epochs", "8",
+              "--permutations", "200", "--seed", "1")
+    assert rc == 0
+    bundle = load_bundle(tmp_path / "models" / "densenet121-classifier")
+    meta = bundle.meta
+    cv = meta["metrics"]["cross_validation"]
+    assert cv["accuracy"]["mean"] >= 0.85 and cv["auc"]["mean"] >= 0.9
+    assert cv["accuracy"]["n_folds"] == 3 and cv["accuracy"]["sd"] >= 0
+    assert meta["metrics"]["permutation"]["p_value"] < 0.01
+    assert meta["synthetic"] is True and meta["intended_use"] == "synthetic data, not for clinical use"
+    assert meta["input"]["shape"] == [39, 47, 39] and meta["input"]["zoom"] == 0.33
+    assert meta["kwargs"] == {"out_channels": 2, "init_features": 4, "growth_rate": 4}
+    assert meta["training"]["class_counts"] == {"control": 12, "MDD": 12}
+    assert len(meta["data_fingerprint"]["participants_sha256"]) == 24
+    assert bundle.n_folds == 3
+    predictions = pd.read_csv(bundle.path / "cv_predictions.tsv", sep="\t")
+    assert sorted(predictions["participant_id"]) == [f"sub-{i:02d}" for i in range(1, 25)]
+    assert set(predictions["fold"]) == {1, 2, 3}
+
+
+def test_null_labels_stay_at_chance(cohort, tmp_path):
+    table = pd.read_csv(cohort / "participants.tsv", sep="\t")
+    table["group"] = np.random.default_rng(5).permutation(table["group"].to_numpy())
+    shuffled = tmp_path / "participants.tsv"
+    table.to_csv(shuffled, sep="\t", index=False)
+    rc = train_main([str(cohort / "derivatives"), str(tmp_path / "m"), "--participants",
+                     str(shuffled), *TINY, "--folds", "3", "--epochs", "8",
+                     "--permutations", "200", "--seed", "1"])
+    assert rc == 0
+    meta = load_bundle(tmp_path / "m" / "densenet121-classifier").meta
+    assert 0.25 <= meta["metrics"]["cross_validation"]["accuracy"]["mean"] <= 0.75
+    assert meta["metrics"]["permutation"]["p_value"] > 0.05
+
+
+def test_same_seed_same_predictions_and_work_dir_reuse(cohort, tmp_path):
+    args = ["--folds", "2", "--epochs", "2", "--seed", "4", "--val-fraction", "0.2"]
+    assert _run(cohort, tmp_path / "a", *args, "-w", str(tmp_path / "work")) == 0
+    assert _run(cohort, tmp_path / "b", *args) == 0
+    first = (tmp_path / "a/densenet121-classifier/cv_predictions.tsv").read_text()
+    assert first == (tmp_path / "b/densenet121-classifier/cv_predictions.tsv").read_text()
+    finished = sorted(p.name for p in (tmp_path / "work").glob("*/*.safetensors"))
+    assert finished == ["repeat-1_fold-1.safetensors", "repeat-1_fold-2.safetensors"]
+    assert not list((tmp_path / "work").glob("*/*.checkpoint.pt"))
+    assert _run(cohort, tmp_path / "a", *args, "-w", str(tmp_path / "work"), "--overwrite") == 0
+    assert (tmp_path / "a/densenet121-classifier/cv_predictions.tsv").read_text() == first
+
+
+def test_resume_from_a_checkpoint_equals_an_uninterrupted_run(tmp_path):
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    rng = np.random.default_rng(0)
+    inputs = rng.normal(size=(12, 32, 40, 32)).astype(np.float32)
+    targets = np.arange(12) % 2
+    train, val = np.arange(8), np.arange(8, 12)
+    from bids_mdd.models.networks import build_network
+
+    def run(epochs: int, checkpoint: Path | None) -> dict:
+        torch.manual_seed(0)
+        net = build_network("densenet121", init_features=4, growth_rate=4,
+                            block_config=(1, 1, 1, 1))
+        if checkpoint is not None and checkpoint.exists():
+            pass  # the checkpoint restores the weights
+        config = TrainConfig(epochs=epochs, batch_size=4, lr=1e-3, progress=False)
+        return train_network(net, inputs, targets, train, val, "classification", config,
+                             checkpoint=checkpoint)
+
+    straight = run(4, None)
+    checkpoint = tmp_path / "fold.checkpoint.pt"
+    run(2, checkpoint)  # "killed" after epoch 2
+    resumed = run(4, checkpoint)
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]
+    assert resumed.history == straight.history
+    assert resumed.best_epoch == straight.best_epoch
+    assert all(torch.equal(resumed.state[k], straight.state[k]) for k in straight.state)
+
+
+def test_regression_and_ridge_baseline(cohort, tmp_path):
+    rc = _run(cohort, tmp_path / "models", "--task", "regression", "--targets", "Score",
+              "--input", "gm", "--folds", "3", "--repeats", "2", "--epochs", "10",
+              "--compare", "--seed", "0")
+    assert rc == 0
+    bundle = load_bundle(tmp_path / "models" / "dfrn-Score")
+    assert bundle.meta["task"] == "regression" and bundle.outputs == ["Score"]
+    assert bundle.n_folds == 3  # the ensemble is repeat 1; metrics use both repeats
+    assert bundle.meta["metrics"]["cross_validation"]["pearson_r"]["n_folds"] == 6
+    assert {"mean", "sd"} <= set(bundle.meta["folds"][0]["target_scaling"])
+    table = pd.read_csv(bundle.path / "comparison.tsv", sep="\t")
+    assert list(table["method"]) == ["3D dfrn", "Ridge on AAL2 regional GM volumes"]
+    assert "SYNTHETIC DATA" in (bundle.path / "comparison.md").read_text()
+
+
+def test_transfer_guard_and_head_learning_rate(cohort, tmp_path):
+    assert _run(cohort, tmp_path / "src", "--folds", "2", "--epochs", "1") == 0
+    source = tmp_path / "src" / "densenet121-classifier"
+    rc = _run(cohort, tmp_path / "dst", "--folds", "2", "--epochs", "1",
+              "--pretrain-from", str(source), "--allow-shared-ids")
+    assert rc == 64  # the same images: refused even with --allow-shared-ids
+    other = write_cohort(tmp_path / "other", [f"{i:02d}" for i in range(1, 13)], 6, 6, seed=9)
+    assert _run(other, tmp_path / "dst", "--folds", "2", "--epochs", "1",
+                "--pretrain-from", str(source)) == 64  # shared labels 01..12
+    fresh = write_cohort(tmp_path / "fresh", [f"b{i:02d}" for i in range(1, 13)], 6, 6, seed=9)
+    assert _run(fresh, tmp_path / "dst", "--folds", "2", "--epochs", "1",
+                "--pretrain-from", str(source)) == 0
+    meta = load_bundle(tmp_path / "dst" / "densenet121-classifier").meta
+    assert meta["training"]["pretrained_from"]["name"] == "densenet121-classifier"
+    assert meta["training"]["config"]["backbone_lr_factor"] == 0.001
+    from bids_mdd.models.networks import build_network
+
+    net = build_network("densenet121", init_features=4, growth_rate=4)
+    groups = param_groups(net, "class_layers.out", TrainConfig(lr=0.01, backbone_lr_factor=0.001))
+    assert [g["lr"] for g in groups] == [0.01, pytest.approx(1e-5)]
+    assert len(groups[0]["params"]) == 2  # the new head's weight and bias
+
+
+@pytest.mark.parametrize("change, code, message", [
+    ("no-derivatives", 18, "no .*_space-MNI152NLin2009cAsym_res-1p5_label-GM_desc-smooth8modulated_probseg.nii.gz derivatives"),
+    ("no-participants", 66, "participants.tsv not found"),
+    ("unknown-codes", 64, "no value of column 'group' is a known positive or negative code"),
+    ("too-many-folds", 64, "only 24 independent groups"),
+])
+def test_errors_are_one_line_with_exit_codes(cohort, tmp_path, capsys, change, code, message):
+    derivatives, participants = cohort / "derivatives", cohort / "participants.tsv"
+    extra: list[str] = []
+    if change == "no-derivatives":
+        derivatives = tmp_path
+    elif change == "no-participants":
+        participants = tmp_path / "participants.tsv"
+    elif change == "unknown-codes":
+        table = pd.read_csv(participants, sep="\t")
+        table["group"] = table["group"].map({"MDD": "A", "HC": "B"})
+        participants = tmp_path / "p.tsv"
+        table.to_csv(participants, sep="\t", index=False)
+    else:
+        extra = ["--folds", "30"]
+    rc = train_main([str(derivatives), str(tmp_path / "m"), "--participants", str(participants),
+                     *TINY, *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == code
+    assert len(err) == 1 and err[0].startswith("bids_mdd-train: error: ")
+    import re
+    assert re.search(message, err[0])
