@@ -68,7 +68,13 @@ def test_dfrn_full_size_on_the_1mm_grid():
     assert channels == [64, 128, 256, 512]
     assert isinstance(net.blocks[0].skip, torch.nn.Identity)  # 64 -> 64: identity skip
     assert isinstance(net.blocks[1].skip, torch.nn.Sequential)  # projection when widening
-    out = net.fc(torch.flatten(net.pool(net.blocks(stem)), 1))
+    features = stem
+    sizes = []
+    for block in net.blocks:
+        features = block(features)
+        sizes.append(tuple(features.shape[1:]))
+    assert sizes == [(64, 91, 55, 46), (128, 46, 28, 23), (256, 23, 14, 12), (512, 12, 7, 6)]
+    out = net.fc(torch.flatten(net.pool(features), 1))
     assert out.shape == (1, 1)
     relus = [m for m in net.modules() if isinstance(m, torch.nn.ReLU)]
     assert len(relus) == 1 + 2 * 4 and not any(r.inplace for r in relus)

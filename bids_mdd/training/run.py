@@ -21,7 +21,7 @@ from bids_mdd import __version__
 from bids_mdd.errors import BidsMddError, ExitCode
 from bids_mdd.models.bundle import Bundle, load_bundle, write_bundle
 from bids_mdd.models.inputs import DEFAULT_INPUTS, GM_INPUT, InputSpec
-from bids_mdd.models.networks import build_network, head_name
+from bids_mdd.models.networks import DFRN_BLOCK_STRIDES, build_network, head_name
 from bids_mdd.training import compare
 from bids_mdd.training.cv import CVResult, cross_validate_network, fold_metrics
 from bids_mdd.training.data import (Sample, binary_labels, find_samples, fingerprint,
@@ -55,8 +55,9 @@ def network_kwargs(architecture: str, n_outputs: int, width: int | None,
         kwargs.update(init_features=width or 64, growth_rate=growth_rate or 32)
     elif family == "resnet":
         kwargs.update(width=width or 64)
-    elif width:
-        kwargs.update(channels=[width * 2**i for i in range(4)])
+    else:  # dfrn: every keyword stored, so a later default change cannot alter a bundle
+        kwargs.update(channels=[(width or 64) * 2**i for i in range(4)],
+                      block_strides=list(DFRN_BLOCK_STRIDES))
     return kwargs
 
 
