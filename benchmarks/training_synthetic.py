@@ -8,7 +8,7 @@
 4. transfer: a small cohort (15 + 15) from scratch and fine-tuned from the strong cohort's
    classifier (backbone LR x 0.001).
 Inputs are rendered directly in MNI space by ``bids_mdd-synth --mni-derivatives`` and trained
-on reduced grids (zoom 0.33 / 0.25) at small width: CPU-sized, not the papers' full size.
+on reduced grids (zoom 0.25 / 0.2) at small width: CPU-sized, not the papers' full size.
 
 Run: ``.venv/bin/python benchmarks/training_synthetic.py --root DIR`` (resumable: cohorts and
 finished folds in DIR are reused). Hours on 2 CPU cores.
@@ -27,9 +27,9 @@ os.environ.setdefault("TEMPLATEFLOW_HOME", str(REPO.parent / "shared" / "templat
 from bids_mdd.cli.synth import main as synth  # noqa: E402
 from bids_mdd.cli.train import main as train  # noqa: E402
 
-CLASSIFIER = ["--zoom", "0.33", "--width", "8", "--growth-rate", "4", "--epochs", "25",
+CLASSIFIER = ["--zoom", "0.25", "--width", "8", "--growth-rate", "4", "--epochs", "15",
               "--lr", "0.001", "--seed", "0", "--no-progress"]
-REGRESSOR = ["--task", "regression", "--zoom", "0.25", "--width", "4", "--epochs", "20",
+REGRESSOR = ["--task", "regression", "--zoom", "0.2", "--width", "4", "--epochs", "12",
              "--folds", "5", "--repeats", "1", "--seed", "0", "--no-progress"]
 COHORTS = {
     "strong": ["--n-mdd", "40", "--n-hc", "40", "--seed", "101", "--effect-size", "1.5",
@@ -67,31 +67,49 @@ def line(meta: dict, metric: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description="issue 4 must-shows on synthetic cohorts")
     parser.add_argument("--root", type=Path, required=True)
-    root = parser.parse_args().root.resolve()
+    parser.add_argument("--parts", default="strong,null,regression,transfer",
+                        help="comma-separated subset to run (e.g. two processes in parallel)")
+    args = parser.parse_args()
+    root, parts = args.root.resolve(), set(args.parts.split(","))
     strong, null, small = (cohort(root, n) for n in ("strong", "null", "small"))
+    if "strong" in parts:
+        show_strong(root, strong)
+    if "null" in parts:
+        show_null(root, null)
+    if "regression" in parts:
+        show_regression(root, strong)
+    if "transfer" in parts:
+        show_transfer(root, strong, small)
 
+
+def show_strong(root: Path, strong: tuple[str, str]) -> None:
     meta = run(root, strong, "strong-densenet121", *CLASSIFIER, "--permutations", "1000",
                "--compare")
-    print("SYNTHETIC strong cohort (D = 1.5, 40 + 40), 3D DenseNet121 width 8, zoom 0.33:")
+    print("SYNTHETIC strong cohort (D = 1.5, 40 + 40), 3D DenseNet121 width 8, zoom 0.25:")
     print(f"  accuracy {line(meta, 'accuracy')}, AUC {line(meta, 'auc')}, "
           f"permutation p {meta['metrics']['permutation']['p_value']:.4f}")
     print((root / "models" / "strong-densenet121" / "comparison.md").read_text())
 
+
+def show_null(root: Path, null: tuple[str, str]) -> None:
     meta = run(root, null, "null-densenet121", *CLASSIFIER, "--permutations", "1000")
     perm = meta["metrics"]["permutation"]
     print("SYNTHETIC null cohort (D = 0, 40 + 40):")
     print(f"  accuracy {line(meta, 'accuracy')}, AUC {line(meta, 'auc')}, permutation p "
           f"{perm['p_value']:.4f} (null {perm['null_mean']:.3f} ± {perm['null_sd']:.3f})")
 
-    print("SYNTHETIC factor regression on the strong cohort (DFRN width 4 on the T1w, zoom 0.25)")
-    regression = run(root, strong, "strong-dfrn", *REGRESSOR, "--compare")
+
+def show_regression(root: Path, strong: tuple[str, str]) -> None:
+    print("SYNTHETIC factor regression on the strong cohort (DFRN width 4 on the T1w, zoom 0.2)")
+    run(root, strong, "strong-dfrn", *REGRESSOR, "--compare")
     for factor in ("Anhedonia", "Appetite", "Sleep", "Suicidality", "Anxiety"):
         meta = json.loads((root / "models" / f"strong-dfrn-{factor}" / "model.json").read_text())
         print(f"  {factor:12s} r {line(meta, 'pearson_r')}")
         print("   ", (root / "models" / f"strong-dfrn-{factor}" / "comparison.tsv").read_text()
               .splitlines()[-1])
-    del regression
 
+
+def show_transfer(root: Path, strong: tuple[str, str], small: tuple[str, str]) -> None:
     source = str(root / "models" / "strong-densenet121")
     scratch = run(root, small, "small-scratch", *CLASSIFIER)
     transfer = run(root, small, "small-transfer", *CLASSIFIER, "--pretrain-from", source,

@@ -76,3 +76,10 @@ def test_regression_metrics_and_permutation_p():
     noise = rng.random(200)
     null = permuted_outputs_null(truth, noise, blocks, 200, 0, acc)
     assert permutation_p_value(acc(truth, noise), null) > 0.05
+
+
+def test_small_training_parts_still_get_a_validation_part():
+    y = np.array([0, 1] * 6)  # 12 participants, 2 folds: 3 per class in each training part
+    folds = make_folds(y, np.arange(12).astype(str), "classification", 2, val_fraction=0.1)
+    for fold in folds:
+        assert len(fold.val) >= 1 and len(fold.train) + len(fold.val) == 6

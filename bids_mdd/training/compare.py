@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from bids_mdd.training.splits import Fold
 
 LOGGER = logging.getLogger(__name__)
 
+BATCH_2D = 64
 BASELINES_CLASSIFICATION = ("lbp-svm", "ridge-regions", "slicewise-2d", "slices-as-channels")
 BASELINES_REGRESSION = ("ridge-regions",)
 TITLES = {"lbp-svm": "LBP (8 neighbours, radius 1) + RBF SVM",
@@ -33,7 +35,12 @@ TITLES = {"lbp-svm": "LBP (8 neighbours, radius 1) + RBF SVM",
 def run_baseline(name: str, gm: np.ndarray, gm_spec: InputSpec, y: np.ndarray,
                  samples: list[Sample], folds: list[Fold], task: str, config: TrainConfig,
                  width: dict[str, int]) -> CVResult:
-    """Cross-validate baseline ``name`` on GM maps ``gm`` (n, x, y, z) with ``folds``."""
+    """Cross-validate baseline ``name`` on GM maps ``gm`` (n, x, y, z) with ``folds``.
+
+    The 2D networks train with batch 64, as paper A's 2D models; the rest of ``config`` is
+    the 3D network's.
+    """
+    config = replace(config, batch_size=BATCH_2D)
     if name == "lbp-svm":
         return cross_validate_estimator(LbpSvm, gm, y, samples, folds, task, threshold=0.0)
     if name == "ridge-regions":
@@ -72,8 +79,10 @@ def _slicewise(gm: np.ndarray, y: np.ndarray, samples: list[Sample], folds: list
                                     [slice_fold], task, config, desc="slicewise-2d",
                                     add_channel=False)
         probabilities = cv.predictions["score"].to_numpy()
-        votes, _ = majority_vote(probabilities, subject[slice_fold.test], len(gm))
-        scores.append(votes[fold.test])
+        tested, local = np.unique(subject[slice_fold.test], return_inverse=True)
+        assert np.array_equal(tested, fold.test), "every test subject has slices"
+        votes, _ = majority_vote(probabilities, local, len(tested))
+        scores.append(votes)
     extra = [{} for _ in folds]
     return assemble(task, samples, folds, y, scores, 0.5, extra)
 

@@ -108,7 +108,7 @@ def cross_validate_network(make_net: Callable[[], nn.Module], inputs: np.ndarray
         if done is not None and done.is_file():
             meta = json.loads(done.with_suffix(".json").read_text())
             states.append(load_file(str(done)))
-            scores.append(np.asarray(meta.pop("test_scores")))
+            scores.append(np.asarray(meta.pop("test_scores"), dtype=np.float32))
             metas.append(meta)
             LOGGER.info("%s %s: finished earlier, reused from %s", desc, fold.name, done)
             continue

@@ -103,12 +103,14 @@ def binary_labels(values: pd.Series, positive: list[str] | None, negative: list[
     return labels
 
 
-def load_volumes(samples: list[Sample], spec: InputSpec) -> tuple[np.ndarray, list[str]]:
+def load_volumes(samples: list[Sample], spec: InputSpec,
+                 progress: bool = True) -> tuple[np.ndarray, list[str]]:
     """All inputs as one float32 array (n, *spec.shape), and the sha256 of each image's voxel
     data on its full grid (file bytes would differ with gzip timestamps)."""
     volumes = np.empty((len(samples), *spec.shape), dtype=np.float32)
     hashes = []
-    for i, sample in enumerate(tqdm(samples, desc="loading inputs", unit="image")):
+    for i, sample in enumerate(tqdm(samples, desc="loading inputs", unit="image",
+                                    disable=not progress)):
         data = read_on_grid(sample.path, spec)
         hashes.append(hashlib.sha256(data.tobytes()).hexdigest())
         volumes[i] = prepare(data, spec)

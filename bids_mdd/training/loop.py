@@ -72,13 +72,19 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def _loader(dataset: Dataset, config: TrainConfig, shuffle_seed: int | None) -> DataLoader:
+def _loader(dataset: Dataset, config: TrainConfig, shuffle_seed: int | None,
+            train_mode: bool = False) -> DataLoader:
+    """Batches of ``dataset``; in train mode a last batch of one sample is dropped (BatchNorm
+    cannot normalise a single value per channel; with reshuffling each epoch no sample is
+    left out for good)."""
     generator = None
     if shuffle_seed is not None:
         generator = torch.Generator().manual_seed(shuffle_seed)
+    lone_last = len(dataset) % config.batch_size == 1 and len(dataset) > config.batch_size
     return DataLoader(dataset, batch_size=config.batch_size, shuffle=shuffle_seed is not None,
                       generator=generator, num_workers=config.num_workers,
-                      pin_memory=config.cuda, persistent_workers=False, drop_last=False)
+                      pin_memory=config.cuda, persistent_workers=False,
+                      drop_last=train_mode and lone_last)
 
 
 def _to_device(x: torch.Tensor, config: TrainConfig) -> torch.Tensor:
@@ -191,7 +197,8 @@ def train_network(net: nn.Module, inputs: np.ndarray, targets: np.ndarray,
     for epoch in epochs:
         net.train()
         running, count = 0.0, 0
-        for x, y in _loader(train_set, config, shuffle_seed=config.seed * 100_003 + epoch):
+        for x, y in _loader(train_set, config, shuffle_seed=config.seed * 100_003 + epoch,
+                            train_mode=True):
             optimizer.zero_grad(set_to_none=True)
             loss = _batch_loss(net, _to_device(x, config), y.to(config.device), task, config)
             scaler.scale(loss).backward()
@@ -200,7 +207,7 @@ def train_network(net: nn.Module, inputs: np.ndarray, targets: np.ndarray,
             running += float(loss.detach()) * len(y)
             count += len(y)
         train_loss = running / max(count, 1)
-        recalibrate_batchnorm(net, _loader(train_set, config, None), config)
+        recalibrate_batchnorm(net, _loader(train_set, config, None, train_mode=True), config)
         val_loss = _evaluate_loss(net, val_loader, task, config) if val_loader else train_loss
         scheduler.step(val_loss)
         state["history"].append({"epoch": epoch + 1, "train_loss": train_loss,

@@ -134,7 +134,7 @@ def train_from_args(args: argparse.Namespace) -> list[Bundle]:
         key = ",".join(s.participant + str(s.session) for s in kept)
         if key not in volumes_cache:
             volumes_cache.clear()
-            volumes_cache[key] = load_volumes(kept, spec)
+            volumes_cache[key] = load_volumes(kept, spec, config.progress)
         volumes, hashes = volumes_cache[key]
         print_ = fingerprint(kept, hashes)
         if source is not None:
@@ -182,7 +182,7 @@ def _train_one(args: argparse.Namespace, protocol: dict[str, Any], config: Train
     permutation = _permutation(args, cv, make_net, volumes, y, samples, folds, config)
     if args.compare:
         gm_spec = replace(GM_INPUT, zoom=spec.zoom, normalization="none")  # volumes in mL
-        gm = volumes if spec == gm_spec else load_volumes(samples, gm_spec)[0]
+        gm = volumes if spec == gm_spec else load_volumes(samples, gm_spec, config.progress)[0]
         width = {"init_features": args.width or 64, "growth_rate": args.growth_rate or 32}
         names = (compare.BASELINES_CLASSIFICATION if task == "classification"
                  else compare.BASELINES_REGRESSION)

@@ -64,9 +64,13 @@ def _carve_validation(indices: np.ndarray, labels: np.ndarray, groups: np.ndarra
                       ) -> tuple[np.ndarray, np.ndarray]:
     if val_fraction <= 0:
         return indices, np.array([], dtype=int)
-    n_splits = max(2, int(round(train_val_fraction / val_fraction)))
-    if len(np.unique(groups[indices])) < n_splits:
-        n_splits = len(np.unique(groups[indices]))
+    # one inner fold of the training part is the validation part; small parts cannot be cut
+    # finer than their number of groups or than their largest stratum
+    _, counts = np.unique(labels[indices], return_counts=True)
+    n_splits = min(max(2, int(round(train_val_fraction / val_fraction))),
+                   len(np.unique(groups[indices])), int(counts.max()))
+    if n_splits < 2:
+        return indices, np.array([], dtype=int)
     inner = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     train, val = next(inner.split(indices, labels[indices], groups[indices]))
     return indices[train], indices[val]
