@@ -212,3 +212,22 @@ def test_errors_are_one_line_with_exit_codes(cohort, tmp_path, capsys, change, c
     assert len(err) == 1 and err[0].startswith("bids_mdd-train: error: ")
     import re
     assert re.search(message, err[0])
+
+
+def test_baselines_of_a_t1w_model_read_the_same_participants_gm(cohort):
+    from dataclasses import replace as with_changes
+
+    from bids_mdd.errors import BidsMddError
+    from bids_mdd.training.data import Sample, load_volumes
+    from bids_mdd.training.run import _gm_volumes
+
+    gm_spec = with_changes(GM_INPUT, zoom=0.25, normalization="none")
+    t1w_samples = [Sample("07", None, Path("t1w-7")), Sample("02", None, Path("t1w-2"))]
+    gm = _gm_volumes(cohort / "derivatives", t1w_samples, gm_spec, progress=False)
+    direct, _ = load_volumes([Sample(p, None, derivative_path(cohort / "derivatives",
+                                                              subject=p, **GM_INPUT.entities))
+                              for p in ("07", "02")], gm_spec, progress=False)
+    assert gm.shape == (2, 30, 36, 30) and np.array_equal(gm, direct)
+    with pytest.raises(BidsMddError, match="no GM map for sub-99") as error:
+        _gm_volumes(cohort / "derivatives", [Sample("99", None, Path("x"))], gm_spec, False)
+    assert error.value.exit_code == 18

@@ -182,7 +182,8 @@ def _train_one(args: argparse.Namespace, protocol: dict[str, Any], config: Train
     permutation = _permutation(args, cv, make_net, volumes, y, samples, folds, config)
     if args.compare:
         gm_spec = replace(GM_INPUT, zoom=spec.zoom, normalization="none")  # volumes in mL
-        gm = volumes if spec == gm_spec else load_volumes(samples, gm_spec, config.progress)[0]
+        gm = volumes if spec == gm_spec else _gm_volumes(args.derivatives_dir, samples,
+                                                          gm_spec, config.progress)
         width = {"init_features": args.width or 64, "growth_rate": args.growth_rate or 32}
         names = (compare.BASELINES_CLASSIFICATION if task == "classification"
                  else compare.BASELINES_REGRESSION)
@@ -228,6 +229,19 @@ def _train_one(args: argparse.Namespace, protocol: dict[str, Any], config: Train
                           overwrite=args.overwrite, fold_meta=fold_meta, extra_files=extra_files)
     _log_summary(name, cv, permutation)
     return bundle
+
+
+def _gm_volumes(derivatives_dir: Path, samples: list[Sample], gm_spec: InputSpec,
+                progress: bool) -> np.ndarray:
+    """The GM maps of ``samples``' participants and sessions (the baselines' input)."""
+    found = {(s.participant, s.session): s for s in find_samples(derivatives_dir, gm_spec)}
+    missing = [s for s in samples if (s.participant, s.session) not in found]
+    if missing:
+        raise BidsMddError(f"{derivatives_dir}: no GM map for sub-{missing[0].participant}; "
+                           "the baselines (--compare) need the GM derivatives",
+                           ExitCode.NO_FILES)
+    return load_volumes([found[(s.participant, s.session)] for s in samples], gm_spec,
+                        progress)[0]
 
 
 def _permutation(args: argparse.Namespace, cv: CVResult, make_net, volumes: np.ndarray,
