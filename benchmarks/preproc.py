@@ -77,7 +77,7 @@ def main(sloppy: bool, n_subjects: int) -> None:
 
     template, template_mask = str(template_t1w()), str(template_brain_mask())
     with tempfile.TemporaryDirectory() as tmp:
-        bids, work = Path(tmp) / "bids", Path(tmp)
+        bids = Path(tmp) / "bids"
         # known warps only: no GM scaling, so a perfect registration gives the template GM back
         spec = CohortSpec(n_mdd=0, n_hc=n_subjects, seed=11, resolution=1.0, gm_baseline_loss=0.0,
                           regional_gm_sd=1e-9, effect_size=0.0)

@@ -126,8 +126,6 @@ def test_resume_from_a_checkpoint_equals_an_uninterrupted_run(tmp_path):
         torch.manual_seed(0)
         net = build_network("densenet121", init_features=4, growth_rate=4,
                             block_config=(1, 1, 1, 1))
-        if checkpoint is not None and checkpoint.exists():
-            pass  # the checkpoint restores the weights
         config = TrainConfig(epochs=epochs, batch_size=4, lr=1e-3, progress=False)
         return train_network(net, inputs, targets, train, val, "classification", config,
                              checkpoint=checkpoint)

@@ -189,6 +189,7 @@ def train_network(net: nn.Module, inputs: np.ndarray, targets: np.ndarray,
         net.load_state_dict(saved.pop("model"))
         optimizer.load_state_dict(saved.pop("optimizer"))
         scheduler.load_state_dict(saved.pop("scheduler"))
+        scaler.load_state_dict(saved.pop("scaler", {}) or scaler.state_dict())
         state.update(saved)
         LOGGER.info("%s: resuming after epoch %d from %s", desc, state["epoch"], checkpoint)
     epochs = tqdm(range(state["epoch"], config.epochs), desc=desc, unit="epoch",
@@ -223,13 +224,15 @@ def train_network(net: nn.Module, inputs: np.ndarray, targets: np.ndarray,
             LOGGER.info("%s epoch %d/%d: loss %.4f, validation loss %.4f (best epoch %d)", desc,
                         epoch + 1, config.epochs, train_loss, val_loss, state["best_epoch"])
         if checkpoint is not None:
-            _save_checkpoint(checkpoint, net, optimizer, scheduler, state)
+            _save_checkpoint(checkpoint, net, optimizer, scheduler, scaler, state)
     return TrainResult(state=state["best_state"], best_epoch=state["best_epoch"],
                        history=state["history"])
 
 
 def _save_checkpoint(path: Path, net: nn.Module, optimizer: torch.optim.Optimizer,
-                     scheduler: Any, state: dict[str, Any]) -> None:
+                     scheduler: Any, scaler: torch.amp.GradScaler,
+                     state: dict[str, Any]) -> None:
     with atomic_output(path) as tmp:
         torch.save({"model": net.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), **state}, tmp)
+                    "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                    **state}, tmp)
