@@ -110,10 +110,11 @@ def show_regression(root: Path, strong: tuple[str, str]) -> None:
     print("SYNTHETIC factor regression on the strong cohort (DFRN width 4 on the T1w, zoom 0.25)")
     run(root, strong, "strong-dfrn-z25", *REGRESSOR, "--compare")
     for factor in ("Anhedonia", "Appetite", "Sleep", "Suicidality", "Anxiety"):
-        meta = json.loads((root / "models" / f"strong-dfrn-z25-{factor}" / "model.json").read_text())
+        bundle = root / "models" / f"strong-dfrn-z25-{factor}"
+        meta = json.loads((bundle / "model.json").read_text())
         print(f"  {factor:12s} r {line(meta, 'pearson_r')}")
-        print("   ", (root / "models" / f"strong-dfrn-z25-{factor}" / "comparison.tsv").read_text()
-              .splitlines()[-1])
+        if (bundle / "comparison.tsv").exists():
+            print("   ", (bundle / "comparison.tsv").read_text().splitlines()[-1])
 
 
 def show_transfer(root: Path, strong: tuple[str, str], small: tuple[str, str]) -> None:
