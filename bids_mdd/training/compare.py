@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -103,13 +102,3 @@ def comparison_table(results: dict[str, CVResult], task: str) -> pd.DataFrame:
         row["n_folds"] = len(cv.per_fold)
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def write_comparison(table: pd.DataFrame, out_stem: Path, note: str) -> tuple[Path, Path]:
-    """``<stem>.tsv`` and ``<stem>.md`` (accuracy, recall, specificity in %)."""
-    from bids_mdd.bids.atomic import write_text
-
-    tsv = write_text(out_stem.with_suffix(".tsv"), table.to_csv(sep="\t", index=False))
-    md = write_text(out_stem.with_suffix(".md"),
-                    f"{note}\n\n{table.to_markdown(index=False)}\n")
-    return tsv, md
