@@ -8,7 +8,7 @@
 4. transfer: a small cohort (15 + 15) from scratch and fine-tuned from the strong cohort's
    classifier (backbone LR x 0.001).
 Inputs are rendered directly in MNI space by ``bids_mdd-synth --mni-derivatives`` and trained
-on reduced grids (zoom 0.25) at small width: CPU-sized, not the papers' full size.
+on reduced grids (zoom 0.25 for the classifier, 0.5 for the DFRN) at small width: CPU-sized, not the papers' full size.
 
 Run: ``.venv/bin/python benchmarks/training_synthetic.py --root DIR`` (resumable: cohorts and
 finished folds in DIR are reused). Hours on 2 CPU cores.
@@ -29,7 +29,7 @@ from bids_mdd.cli.train import main as train  # noqa: E402
 
 CLASSIFIER = ["--zoom", "0.25", "--width", "8", "--growth-rate", "4", "--epochs", "15",
               "--lr", "0.001", "--seed", "0", "--no-progress"]
-REGRESSOR = ["--task", "regression", "--zoom", "0.25", "--width", "4", "--epochs", "15",
+REGRESSOR = ["--task", "regression", "--zoom", "0.5", "--width", "4", "--epochs", "15",
              "--folds", "5", "--repeats", "1", "--seed", "0", "--no-progress"]
 COHORTS = {
     "strong": ["--n-mdd", "40", "--n-hc", "40", "--seed", "101", "--effect-size", "1.5",
@@ -107,10 +107,10 @@ def show_null(root: Path, null: tuple[str, str]) -> None:
 
 
 def show_regression(root: Path, strong: tuple[str, str]) -> None:
-    print("SYNTHETIC factor regression on the strong cohort (DFRN width 4 on the T1w, zoom 0.25)")
-    run(root, strong, "strong-dfrn-z25", *REGRESSOR, "--compare")
+    print("SYNTHETIC factor regression on the strong cohort (DFRN width 4 on the T1w, zoom 0.5)")
+    run(root, strong, "strong-dfrn-z50", *REGRESSOR, "--compare")
     for factor in ("Anhedonia", "Appetite", "Sleep", "Suicidality", "Anxiety"):
-        bundle = root / "models" / f"strong-dfrn-z25-{factor}"
+        bundle = root / "models" / f"strong-dfrn-z50-{factor}"
         meta = json.loads((bundle / "model.json").read_text())
         print(f"  {factor:12s} r {line(meta, 'pearson_r')}")
         if (bundle / "comparison.tsv").exists():

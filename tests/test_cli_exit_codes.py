@@ -17,10 +17,12 @@ from conftest import make_tiny_bids
 
 @pytest.fixture
 def no_preproc(monkeypatch) -> list:
-    """Replace preprocessing (tested in test_preproc_*) by a recorder of what it was given."""
+    """Replace preprocessing (tested in test_preproc_*) by a recorder of what it was given, and
+    the model step (tested in test_inference) by nothing."""
     calls: list = []
     monkeypatch.setattr("bids_mdd.preproc.runner.preprocess",
                         lambda inputs, *args, **kwargs: calls.append(inputs) or [])
+    monkeypatch.setattr("bids_mdd.preproc.runner.apply_models", lambda *args, **kwargs: [])
     return calls
 
 

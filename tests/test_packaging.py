@@ -48,10 +48,11 @@ def test_boutiques_matches_the_parser() -> None:
     keys = re.findall(r"\[[A-Z_]+\]", descriptor["command-line"])
     inputs = {i["value-key"]: i for i in descriptor["inputs"]}
     assert sorted(keys) == sorted(inputs)
-    options = {s for a in build_parser()._actions for s in a.option_strings}
+    actions = {s: a for a in build_parser()._actions for s in a.option_strings}
     for item in inputs.values():
         if "command-line-flag" in item:
-            assert item["command-line-flag"] in options, item["id"]
+            action = actions[item["command-line-flag"]]
+            assert item.get("list", False) == (action.nargs == "+"), item["id"]
     assert inputs["[ANALYSIS_LEVEL]"]["value-choices"] == list(ANALYSIS_LEVELS)
     codes = {e["code"] for e in descriptor["error-codes"]}
     assert codes == {int(c) for c in ExitCode if c != ExitCode.OK}

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import pytest
 
 from bids_mdd.bids.names import derivative_path
@@ -76,7 +77,27 @@ def test_every_output_with_sidecar(preprocessed) -> None:
 def test_participant_report(preprocessed) -> None:
     html = (preprocessed["out"] / "sub-001.html").read_text()
     assert "figures/sub-001_desc-segmentation.svg" in html and "--sloppy" in html
+    assert "<h3>Predictions</h3>" in html and "demo-synthetic-densenet121" in html
+    assert "SYNTHETIC" in html and "figures/sub-001_desc-attentionAnxiety.svg" in html
     assert (preprocessed["out"] / "sub-bad4d.html").read_text().count("not preprocessed") == 1
+
+
+def test_demo_models_were_applied(preprocessed) -> None:
+    """No --models: the packaged demo bundles ran on the participant's derivatives."""
+    out = preprocessed["out"]
+    table = pd.read_csv(derivative_path(out, subject="001", suffix="predictions",
+                                        extension=".tsv"), sep="\t")
+    assert list(table["target"]) == ["MDD", "Anhedonia", "Anxiety", "Appetite", "Sleep",
+                                     "Suicidality"]
+    assert (table["n_models"] == 5).all() and table["value"].between(-10, 10).all()
+    for target, res, shape in (("MDD", "1p5", (121, 145, 121)),
+                               ("Sleep", "1", (182, 218, 182))):
+        path = derivative_path(out, subject="001", space=SPACE, res=res, desc=target,
+                               suffix="attention")
+        assert nib.load(path).shape == shape
+        figure = derivative_path(out, subject="001", datatype="figures",
+                                 desc=f"attention{target}", extension=".svg")
+        assert "<svg" in figure.read_text()
 
 
 def test_modulation_keeps_native_gm_volume(preprocessed) -> None:

@@ -3,10 +3,8 @@ the real 1.5 mm grid, trained on a reduced grid with tiny networks)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
@@ -16,42 +14,12 @@ from bids_mdd.bids.names import derivative_path
 from bids_mdd.cli.train import main as train_main
 from bids_mdd.models.bundle import load_bundle
 from bids_mdd.models.inputs import GM_INPUT
-from bids_mdd.preproc.grids import CLASSIFIER_GRID
 from bids_mdd.training.loop import TrainConfig, param_groups, train_network
+from toy_cohort import write_cohort
 
 TINY = ["--zoom", "0.25", "--width", "4", "--growth-rate", "4", "--batch-size", "4",
         "--lr", "0.001", "--no-progress"]
 FAST = ["--architecture", "resnet10"]  # fewer layers than a DenseNet: quicker tests
-
-
-def write_cohort(root: Path, labels: list[str], n_mdd: int, n_hc: int, seed: int,
-                 effect: float = 0.25, synthetic: bool = True) -> Path:
-    """GM maps on the classifier grid: an ellipsoid 'brain', a block of lower GM in MDD, and a
-    'Score' column tied to the GM of a second block. SYNTHETIC test data."""
-    rng = np.random.default_rng(seed)
-    x, y, z = np.meshgrid(*[np.linspace(-1, 1, n) for n in CLASSIFIER_GRID.shape], indexing="ij")
-    brain = (x**2 + y**2 + z**2) < 0.8
-    groups = np.array(["MDD"] * n_mdd + ["HC"] * n_hc)[rng.permutation(n_mdd + n_hc)]
-    rows = []
-    deriv = root / "derivatives"
-    for label, group in zip(labels, groups):
-        coarse = rng.normal(0, 0.05, (11, 13, 11))
-        noise = np.kron(coarse, np.ones((11, 12, 11)))[:121, :145, :121]
-        gm = brain * (0.5 + noise)
-        if group == "MDD":
-            gm[30:60, 40:80, 40:70] -= effect
-        score_gm = rng.normal(0, 1)
-        gm[70:100, 60:100, 50:80] += 0.1 * score_gm
-        path = derivative_path(deriv, subject=label, **GM_INPUT.entities)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        nib.save(CLASSIFIER_GRID.image(gm.astype(np.float32)), path)
-        rows.append({"participant_id": f"sub-{label}", "group": group,
-                     "Score": round(2 * score_gm + rng.normal(0, 0.3), 3)})
-    (deriv / "dataset_description.json").write_text(json.dumps(
-        {"Name": "test", "BIDSVersion": "1.10.0", "DatasetType": "derivative",
-         "SyntheticData": synthetic}))
-    pd.DataFrame(rows).to_csv(root / "participants.tsv", sep="\t", index=False)
-    return root
 
 
 @pytest.fixture(scope="module")

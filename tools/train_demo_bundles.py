@@ -25,7 +25,7 @@ from bids_mdd.cli.train import main as train_main  # noqa: E402
 
 SEED = 2026
 COMMON = ["--folds", "5", "--repeats", "1", "--seed", str(SEED), "--no-progress",
-          "--overwrite"]
+          "--overwrite", "--model-version", "0.1.0-demo"]
 
 
 def main() -> int:

@@ -92,6 +92,11 @@ def sidecar_path(path: str | Path) -> Path:
     raise ValueError(f"{path} has no extension that takes a JSON sidecar")
 
 
+def attention_desc(target: str) -> str:
+    """The ``desc`` of a target's attention map: its name without non-alphanumerics."""
+    return "".join(ch for ch in target if ch.isalnum())
+
+
 def parse_path(path: str | Path) -> dict[str, Any]:
     """Return the entities of a bids_mdd derivative path (the inverse of ``relative_path``)."""
     text = str(path)

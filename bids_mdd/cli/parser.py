@@ -76,8 +76,9 @@ def build_parser() -> BidsAppArgumentParser:
                      help="threads per process (default: min(8, nprocs))")
     run.add_argument("--mem-gb", type=float, default=None, metavar="GB",
                      help="memory the workflow may use")
-    run.add_argument("--models", type=Path, default=None, metavar="DIR",
-                     help="folder of model bundles (default: the packaged demo bundles)")
+    run.add_argument("--models", type=Path, nargs="+", default=None, metavar="DIR",
+                     help="model bundle folders, or folders of bundles (default: the packaged "
+                          "demo bundles, trained on SYNTHETIC data)")
     run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                      help="where the networks run")
     run.add_argument("--seed", type=int, default=0, help="random seed (deterministic on CPU)")

@@ -49,10 +49,23 @@ def collect_inputs(args: argparse.Namespace) -> list[T1wInput]:
 
 
 def run_participant(args: argparse.Namespace, inputs: list[T1wInput]) -> ExitCode:
-    """Participant level: write the derivatives dataset description, then process each T1w."""
-    from bids_mdd.preproc.runner import exit_code_for, preprocess
+    """Participant level: check the models, preprocess each T1w, apply the models, report."""
+    import torch
+
+    from bids_mdd.models.device import resolve_device
+    from bids_mdd.models.inference import load_models
+    from bids_mdd.preproc.runner import apply_models, exit_code_for, preprocess, write_reports
     from bids_mdd.preproc.workflow import PreprocOptions
 
+    models, device = [], "cpu"
+    if not args.preproc_only:  # a bad --models fails now, not after hours of preprocessing
+        device = resolve_device(args.device)
+        if args.omp_nthreads:
+            torch.set_num_threads(args.omp_nthreads)
+        models = load_models(args.models, device)
+        LOGGER.info("%d model(s) on %s: %s", len(models), device,
+                    ", ".join(f"{m.bundle.name} ({m.target}, {len(m.nets)} folds)"
+                              for m in models))
     write_dataset_description(args.output_dir, [args.bids_dir])
     LOGGER.info("%d T1w image(s) of %d participant(s) selected", len(inputs),
                 len({item.subject for item in inputs}))
@@ -63,6 +76,11 @@ def run_participant(args: argparse.Namespace, inputs: list[T1wInput]) -> ExitCod
                              omp_nthreads=args.omp_nthreads or min(8, nprocs))
     failures = preprocess(inputs, args.bids_dir, args.output_dir, args.work_dir, options,
                           nprocs=nprocs, mem_gb=args.mem_gb, verbose=args.verbose > 0)
+    if models:
+        failed = {failure.t1w.path for failure in failures}
+        failures += apply_models([t1w for t1w in inputs if t1w.path not in failed],
+                                 args.output_dir, models, device)
+    write_reports(args.output_dir, inputs)
     for failure in failures:
         print(f"bids_mdd: failed: {failure.reason}", file=sys.stderr)
     if failures:

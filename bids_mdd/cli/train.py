@@ -32,6 +32,8 @@ def build_parser() -> BidsAppArgumentParser:
     p.add_argument("--task", choices=("classification", "regression"), default="classification")
     p.add_argument("--name", help="bundle name (default: ARCHITECTURE-classifier, or "
                                   "ARCHITECTURE-TARGET for each regression target)")
+    p.add_argument("--model-version", default="1.0.0",
+                   help="version recorded in model.json and in every prediction's sidecar")
     g = p.add_argument_group("network and input")
     g.add_argument("--architecture", help="densenet121|169|201|264, resnet10...200, dfrn "
                                           "(default: densenet121 / dfrn by task)")

@@ -80,12 +80,17 @@ def load_input(path: str | Path, spec: InputSpec) -> np.ndarray:
 
 def prepare(data: np.ndarray, spec: InputSpec) -> np.ndarray:
     """Image data on the full grid -> the network's input (normalised, zoomed)."""
+    return zoom_array(normalize(data, spec), spec.zoom)
+
+
+def normalize(data: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """The spec's intensity normalisation of full-grid image data."""
     if spec.normalization == "zscore":
-        data = np.asarray(NormalizeIntensity(nonzero=True)(data), dtype=np.float32)
-    elif spec.normalization != "none":
+        return np.asarray(NormalizeIntensity(nonzero=True)(data), dtype=np.float32)
+    if spec.normalization != "none":
         raise ValueError(f"unknown normalization {spec.normalization!r}; choose from "
                          f"{NORMALIZATIONS}")
-    return zoom_array(data, spec.zoom)
+    return data
 
 
 def read_on_grid(path: str | Path, spec: InputSpec) -> np.ndarray:
@@ -107,11 +112,16 @@ def read_on_grid(path: str | Path, spec: InputSpec) -> np.ndarray:
 
 
 def zoom_array(data: np.ndarray, zoom: float) -> np.ndarray:
-    """Trilinear resampling by ``zoom`` (area-weighted when shrinking, so no aliasing)."""
+    """Resampling by ``zoom`` (area-weighted when shrinking, so no aliasing; else trilinear)."""
     if zoom == 1.0:
         return data
-    size = tuple(int(np.floor(n * zoom)) for n in data.shape)
     tensor = torch.from_numpy(np.ascontiguousarray(data))[None, None]
-    mode = "area" if zoom < 1 else "trilinear"
-    out = F.interpolate(tensor, size=size, mode=mode)
-    return out[0, 0].numpy()
+    return zoom_tensor(tensor, zoom)[0, 0].numpy()
+
+
+def zoom_tensor(tensor: torch.Tensor, zoom: float) -> torch.Tensor:
+    """:func:`zoom_array` on a (batch, channel, x, y, z) tensor; differentiable."""
+    if zoom == 1.0:
+        return tensor
+    size = tuple(int(np.floor(n * zoom)) for n in tensor.shape[2:])
+    return F.interpolate(tensor, size=size, mode="area" if zoom < 1 else "trilinear")

@@ -58,9 +58,13 @@ def resnet3d(depth: int = 200, in_channels: int = 1, out_channels: int = 2,
     if depth not in RESNET_LAYERS:
         raise ValueError(f"ResNet depth {depth} unknown; choose from {sorted(RESNET_LAYERS)}")
     block, layers = RESNET_LAYERS[depth]
-    return ResNet(block=block, layers=layers, block_inplanes=[width * 2**i for i in range(4)],
-                  spatial_dims=3, n_input_channels=in_channels, conv1_t_size=7,
-                  conv1_t_stride=tuple(first_stride), num_classes=out_channels, act=_RELU)
+    net = ResNet(block=block, layers=layers, block_inplanes=[width * 2**i for i in range(4)],
+                 spatial_dims=3, n_input_channels=in_channels, conv1_t_size=7,
+                 conv1_t_stride=tuple(first_stride), num_classes=out_channels, act=_RELU)
+    for module in net.modules():  # MONAI's blocks ignore ``act`` and use in-place ReLUs
+        if isinstance(module, nn.ReLU):
+            module.inplace = False
+    return net
 
 
 class ResidualBlock(nn.Module):

@@ -1,4 +1,4 @@
-"""The participant HTML report: QC metrics, flags and figures of each of its T1w images."""
+"""The participant HTML report: QC metrics, flags, figures and predictions of each T1w image."""
 
 from __future__ import annotations
 
@@ -6,10 +6,13 @@ import json
 from html import escape
 from pathlib import Path
 
+import pandas as pd
+
 from bids_mdd import __version__
 from bids_mdd.bids.atomic import write_text
 from bids_mdd.bids.discovery import T1wInput
-from bids_mdd.bids.names import derivative_path
+from bids_mdd.bids.names import derivative_path, sidecar_path
+from bids_mdd.models.participant import PREDICTIONS, figure_entities
 from bids_mdd.preproc.sink import OUTPUTS
 
 _STYLE = """body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}
@@ -47,6 +50,30 @@ def _section(output_dir: Path, t1w: T1wInput) -> str:
         if figure.is_file():
             source = figure.relative_to(output_dir).as_posix()
             parts.append(f"<h3>{caption}</h3><img src='{escape(source)}' alt='{caption}'>")
+    parts.append(_predictions(output_dir, entities))
+    return "\n".join(parts)
+
+
+def _predictions(output_dir: Path, entities: dict[str, str]) -> str:
+    """The predictions table and each target's attention figure (or why they are absent)."""
+    table = derivative_path(output_dir, **entities, **PREDICTIONS)
+    if not table.is_file():
+        return "<h3>Predictions</h3><p>No predictions (--preproc-only, or see logs/).</p>"
+    rows = pd.read_csv(table, sep="\t")
+    sidecar = json.loads(sidecar_path(table).read_text(encoding="utf-8"))
+    parts = ["<h3>Predictions</h3>"]
+    if "Warning" in sidecar:
+        parts.append(f"<p class='warn'>{escape(sidecar['Warning'])}</p>")
+    parts.append(rows.to_html(index=False, float_format=lambda v: f"{v:.3f}", border=0))
+    parts.append("<p>value: P(MDD) for the classifier, the predicted score for a regressor; "
+                 "mean over the bundle's fold models (std: their spread). Attention maps: "
+                 "guided backpropagation, top 1 % of voxels shown.</p>")
+    for target in rows["target"]:
+        figure = derivative_path(output_dir, **entities, **figure_entities(str(target)))
+        if figure.is_file():
+            source = figure.relative_to(output_dir).as_posix()
+            parts.append(f"<h4>Attention: {escape(str(target))}</h4>"
+                         f"<img src='{escape(source)}' alt='{escape(str(target))} attention'>")
     return "\n".join(parts)
 
 

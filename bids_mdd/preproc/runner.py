@@ -1,4 +1,4 @@
-"""Run the preprocessing workflow for each T1w; a failing participant never stops the others."""
+"""Run preprocessing, then the models, for each T1w; a failing participant never stops the others."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from tqdm import tqdm
 
 from bids_mdd.bids.discovery import T1wInput
 from bids_mdd.errors import BidsMddError, ExitCode
+from bids_mdd.models.inference import LoadedModel
+from bids_mdd.models.participant import predict_participant, up_to_date
 from bids_mdd.preproc.inputs import load_t1w
 from bids_mdd.preproc.report import write_participant_report
 from bids_mdd.preproc.workflow import PreprocOptions, init_anat_preproc_wf
@@ -92,9 +94,39 @@ def preprocess(inputs: list[T1wInput], bids_dir: Path, output_dir: Path, work_di
             LOGGER.info("preprocessed %s", t1w.path)
             continue
         LOGGER.error("%s", failures[-1].reason)
+    return failures
+
+
+def apply_models(inputs: list[T1wInput], output_dir: Path, models: list[LoadedModel],
+                 device: str) -> list[Failure]:
+    """Apply the loaded models to each preprocessed T1w; return the failures."""
+    logs = output_dir / "logs"
+    failures = []
+    for t1w in tqdm(inputs, desc="models", unit="T1w", disable=len(inputs) < 2):
+        entities = t1w.output_entities()
+        if up_to_date(output_dir, entities, models):
+            LOGGER.info("predictions of %s are up to date with these models", t1w.path)
+            continue
+        try:
+            table = predict_participant(output_dir, entities, models, device)
+        except BidsMddError as exc:
+            crash = _write_crash(logs, t1w, f"{exc}\n")
+            failures.append(Failure(t1w, str(exc), crash, exc.exit_code == ExitCode.BAD_DATA))
+        except Exception:  # one participant's failure never stops the others
+            crash = _write_crash(logs, t1w, traceback.format_exc())
+            failures.append(Failure(t1w, f"{t1w.path}: applying the models failed; see "
+                                         f"{crash}", crash, False))
+        else:
+            LOGGER.info("wrote %s", table)
+            continue
+        LOGGER.error("%s", failures[-1].reason)
+    return failures
+
+
+def write_reports(output_dir: Path, inputs: list[T1wInput]) -> None:
+    """One HTML report per participant, covering all of its T1w images."""
     for subject in dict.fromkeys(t1w.subject for t1w in inputs):
         write_participant_report(output_dir, subject, inputs)
-    return failures
 
 
 def exit_code_for(failures: list[Failure], n_inputs: int) -> ExitCode:

@@ -20,6 +20,7 @@ import torch
 from bids_mdd import __version__
 from bids_mdd.errors import BidsMddError, ExitCode
 from bids_mdd.models.bundle import Bundle, load_bundle, write_bundle
+from bids_mdd.models.device import resolve_device
 from bids_mdd.models.inputs import DEFAULT_INPUTS, GM_INPUT, InputSpec
 from bids_mdd.models.networks import DFRN_BLOCK_STRIDES, build_network, head_name
 from bids_mdd.training import compare
@@ -59,14 +60,6 @@ def network_kwargs(architecture: str, n_outputs: int, width: int | None,
         kwargs.update(channels=[(width or 64) * 2**i for i in range(4)],
                       block_strides=list(DFRN_BLOCK_STRIDES))
     return kwargs
-
-
-def resolve_device(choice: str) -> str:
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise BidsMddError("--device cuda: no CUDA device is available", ExitCode.USAGE)
-    if choice == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return choice
 
 
 def _is_synthetic(derivatives_dir: Path) -> bool:
@@ -204,7 +197,8 @@ def _train_one(args: argparse.Namespace, protocol: dict[str, Any], config: Train
     synthetic = _is_synthetic(args.derivatives_dir)
     outputs = list(CLASS_NAMES) if task == "classification" else [column]
     meta = {
-        "name": name, "architecture": architecture, "kwargs": kwargs, "task": task,
+        "name": name, "version": args.model_version, "architecture": architecture,
+        "kwargs": kwargs, "task": task,
         "outputs": outputs, "input": spec.to_json(),
         "synthetic": synthetic, "intended_use": SYNTHETIC_USE if synthetic else NOT_CLINICAL,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -1,0 +1,35 @@
+"""Attention-map figures: the map's top voxels over the participant's MNI-space T1w."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: figures are files
+
+import matplotlib.pyplot as plt  # noqa: E402
+import nibabel as nib  # noqa: E402
+import numpy as np  # noqa: E402
+from nilearn import plotting  # noqa: E402
+from nilearn.image import math_img  # noqa: E402
+
+#: Attention shown: voxels above this percentile of the map inside the brain.
+SHOWN_PERCENTILE = 99.0
+
+
+def attention_figure(attention: nib.Nifti1Image, t1w_mni: str, out_file: str,
+                     title: str) -> str:
+    """Axial mosaic of the top 1 % attention voxels (hot colours) over the T1w."""
+    values = np.asarray(attention.dataobj)
+    inside = values[values > 0]
+    threshold = float(np.percentile(inside, SHOWN_PERCENTILE)) if inside.size else 0.0
+    # z-scored T1w: lift the brain above the zero background so the background shows black
+    background = math_img("np.where(t != 0, t + 3.0, 0.0)", t=t1w_mni)
+    figure = plt.figure(figsize=(12, 3.5))
+    plotting.plot_stat_map(attention, bg_img=background, display_mode="z",
+                           cut_coords=(-40, -20, -10, 0, 15, 30, 45, 60), threshold=threshold,
+                           cmap="hot", black_bg=True, figure=figure,
+                           symmetric_cbar=False, colorbar=True, draw_cross=False,
+                           title=f"{title}: top {100 - SHOWN_PERCENTILE:g} % of voxels")
+    figure.savefig(out_file)
+    plt.close(figure)
+    return out_file

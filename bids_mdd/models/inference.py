@@ -1,0 +1,176 @@
+"""Apply model bundles to one participant: ensemble predictions and guided-backprop maps.
+
+Bundles are loaded once (:func:`load_models`) and then serve every participant of the run; a
+participant's arrays are dropped once its outputs are written, so memory does not grow with the
+number of participants.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from bids_mdd.errors import BidsMddError, ExitCode
+from bids_mdd.models.attention import input_gradient
+from bids_mdd.models.bundle import Bundle, find_bundles
+from bids_mdd.models.inputs import NORMALIZATIONS, InputSpec, normalize, read_on_grid, zoom_tensor
+from bids_mdd.preproc.sink import OUTPUTS
+
+LOGGER = logging.getLogger(__name__)
+
+#: Derivatives of the preprocessing that a bundle may read (entities without the subject's).
+MODEL_INPUTS = {key: entities for key, entities in OUTPUTS.items() if "space" in entities}
+ATTENTION_METHOD = {
+    "classification": "guided backpropagation of the MDD log-odds (logit MDD - logit control)",
+    "regression": "guided backpropagation of the predicted target (paper B, eq. 3)",
+}
+ATTENTION_UNITS = ("|guided gradient| inside the brain (non-zero input voxels) divided by its "
+                   "brain mean, per fold model; then the mean over fold models")
+
+
+def default_models_dir() -> Path:
+    """The packaged demo bundles (trained on SYNTHETIC data)."""
+    return Path(str(files("bids_mdd") / "data" / "models"))
+
+
+def check_input_spec(bundle: Bundle) -> InputSpec:
+    """The bundle's input spec, if the participant level writes that derivative on that grid.
+
+    Raises BidsMddError (65) naming the bundle and what it expects otherwise: a bundle is never
+    fed a silently resampled or differently normalised image.
+    """
+    where = bundle.path / "model.json"
+    try:
+        spec = bundle.input_spec
+        spec.grid  # noqa: B018  (raises KeyError for an unknown grid)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BidsMddError(f"{where}: input spec {bundle.meta['input']!r} is incomplete or names "
+                           f"an unknown grid ({exc}); retrain the bundle with bids_mdd-train",
+                           ExitCode.BAD_DATA) from exc
+    entities = {k: v for k, v in spec.entities.items() if k != "extension"}
+    if entities not in MODEL_INPUTS.values():
+        readable = "_".join(f"{k}-{v}" for k, v in sorted(entities.items()))
+        raise BidsMddError(f"{where}: the model reads '{readable}', which bids_mdd's "
+                           "preprocessing does not write; use a bundle trained on bids_mdd "
+                           "derivatives (bids_mdd-train)", ExitCode.BAD_DATA)
+    if list(spec.grid.shape) != list(bundle.meta["input"].get("grid_shape", spec.grid.shape)):
+        raise BidsMddError(f"{where}: trained on a {bundle.meta['input']['grid_shape']} grid, but "
+                           f"preprocessing writes {list(spec.grid.shape)} at res-{spec.grid.res}",
+                           ExitCode.BAD_DATA)
+    if spec.normalization not in NORMALIZATIONS or not 0 < spec.zoom <= 1:
+        raise BidsMddError(f"{where}: normalization {spec.normalization!r} / zoom {spec.zoom} "
+                           f"not supported (normalizations {NORMALIZATIONS}, 0 < zoom <= 1)",
+                           ExitCode.BAD_DATA)
+    return spec
+
+
+@dataclass
+class LoadedModel:
+    """A verified bundle with its fold networks in eval mode on the device."""
+
+    bundle: Bundle
+    spec: InputSpec
+    nets: list[nn.Module]
+    device: str
+
+    @property
+    def target(self) -> str:
+        """What the model predicts: the classifier's positive class ("MDD") or the target."""
+        return self.bundle.outputs[-1] if self.bundle.task == "regression" else "MDD"
+
+    def to_json(self) -> dict[str, Any]:
+        """Who this model is, for sidecars: name, version, task, weights and their sha256."""
+        meta = self.bundle.meta
+        return {"name": meta["name"], "version": str(meta.get("version", "unversioned")),
+                "task": meta["task"], "architecture": meta["architecture"],
+                "outputs": meta["outputs"], "input": meta["input"],
+                "synthetic": bool(meta.get("synthetic", False)),
+                "intended_use": meta.get("intended_use", ""),
+                "weights": {f["file"]: f["sha256"] for f in meta["folds"]},
+                "path": str(self.bundle.path)}
+
+
+def load_models(models: list[Path] | None, device: str) -> list[LoadedModel]:
+    """Load, verify and check every bundle under ``models`` (default: the demo bundles).
+
+    Raises BidsMddError: 66/65 from the bundles, 64 when two bundles predict the same target.
+    """
+    if not models:
+        models = [default_models_dir()]
+        LOGGER.warning("no --models given: using the packaged demo bundles, trained on "
+                       "SYNTHETIC data; their outputs mean nothing clinically")
+    bundles = [bundle for path in models for bundle in find_bundles(path)]
+    loaded: list[LoadedModel] = []
+    for bundle in bundles:
+        spec = check_input_spec(bundle)
+        nets = bundle.ensemble(device)
+        if device == "cpu":  # oneDNN's fastest 3D convolutions (benchmarks/models.py)
+            nets = [net.to(memory_format=torch.channels_last_3d) for net in nets]
+        loaded.append(LoadedModel(bundle, spec, nets, device))
+        if bundle.meta.get("synthetic"):
+            LOGGER.warning("model %s was trained on SYNTHETIC data: %s", bundle.name,
+                           bundle.meta.get("intended_use", "not for clinical use"))
+    targets = [model.target for model in loaded]
+    repeated = sorted({t for t in targets if targets.count(t) > 1})
+    if repeated:
+        names = [m.bundle.path.name for m in loaded if m.target in repeated]
+        raise BidsMddError(f"--models: several bundles predict {', '.join(repeated)} "
+                           f"({', '.join(names)}); pass one bundle per target", ExitCode.USAGE)
+    return loaded
+
+
+@dataclass(frozen=True)
+class ModelResult:
+    """One model applied to one image: the ensemble's value and spread, and its map."""
+
+    model: LoadedModel
+    value: float
+    std: float
+    n_models: int
+    attention: np.ndarray  # on the input's full grid (spec.grid)
+    source: Path
+
+
+def _fold_value(model: LoadedModel, index: int, out: torch.Tensor) -> float:
+    if model.bundle.task == "classification":
+        return float(torch.softmax(out.float(), 1)[0, -1])
+    scaling = model.bundle.meta["folds"][index].get("target_scaling", {"mean": 0.0, "sd": 1.0})
+    return float(out[0, 0]) * scaling["sd"] + scaling["mean"]
+
+
+def _score(task: str):
+    if task == "classification":
+        return lambda out: out[:, -1] - out[:, 0]
+    return lambda out: out[:, 0]
+
+
+def apply_model(model: LoadedModel, image: Path) -> ModelResult:
+    """Run every fold model on ``image``; return the mean, SD (ddof 0) and mean attention map."""
+    data = read_on_grid(image, model.spec)
+    brain = data != 0
+    if not brain.any():
+        raise BidsMddError(f"{image}: the image is empty (all zeros); rerun preprocessing",
+                           ExitCode.BAD_DATA)
+    x = torch.from_numpy(normalize(data, model.spec))[None, None].to(model.device)
+    memory_format = (torch.channels_last_3d if model.device == "cpu"
+                     else torch.contiguous_format)
+
+    def to_network_grid(tensor: torch.Tensor) -> torch.Tensor:
+        return zoom_tensor(tensor, model.spec.zoom).contiguous(memory_format=memory_format)
+
+    values, attention = [], np.zeros(data.shape, np.float32)
+    for index, net in enumerate(model.nets):
+        out, grad = input_gradient(net, x, _score(model.bundle.task), to_network_grid)
+        values.append(_fold_value(model, index, out))
+        magnitude = grad[0, 0].abs().cpu().numpy() * brain
+        attention += magnitude / max(float(magnitude[brain].mean()), np.finfo(np.float32).tiny)
+    attention /= len(model.nets)
+    return ModelResult(model, float(np.mean(values)), float(np.std(values)), len(values),
+                       attention, image)
