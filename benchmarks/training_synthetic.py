@@ -4,7 +4,8 @@
    papers' baselines on the same folds (``--compare``); the same at D = 2.0;
 2. null cohort (D = 0, 40 + 40): accuracy and its label-permutation p-value;
 3. symptom-factor regression (DFRN on the T1w) on the strong cohort, Pearson r per factor, with
-   the ridge baseline on regional GM volumes;
+   the ridge baseline on regional GM volumes, and how strongly each score shows in the images
+   (its correlation with the anchor region's share of the GM map);
 4. transfer: a small cohort (15 + 15) from scratch and fine-tuned from the strong cohort's
    classifier (backbone LR x 0.001).
 Inputs are rendered directly in MNI space by ``bids_mdd-synth --mni-derivatives`` and trained
@@ -24,8 +25,19 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("TEMPLATEFLOW_HOME", str(REPO.parent / "shared" / "templateflow"))
 
+import nibabel as nib  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from scipy.stats import pearsonr  # noqa: E402
+
+from bids_mdd.atlas import load_aal2  # noqa: E402
+from bids_mdd.bids.names import derivative_path  # noqa: E402
 from bids_mdd.cli.synth import main as synth  # noqa: E402
 from bids_mdd.cli.train import main as train  # noqa: E402
+from bids_mdd.models.inputs import GM_INPUT  # noqa: E402
+from bids_mdd.preproc.grids import CLASSIFIER_GRID  # noqa: E402
+from bids_mdd.synth.model import FACTOR_REGIONS  # noqa: E402
+from bids_mdd.training.baselines import atlas_labels_on_grid  # noqa: E402
 
 CLASSIFIER = ["--zoom", "0.25", "--width", "8", "--growth-rate", "4", "--epochs", "15",
               "--lr", "0.001", "--seed", "0", "--no-progress"]
@@ -106,13 +118,30 @@ def show_null(root: Path, null: tuple[str, str]) -> None:
           f"{perm['p_value']:.4f} (null {perm['null_mean']:.3f} ± {perm['null_sd']:.3f})")
 
 
+def image_tie(strong: tuple[str, str]) -> dict[str, float]:
+    """Pearson r, across the cohort, between each factor's score and the share of the GM map's
+    GM in the factor's anchor region: how strongly the score shows in the images at all."""
+    labels = atlas_labels_on_grid(CLASSIFIER_GRID.affine, CLASSIFIER_GRID.shape)
+    indices = load_aal2().indices_of(FACTOR_REGIONS.values())
+    table = pd.read_csv(strong[1], sep="\t")
+    shares: dict[str, list[float]] = {factor: [] for factor in FACTOR_REGIONS}
+    for participant in table["participant_id"]:
+        path = derivative_path(strong[0], subject=participant[4:], **GM_INPUT.entities)
+        gm = np.asarray(nib.load(path).dataobj)
+        for factor, region in FACTOR_REGIONS.items():
+            shares[factor].append(gm[np.isin(labels, indices[region])].sum() / gm.sum())
+    return {f: float(pearsonr(shares[f], table[f])[0]) for f in FACTOR_REGIONS}
+
+
 def show_regression(root: Path, strong: tuple[str, str]) -> None:
     print("SYNTHETIC factor regression on the strong cohort (DFRN width 4 on the T1w, zoom 0.5)")
     run(root, strong, "strong-dfrn-z50", *REGRESSOR, "--compare")
+    tie = image_tie(strong)
     for factor in ("Anhedonia", "Appetite", "Sleep", "Suicidality", "Anxiety"):
         bundle = root / "models" / f"strong-dfrn-z50-{factor}"
         meta = json.loads((bundle / "model.json").read_text())
-        print(f"  {factor:12s} r {line(meta, 'pearson_r')}")
+        print(f"  {factor:12s} r {line(meta, 'pearson_r')}; in the images, r(score, "
+              f"{FACTOR_REGIONS[factor]} share of GM) = {tie[factor]:.3f}")
         if (bundle / "comparison.tsv").exists():
             print("   ", (bundle / "comparison.tsv").read_text().splitlines()[-1])
 

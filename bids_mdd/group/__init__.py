@@ -1,0 +1,1 @@
+"""Group level: the voxelwise GM ~ group + covariates GLM, FDR and permutation inference."""
