@@ -12,6 +12,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from scipy.stats import pearsonr
 from sklearn.metrics import roc_auc_score
 
@@ -20,7 +21,7 @@ from bids_mdd.cli.run import main as run_main
 from bids_mdd.cli.train import main as train_main
 from bids_mdd.errors import BidsMddError
 from bids_mdd.models.inference import load_models
-from bids_mdd.models.inputs import GM_INPUT
+from bids_mdd.models.inputs import GM_INPUT, load_input
 from bids_mdd.models.participant import PREDICTIONS, predict_participant, up_to_date
 from bids_mdd.preproc.grids import CLASSIFIER_GRID
 from toy_cohort import MDD_BLOCK, write_cohort
@@ -94,9 +95,15 @@ def test_outputs_and_sidecars(applied) -> None:
     assert list(table.columns) == ["model", "target", "value", "std", "n_models"]
     assert list(table["target"]) == ["MDD", "Score"] and list(table["n_models"]) == [3, 3]
     assert 0 <= table["value"][0] <= 1 and (table["std"] > 0).all()
+    bundle = models[0].bundle
+    gm = derivative_path(out, subject="h01", **GM_INPUT.entities)
+    x = torch.from_numpy(load_input(gm, bundle.input_spec))[None, None]
+    with torch.no_grad():  # the bundle's own fold networks, unfused, contiguous
+        p_mdd = [torch.softmax(net(x), 1)[0, 1].item() for net in bundle.ensemble()]
+    assert table["value"][0] == pytest.approx(np.mean(p_mdd), abs=1e-5)
+    assert table["std"][0] == pytest.approx(np.std(p_mdd), abs=1e-5)
     sidecar = json.loads(sidecar_path(derivative_path(out, subject="h01", **PREDICTIONS))
                          .read_text())
-    bundle = models[0].bundle
     assert sidecar["Models"][0]["weights"] == {f["file"]: f["sha256"] for f in bundle.meta["folds"]}
     assert sidecar["Models"][0]["version"] == "1.0.0" and sidecar["Models"][0]["synthetic"]
     assert "SYNTHETIC" in sidecar["Warning"] and set(sidecar["Columns"]) == set(table.columns)
