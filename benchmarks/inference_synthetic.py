@@ -8,8 +8,9 @@ seed, so other subjects: 20 MDD + 20 HC, D = 1.5, the same factor model), runs
 
 - the classifier's AUC and accuracy of P(MDD) on the held-out subjects, and each factor's
   Pearson r between prediction and the generator's score;
-- how the attention maps concentrate: the share of the top 1 % attention voxels (inside the
-  brain) lying in the planted regions, divided by those regions' share of the brain; for the
+- how the attention maps concentrate: the share of the top 1 % attention voxels of the brain
+  (every AAL2 label on the map's grid) lying in the planted regions, divided by those regions'
+  share of the brain (so the ceiling is 1 / that share); for the
   mean map over subjects and per subject (median, range). Target (issue): >= 3 for the
   classifier. Planted regions: the generator's five MDD regions (AAL2) for the classifier, each
   factor's anchor region for its DFRN.
@@ -42,23 +43,37 @@ from bids_mdd.models.participant import (PREDICTIONS, attention_entities,  # noq
 from bids_mdd.synth.model import DEFAULT_REGIONS, FACTOR_REGIONS, FACTORS  # noqa: E402
 from bids_mdd.training.baselines import atlas_labels_on_grid  # noqa: E402
 
-HELD_OUT = ["--n-mdd", "20", "--n-hc", "20", "--seed", "201", "--effect-size", "1.5",
-            "--factor-weight", "-1.0", "--factor-noise-sd", "0.5", "--resolution", "3",
-            "--mni-derivatives"]
 
 
-def concentration(attention: np.ndarray, planted: np.ndarray) -> float:
-    """Share of the top 1 % attention voxels in ``planted`` over its share of the brain."""
-    brain = attention > 0
-    top = attention >= np.percentile(attention[brain], 99)
+def cohort_args(n_per_group: int, seed: int) -> list[str]:
+    """bids_mdd-synth options of a cohort like the training one (D = 1.5, same factor model)."""
+    return ["--n-mdd", str(n_per_group), "--n-hc", str(n_per_group), "--seed", str(seed),
+            "--effect-size", "1.5", "--factor-weight", "-1.0", "--factor-noise-sd", "0.5",
+            "--resolution", "3", "--mni-derivatives"]
+
+
+HELD_OUT = cohort_args(20, 201)
+
+
+def rendered(cohort: Path, options: list[str]) -> Path:
+    """``cohort``, rendered by bids_mdd-synth with ``options`` unless it already exists."""
+    if not (cohort / "participants.tsv").exists() and synth([str(cohort), *options]):
+        raise SystemExit(f"could not render {cohort}")
+    return cohort
+
+
+def concentration(attention: np.ndarray, planted: np.ndarray, brain: np.ndarray) -> float:
+    """Share of the top 1 % attention voxels of the brain in ``planted`` over its brain share."""
+    top = (attention >= np.percentile(attention[brain], 99)) & brain
     return float((top & planted).sum() / top.sum() / ((planted & brain).sum() / brain.sum()))
 
 
-def planted_mask(model: LoadedModel, regions: list[str]) -> np.ndarray:
+def region_masks(model: LoadedModel, regions: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The planted regions and the brain (every AAL2 label) on the model's grid."""
     grid = model.spec.grid
     labels = atlas_labels_on_grid(grid.affine, grid.shape)
     indices = [i for idx in load_aal2().indices_of(regions).values() for i in idx]
-    return np.isin(labels, indices)
+    return np.isin(labels, indices), labels > 0
 
 
 def main() -> None:
@@ -66,9 +81,7 @@ def main() -> None:
     parser.add_argument("--root", type=Path, required=True)
     args = parser.parse_args()
     root = args.root.resolve()
-    cohort = root / "held-out"
-    if not (cohort / "participants.tsv").exists() and synth([str(cohort), *HELD_OUT]):
-        raise SystemExit(f"could not render {cohort}")
+    cohort = rendered(root / "held-out", HELD_OUT)
     output_dir = cohort / "derivatives" / "bids_mdd-synthetic"
     bundles = [root / "models" / "strong-densenet121",
                *(root / "models" / f"strong-dfrn-z50-{f}" for f in FACTORS)]
@@ -91,16 +104,17 @@ def main() -> None:
         rows = table[table.target == model.target]
         r, p = pearsonr(rows["value"], rows[model.target])
         print(f"  {model.target:12s} Pearson r {r:.3f} (p {p:.2g})")
-    print("attention concentration (top 1 % share / volume share; target >= 3):")
+    print("attention concentration in the AAL2 brain (top 1 % share / volume share; target >= 3):")
     for model, regions in zip(models, [list(DEFAULT_REGIONS),
                                        *([FACTOR_REGIONS[f]] for f in FACTORS)]):
-        planted = planted_mask(model, regions)
+        planted, brain = region_masks(model, regions)
         entities = attention_entities(model.target, model.spec.entities["res"])
         maps = [np.asarray(nib.load(derivative_path(output_dir, subject=s, **entities)).dataobj)
                 for s in subjects]
-        ratios = [concentration(m, planted) for m in maps]
-        print(f"  {model.target:12s} in {'+'.join(regions)}: mean map "
-              f"{concentration(np.mean(maps, axis=0), planted):.2f}, per subject median "
+        ratios = [concentration(m, planted, brain) for m in maps]
+        share = (planted & brain).sum() / brain.sum()
+        print(f"  {model.target:12s} in {'+'.join(regions)} ({share:.3f} of the brain): mean map "
+              f"{concentration(np.mean(maps, axis=0), planted, brain):.2f}, per subject median "
               f"{np.median(ratios):.2f} (range {min(ratios):.2f}-{max(ratios):.2f})")
 
 

@@ -74,13 +74,13 @@ def test_held_out_predictions_separate_the_groups(applied) -> None:
 
 def _concentration(attention: np.ndarray, planted: np.ndarray) -> float:
     """Share of the top 1 % attention voxels in ``planted`` over its share of the brain."""
-    brain = attention > 0
+    brain = attention != 0
     top = attention >= np.percentile(attention[brain], 99)
     return float((top & planted).sum() / top.sum() / ((planted & brain).sum() / brain.sum()))
 
 
 def test_classifier_attention_concentrates_in_the_planted_block(applied) -> None:
-    """Measured: 11.9 for the mean map, per-subject median about 12 (a few HC maps < 1)."""
+    """Top-1 % share in the block >= 3x its brain share: mean map and per-subject median."""
     planted = np.zeros(CLASSIFIER_GRID.shape, bool)
     planted[MDD_BLOCK] = True
     maps = [_attention(applied, subject, "MDD") for subject in HELD_OUT]
@@ -113,10 +113,15 @@ def test_outputs_and_sidecars(applied) -> None:
     assert np.allclose(image.affine, CLASSIFIER_GRID.affine)
     data = np.asarray(image.dataobj)
     gm = np.asarray(nib.load(derivative_path(out, subject="h01", **GM_INPUT.entities)).dataobj)
-    assert (data[gm == 0] == 0).all() and data[gm != 0].mean() == pytest.approx(1.0, rel=1e-3)
+    assert (data[gm == 0] == 0).all()
+    assert 0.3 < np.abs(data[gm != 0]).mean() <= 1 + 1e-4  # 1 per fold map; measured 0.61
     map_sidecar = json.loads(sidecar_path(image.get_filename()).read_text())
-    assert map_sidecar["Target"] == "MDD" and "guided backpropagation" in \
-        map_sidecar["Parameters"]["Method"]
+    assert map_sidecar["Target"] == "MDD"
+    assert map_sidecar["Parameters"]["Method"].startswith("gradient of the MDD log-odds")
+    score = json.loads(sidecar_path(derivative_path(
+        out, subject="h01", space="MNI152NLin2009cAsym", res="1p5", desc="Score",
+        suffix="attention")).read_text())
+    assert score["Parameters"]["Method"].startswith("guided backpropagation")
     assert map_sidecar["Sources"] == [str(derivative_path(out, subject="h01", **GM_INPUT.entities))]
 
 

@@ -18,10 +18,14 @@ SHOWN_PERCENTILE = 99.0
 
 def attention_figure(attention: nib.Nifti1Image, t1w_mni: str, out_file: str,
                      title: str) -> str:
-    """Axial mosaic of the top 1 % attention voxels (hot colours) over the T1w."""
-    values = np.asarray(attention.dataobj)
-    inside = values[values > 0]
+    """Axial mosaic of the top 1 % attention voxels (hot colours) over the T1w.
+
+    The top 1 % of the non-zero voxels by value (for a signed map, its most positive part).
+    """
+    values = np.asarray(attention.dataobj, dtype=np.float32)
+    inside = values[values != 0]
     threshold = float(np.percentile(inside, SHOWN_PERCENTILE)) if inside.size else 0.0
+    attention = nib.Nifti1Image(np.maximum(values, 0), attention.affine)
     # z-scored T1w: lift the brain above the zero background so the background shows black
     background = math_img("np.where(t != 0, t + 3.0, 0.0)", t=t1w_mni)
     figure = plt.figure(figsize=(12, 3.5))

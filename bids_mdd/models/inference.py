@@ -1,4 +1,5 @@
-"""Apply model bundles to one participant: ensemble predictions and guided-backprop maps.
+"""Apply model bundles to one participant: ensemble predictions and attention maps (guided
+backpropagation for regressors, the signed log-odds gradient for the classifier).
 
 Bundles are loaded once (:func:`load_models`) and then serve every participant of the run; a
 participant's arrays are dropped once its outputs are written, so memory does not grow with the
@@ -29,11 +30,14 @@ LOGGER = logging.getLogger(__name__)
 #: Derivatives of the preprocessing that a bundle may read (entities without the subject's).
 MODEL_INPUTS = {key: entities for key, entities in OUTPUTS.items() if "space" in entities}
 ATTENTION_METHOD = {
-    "classification": "guided backpropagation of the MDD log-odds (logit MDD - logit control)",
-    "regression": "guided backpropagation of the predicted target (paper B, eq. 3)",
+    "classification": "gradient of the MDD log-odds (logit MDD - logit control), sign flipped: "
+                      "positive where more input (GM) lowers P(MDD); guided backpropagation was "
+                      "rejected for the classifier (benchmarks/saliency_synthetic.py)",
+    "regression": "guided backpropagation of the predicted target (paper B, eq. 3), absolute "
+                  "value",
 }
-ATTENTION_UNITS = ("|guided gradient| inside the brain (non-zero input voxels) divided by its "
-                   "brain mean, per fold model; then the mean over fold models")
+ATTENTION_UNITS = ("the map inside the brain (non-zero input voxels) divided by the brain mean "
+                   "of its absolute value, per fold model; then the mean over fold models")
 
 
 def default_models_dir() -> Path:
@@ -168,7 +172,12 @@ def _score(task: str):
 
 
 def apply_model(model: LoadedModel, image: Path) -> ModelResult:
-    """Run every fold model on ``image``; return the mean, SD (ddof 0) and mean attention map."""
+    """Run every fold model on ``image``; return the mean, SD (ddof 0) and mean attention map.
+
+    Attention: regressors, |guided backpropagation| (paper B); the classifier, minus the plain
+    gradient of the MDD log-odds (signed): on a synthetic selection cohort guided maps missed
+    the regions the classifier demonstrably relies on (benchmarks/saliency_synthetic.py).
+    """
     data = read_on_grid(image, model.spec)
     brain = data != 0
     if not brain.any():
@@ -181,12 +190,15 @@ def apply_model(model: LoadedModel, image: Path) -> ModelResult:
     def to_network_grid(tensor: torch.Tensor) -> torch.Tensor:
         return zoom_tensor(tensor, model.spec.zoom).contiguous(memory_format=memory_format)
 
+    classifier = model.bundle.task == "classification"
     values, attention = [], np.zeros(data.shape, np.float32)
     for index, net in enumerate(model.nets):
-        out, grad = input_gradient(net, x, _score(model.bundle.task), to_network_grid)
+        out, grad = input_gradient(net, x, _score(model.bundle.task), to_network_grid,
+                                   guided=not classifier)
         values.append(_fold_value(model, index, out))
-        magnitude = grad[0, 0].abs().cpu().numpy() * brain
-        attention += magnitude / max(float(magnitude[brain].mean()), np.finfo(np.float32).tiny)
+        fold_map = (-grad if classifier else grad.abs())[0, 0].cpu().numpy() * brain
+        scale = float(np.abs(fold_map[brain]).mean())
+        attention += fold_map / max(scale, np.finfo(np.float32).tiny)
     attention /= len(model.nets)
     return ModelResult(model, float(np.mean(values)), float(np.std(values)), len(values),
                        attention, image)

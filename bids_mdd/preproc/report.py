@@ -67,7 +67,8 @@ def _predictions(output_dir: Path, entities: dict[str, str]) -> str:
     parts.append(rows.to_html(index=False, float_format=lambda v: f"{v:.3f}", border=0))
     parts.append("<p>value: P(MDD) for the classifier, the predicted score for a regressor; "
                  "mean over the bundle's fold models (std: their spread). Attention maps: "
-                 "guided backpropagation, top 1 % of voxels shown.</p>")
+                 "guided backpropagation for regressors, the signed log-odds gradient for the "
+                 "classifier; top 1 % of voxels shown.</p>")
     for target in rows["target"]:
         figure = derivative_path(output_dir, **entities, **figure_entities(str(target)))
         if figure.is_file():
