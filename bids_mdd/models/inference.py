@@ -9,6 +9,7 @@ number of participants.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -165,7 +166,8 @@ def _fold_value(model: LoadedModel, index: int, out: torch.Tensor) -> float:
     return float(out[0, 0]) * scaling["sd"] + scaling["mean"]
 
 
-def _score(task: str):
+def _score(task: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The scalar whose input gradient is the map: the MDD log-odds, or the prediction."""
     if task == "classification":
         return lambda out: out[:, -1] - out[:, 0]
     return lambda out: out[:, 0]
