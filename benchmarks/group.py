@@ -33,7 +33,6 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import resource
 import shutil
 import tempfile
 import time
@@ -46,23 +45,12 @@ from scipy import ndimage
 
 from bids_mdd.group.glm import contrast_vector, design_matrix, fit_glm, gm_mask
 from bids_mdd.preproc.grids import CLASSIFIER_GRID
+from memory import rss_mib  # benchmarks/memory.py
 
 TARGET_S, TARGET_GIB = 60.0, 4.0
 N_FIELDS = 8
 #: bumped when the synthetic maps change, so that a reused --data-dir is regenerated
 DATA_VERSION = 1
-
-
-def rss_mib(field: str = "VmHWM") -> float:
-    """``field`` (VmHWM: peak, VmRSS: current) of this process in MiB; ru_maxrss if unreadable."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def participants(n: int, seed: int) -> pd.DataFrame:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import tempfile
 import time
 from pathlib import Path
@@ -39,10 +38,7 @@ from bids_mdd.models.inputs import GM_INPUT, T1W_INPUT  # noqa: E402
 from bids_mdd.models.networks import build_network  # noqa: E402
 from bids_mdd.models.participant import predict_participant  # noqa: E402
 from bids_mdd.synth.model import FACTORS  # noqa: E402
-
-
-def _peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+from memory import rss_mib  # noqa: E402  (benchmarks/memory.py)
 
 
 def write_random_bundles(models: Path, folds: int) -> None:
@@ -80,7 +76,7 @@ def main() -> None:
         start = time.perf_counter()
         models = load_models([root / "models"], "cpu")
         print(f"loading 6 full-size bundles x {args.folds} fold(s): "
-              f"{time.perf_counter() - start:.1f} s, peak RSS {_peak_rss_gb():.2f} GB")
+              f"{time.perf_counter() - start:.1f} s, peak RSS {rss_mib() / 1024:.2f} GB")
         subjects = sorted(p.name[4:] for p in output_dir.glob("sub-*"))
         for subject in subjects:
             print(f"sub-{subject} (SYNTHETIC):")
@@ -105,7 +101,7 @@ def main() -> None:
             start = time.perf_counter()
             predict_participant(output_dir, {"subject": subject}, models, "cpu")
             print(f"  whole model step (6 models, maps, sidecars, figures, table): "
-                  f"{time.perf_counter() - start:.1f} s; peak RSS {_peak_rss_gb():.2f} GB")
+                  f"{time.perf_counter() - start:.1f} s; peak RSS {rss_mib() / 1024:.2f} GB")
 
 
 if __name__ == "__main__":

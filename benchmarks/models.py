@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import copy
 import multiprocessing as mp
-import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -43,6 +42,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from bids_mdd.models.networks import build_network
+from memory import rss_mib  # benchmarks/memory.py
 
 #: network name -> (architecture, input spatial shape)
 NETWORKS: dict[str, tuple[str, tuple[int, int, int]]] = {
@@ -101,18 +101,6 @@ def conv_rate(repeats: int = 3) -> float:
         conv(x)  # warm-up
         best = min(time_call(lambda: conv(x)) for _ in range(repeats))
     return flops / best / 1e9
-
-
-def rss_mib(field: str = "VmHWM") -> float:
-    """``field`` (VmHWM: peak, VmRSS: current) of this process in MiB; ru_maxrss if unreadable."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def count_flops(model: nn.Module, x: torch.Tensor) -> int:

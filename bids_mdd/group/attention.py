@@ -8,26 +8,27 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from nilearn.image import mean_img
 
 from bids_mdd.errors import BidsMddError, ExitCode
 
 
 def mean_map(paths: Sequence[Path]) -> nib.Nifti1Image:
-    """Voxelwise mean of ``paths`` (all on one grid), holding one map and a float64 sum.
+    """Voxelwise mean of ``paths`` (float32), which must all lie on one grid.
 
-    Raises BidsMddError (65) naming a map whose grid differs from the first one's, and (66)
-    when ``paths`` is empty.
+    The grids are checked from the headers first: nilearn's ``mean_img``, which computes the
+    mean one image at a time, would otherwise resample maps from another grid silently.
+    Raises BidsMddError (65) naming a map off the first one's grid, (66) when ``paths`` is empty.
     """
     if not paths:
         raise BidsMddError("no attention maps to average", ExitCode.MISSING_INPUT)
     first = nib.load(str(paths[0]))
-    total = np.zeros(first.shape[:3], np.float64)
-    for path in paths:
-        image = first if path == paths[0] else nib.load(str(path))
+    for path in paths[1:]:
+        image = nib.load(str(path))
         if image.shape[:3] != first.shape[:3] or not np.allclose(image.affine, first.affine,
                                                                  atol=1e-3):
             raise BidsMddError(f"{path}: not on the grid of {paths[0]} "
                                f"({image.shape[:3]} vs {first.shape[:3]}); rerun the "
                                "participant level with the same models", ExitCode.BAD_DATA)
-        total += np.asarray(image.dataobj, dtype=np.float64)
-    return nib.Nifti1Image((total / len(paths)).astype(np.float32), first.affine)
+    mean = mean_img([str(p) for p in paths], copy_header=False)
+    return nib.Nifti1Image(np.asarray(mean.dataobj, dtype=np.float32), first.affine)

@@ -10,7 +10,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 from nilearn import plotting  # noqa: E402
-from nilearn.image import math_img  # noqa: E402
+
+from bids_mdd.preproc.figures import lifted_t1w  # noqa: E402
 
 #: Attention shown: voxels above this percentile of the map inside the brain.
 SHOWN_PERCENTILE = 99.0
@@ -26,8 +27,7 @@ def attention_figure(attention: nib.Nifti1Image, t1w_mni: str, out_file: str,
     inside = values[values != 0]
     threshold = float(np.percentile(inside, SHOWN_PERCENTILE)) if inside.size else 0.0
     attention = nib.Nifti1Image(np.maximum(values, 0), attention.affine)
-    # z-scored T1w: lift the brain above the zero background so the background shows black
-    background = math_img("np.where(t != 0, t + 3.0, 0.0)", t=t1w_mni)
+    background = lifted_t1w(t1w_mni)
     figure = plt.figure(figsize=(12, 3.5))
     plotting.plot_stat_map(attention, bg_img=background, display_mode="z",
                            cut_coords=(-40, -20, -10, 0, 15, 30, 45, 60), threshold=threshold,

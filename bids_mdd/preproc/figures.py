@@ -25,10 +25,14 @@ def segmentation_figure(t1w: str, mask: str, gm: str, wm: str, out_file: str) ->
     return out_file
 
 
+def lifted_t1w(t1w_mni: str):
+    """The z-scored MNI-space T1w lifted above its zero background, which then shows black."""
+    return math_img("np.where(t != 0, t + 3.0, 0.0)", t=t1w_mni)
+
+
 def registration_figure(t1w_mni: str, template: str, template_mask: str, out_file: str) -> str:
     """The T1w in MNI space under the brain-extracted template's edges (axial mosaic)."""
-    # z-scored T1w: lift the brain above the zero background so the background shows black
-    shown = math_img("np.where(t != 0, t + 3.0, 0.0)", t=t1w_mni)
+    shown = lifted_t1w(t1w_mni)
     template_brain = math_img("t * (m > 0)", t=template, m=template_mask)
     values = np.asarray(template_brain.dataobj)
     boundary = float(np.percentile(values[values > 0], 60))  # about the GM/WM boundary
