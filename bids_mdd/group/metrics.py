@@ -12,7 +12,9 @@ resample draws n participants with replacement, and is held as a vector of per-p
 counts, so that every statistic of all resamples is a few array operations (the per-resample
 sklearn calls would take ~10 ms each). A resample where a statistic is undefined (AUC with one
 class, recall without MDD participants, r with a constant side) is skipped for that statistic;
-each interval records how many resamples it used.
+each interval records how many resamples it used. (scipy.stats.bootstrap resamples the data
+itself and needs every resample's statistic to be defined; neither suits AUC on small,
+unbalanced groups, hence these few lines.)
 """
 
 from __future__ import annotations
