@@ -148,6 +148,13 @@ def test_chunk_size_does_not_change_t_on_the_classifier_grid(tmp_path):
     volume = small.to_grid(small.t)
     assert volume.shape == CLASSIFIER_GRID.shape and (volume[~mask] == 0).all()
     np.testing.assert_array_equal(volume[mask], small.t)
+    # one pass (the mean GM accumulated with the GLM) = mask pass + GLM pass
+    one_pass = fit_glm(paths, design, None, np.array([0, 1.0, 0]), chunk_size=3, min_mean=0.2)
+    np.testing.assert_array_equal(one_pass.mask, mask)
+    np.testing.assert_allclose(one_pass.t, small.t, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(one_pass.effect, small.effect, rtol=0, atol=1e-12)
+    with pytest.raises(BidsMddError, match="group mask is empty"):
+        fit_glm(paths, design, None, np.array([0, 1.0, 0]), min_mean=0.9)
 
 
 def fdr_counts(result, block: np.ndarray, q: float = 0.05) -> tuple[float, float, int]:

@@ -52,7 +52,7 @@ def test_boutiques_matches_the_parser() -> None:
     for item in inputs.values():
         if "command-line-flag" in item:
             action = actions[item["command-line-flag"]]
-            assert item.get("list", False) == (action.nargs == "+"), item["id"]
+            assert item.get("list", False) == (action.nargs in ("+", "*")), item["id"]
     assert inputs["[ANALYSIS_LEVEL]"]["value-choices"] == list(ANALYSIS_LEVELS)
     codes = {e["code"] for e in descriptor["error-codes"]}
     assert codes == {int(c) for c in ExitCode if c != ExitCode.OK}

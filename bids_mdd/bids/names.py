@@ -34,9 +34,11 @@ PATH_PATTERNS: tuple[str, ...] = (
     "sub-{subject}{extension<.html>}",
     # group level
     "group/group[_space-{space}][_res-{res}][_contrast-{contrast}][_stat-{stat}][_desc-{desc}]"
-    "_{suffix<statmap|mask|attention|predictions|metrics|clusters>}"
+    "_{suffix<statmap|mask|attention|predictions|metrics|clusters|regions>}"
     "{extension<.nii.gz|.json|.tsv>|.nii.gz}",
     "group/group{extension<.html>}",
+    # group figures
+    "group/{datatype<figures>}/group_desc-{desc}{extension<.svg|.png>|.svg}",
 )
 
 # Entities bids_mdd uses that pybids' 'bids' and 'derivatives' configurations do not define.

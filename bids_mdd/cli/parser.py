@@ -84,4 +84,45 @@ def build_parser() -> BidsAppArgumentParser:
     run.add_argument("--seed", type=int, default=0, help="random seed (deterministic on CPU)")
     run.add_argument("-v", "--verbose", action="count", default=0,
                      help="more log output (-vv for debug)")
+
+    grp = parser.add_argument_group("group level")
+    grp.add_argument("--label-column", metavar="COLUMN",
+                     help="participants.tsv column with the diagnosis (default: the first of "
+                          "group, diagnosis, dx, condition, label)")
+    grp.add_argument("--positive", nargs="+", metavar="VALUE",
+                     help="values coding MDD (default: MDD, depr, depressed, patient, 1, ...)")
+    grp.add_argument("--negative", nargs="+", metavar="VALUE",
+                     help="values coding healthy controls (default: HC, control, healthy, "
+                          "0, ...)")
+    grp.add_argument("--covariates", nargs="*", metavar="NAME",
+                     help="nuisance covariates: participants.tsv columns, or TIV (from the QC "
+                          "metrics); none when given without a name (default: age, sex or "
+                          "gender, and TIV, each when known for every participant)")
+    grp.add_argument("--fdr-q", type=_fraction, default=0.05, metavar="Q",
+                     help="Benjamini-Hochberg false discovery rate of the voxelwise test")
+    grp.add_argument("--permutations", type=_non_negative_int, default=0, metavar="N",
+                     help="also run N permutations for family-wise-error inference (nilearn; "
+                          "loads every GM map at once); 0: none")
+    grp.add_argument("--permutation-inference", choices=("tfce", "cluster"), default="tfce",
+                     help="TFCE or cluster mass (cluster-forming p < 0.001)")
+    grp.add_argument("--gm-threshold", type=_fraction, default=0.2, metavar="GM",
+                     help="the group GM mask: voxels whose mean GM is at least this")
+    grp.add_argument("--min-cluster-size", type=positive_int, default=10, metavar="VOXELS",
+                     help="smallest cluster listed in group_clusters.tsv")
     return parser
+
+
+def _fraction(text: str) -> float:
+    """An argparse type: a number in (0, 1]."""
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    """An argparse type: an integer >= 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value

@@ -89,11 +89,24 @@ def run_participant(args: argparse.Namespace, inputs: list[T1wInput]) -> ExitCod
     return exit_code_for(failures, len(inputs))
 
 
-def run_group(args: argparse.Namespace, inputs: list[T1wInput]) -> None:
-    """Group level: use one T1w per participant (first session, lowest run)."""
+def run_group(args: argparse.Namespace, inputs: list[T1wInput]) -> ExitCode:
+    """Group level: statistics over one T1w per participant (first session, lowest run)."""
+    from bids_mdd.group.inputs import LabelOptions
+    from bids_mdd.group.runner import GroupOptions, run_group_level
+
     chosen = select_one_per_participant(inputs)
     LOGGER.info("group level uses %d participant(s): one T1w each (first session, lowest run)",
                 len(chosen))
+    write_dataset_description(args.output_dir, [args.bids_dir])
+    options = GroupOptions(
+        labels=LabelOptions(args.label_column, args.positive, args.negative),
+        covariates=args.covariates, fdr_q=args.fdr_q, permutations=args.permutations,
+        tfce=args.permutation_inference == "tfce", gm_threshold=args.gm_threshold,
+        min_cluster_voxels=args.min_cluster_size, seed=args.seed,
+        n_jobs=args.nprocs or 1)
+    results = run_group_level(args.bids_dir, args.output_dir, chosen, options)
+    LOGGER.info("group report: %s", results.report)
+    return ExitCode.OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -105,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         inputs = collect_inputs(args)
         if args.analysis_level == "participant":
             return int(run_participant(args, inputs))
-        run_group(args, inputs)
+        return int(run_group(args, inputs))
     except BidsMddError as exc:
         print(f"bids_mdd: error: {exc}", file=sys.stderr)
         return int(exc.exit_code)

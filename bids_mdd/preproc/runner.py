@@ -33,10 +33,14 @@ class Failure:
     bad_data: bool
 
 
+def crash_name(t1w: T1wInput) -> str:
+    """The name of the crash file bids_mdd writes under OUTPUT_DIR/logs for ``t1w``."""
+    return "crash-" + "_".join(f"{k}-{v}" for k, v in t1w.output_entities().items()) + ".txt"
+
+
 def _write_crash(logs: Path, t1w: T1wInput, text: str) -> Path:
     logs.mkdir(parents=True, exist_ok=True)
-    name = "_".join(f"{k}-{v}" for k, v in t1w.output_entities().items())
-    path = logs / f"crash-{name}.txt"
+    path = logs / crash_name(t1w)
     path.write_text(text, encoding="utf-8")
     return path
 

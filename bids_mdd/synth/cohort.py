@@ -18,7 +18,8 @@ from bids_mdd.atlas import Atlas, label_volume_ml, load_aal2
 from bids_mdd.errors import BidsMddError, ExitCode
 from bids_mdd.preproc.templates import template_brain_mask, template_t1w
 from bids_mdd.synth import writer
-from bids_mdd.synth.mni import MniSpace, prepare_mni_space, render_mni_inputs, write_mni_inputs
+from bids_mdd.synth.mni import (MniSpace, prepare_mni_space, render_mni_inputs, write_mni_inputs,
+                                write_mni_qc)
 from bids_mdd.synth.model import (FACTOR_REGIONS, CohortSpec, SubjectDraw, draw_subjects,
                                   factor_scores, regional_gm_scale)
 from bids_mdd.synth.render import TemplateSpace, prepare_template, render_subject
@@ -43,13 +44,16 @@ def _make_subject(draw: SubjectDraw) -> dict[str, Any]:
     gm_scale = regional_gm_scale(spec, draw, _WORKER["planted"])
     images = render_subject(space, spec, draw, gm_scale)
     writer.write_subject(_WORKER["root"], draw, images, spec)
+    brain_ml = float(images.brain.sum() * images.voxel_ml)
+    gm_ml = float(images.gm.sum() * images.voxel_ml)
     if _WORKER["mni"] is not None:
         write_mni_inputs(_WORKER["root"], draw,
                          render_mni_inputs(_WORKER["mni"], spec, draw, gm_scale))
+        write_mni_qc(_WORKER["root"], draw, brain_ml, gm_ml)
     volumes = {name: label_volume_ml(images.labels, images.gm, images.voxel_ml, idx)
                for name, idx in _WORKER["regions"].items()}
-    return {"label": draw.label, "brain_ml": float(images.brain.sum() * images.voxel_ml),
-            "gm_ml": float(images.gm.sum() * images.voxel_ml), "regional_gm_ml": volumes}
+    return {"label": draw.label, "brain_ml": brain_ml, "gm_ml": gm_ml,
+            "regional_gm_ml": volumes}
 
 
 def template_regional_fractions(space: TemplateSpace, atlas: Atlas,

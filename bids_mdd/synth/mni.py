@@ -18,10 +18,12 @@ import numpy as np
 from nilearn.image import resample_to_img, smooth_img
 from scipy.ndimage import gaussian_filter
 
+from bids_mdd.bids.atomic import write_json
 from bids_mdd.bids.derivatives import write_image
 from bids_mdd.bids.names import derivative_path
 from bids_mdd.models.inputs import GM_INPUT, T1W_INPUT
 from bids_mdd.preproc.grids import CLASSIFIER_GRID, DFRN_GRID
+from bids_mdd.preproc.sink import OUTPUTS
 from bids_mdd.synth.model import CohortSpec, SubjectDraw
 from bids_mdd.synth.render import TemplateSpace, label_lookup
 
@@ -88,3 +90,12 @@ def write_mni_inputs(root: Path, draw: SubjectDraw, images: dict[str, nib.Nifti1
     for key, spec in (("gm", GM_INPUT), ("t1w", T1W_INPUT)):
         path = derivative_path(root / MNI_DIR, subject=draw.label, **spec.entities)
         write_image(path, images[key], {"SyntheticData": True, "Description": MNI_NOTE})
+
+
+def write_mni_qc(root: Path, draw: SubjectDraw, tiv_ml: float, gm_ml: float) -> None:
+    """The subject's QC metrics as the participant level names them (TIV and GM volume from
+    the generated native images), so that the group level finds its TIV covariate."""
+    path = derivative_path(root / MNI_DIR, subject=draw.label, **OUTPUTS["qc"])
+    write_json(path, {"tiv_ml": round(tiv_ml, 1), "gm_ml": round(gm_ml, 1),
+                      "gm_fraction": round(gm_ml / tiv_ml, 4), "flags": [],
+                      "SyntheticData": True, "Description": MNI_NOTE})

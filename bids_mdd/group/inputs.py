@@ -1,0 +1,226 @@
+"""What the group level reads: each participant's derivatives (one T1w per participant) and
+the diagnosis and covariates of participants.tsv.
+
+A participant whose derivatives are missing is recorded, not fatal: the report lists them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bids_mdd.bids.discovery import T1wInput
+from bids_mdd.bids.names import derivative_path
+from bids_mdd.errors import BidsMddError, ExitCode
+from bids_mdd.models.participant import PREDICTIONS, attention_entities
+from bids_mdd.preproc.grids import CLASSIFIER_GRID, DFRN_GRID
+from bids_mdd.preproc.runner import crash_name
+from bids_mdd.preproc.sink import OUTPUTS
+from bids_mdd.training.data import (NEGATIVE_CODES, POSITIVE_CODES, label_column,
+                                    read_participants)
+
+LOGGER = logging.getLogger(__name__)
+
+#: Covariate name taken from each participant's QC metrics rather than participants.tsv.
+TIV = "TIV"
+#: participants.tsv columns tried, in order, for the automatic age and sex covariates.
+AGE_COLUMNS = ("age",)
+SEX_COLUMNS = ("sex", "gender")
+
+
+@dataclass(frozen=True)
+class ParticipantFiles:
+    """One participant's derivatives used by the group level (None/empty: not found)."""
+
+    t1w: T1wInput
+    gm: Path | None
+    qc: dict[str, Any] | None
+    predictions: Path | None
+    attention: dict[str, Path] = field(default_factory=dict)  # target -> map
+
+    @property
+    def name(self) -> str:
+        """``sub-<p>[_ses-<s>]``, as in the derivatives' file names."""
+        return f"sub-{self.t1w.subject}" + (f"_ses-{self.t1w.session}" if self.t1w.session
+                                           else "")
+
+
+def _qc(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _targets(predictions: Path) -> list[str]:
+    try:
+        return [str(t) for t in pd.read_csv(predictions, sep="\t")["target"].unique()]
+    except (OSError, ValueError, KeyError, pd.errors.ParserError):
+        return []
+
+
+def participant_files(output_dir: Path, t1w: T1wInput) -> ParticipantFiles:
+    """Find one T1w's group-level inputs under ``output_dir`` (through the naming module)."""
+    entities = t1w.output_entities()
+    gm = derivative_path(output_dir, **entities, **OUTPUTS["gm_smoothed"])
+    qc = derivative_path(output_dir, **entities, **OUTPUTS["qc"])
+    predictions = derivative_path(output_dir, **entities, **PREDICTIONS)
+    attention = {}
+    if predictions.is_file():
+        for target in _targets(predictions):
+            for grid in (DFRN_GRID, CLASSIFIER_GRID):
+                path = derivative_path(output_dir, **entities,
+                                       **attention_entities(target, grid.res))
+                if path.is_file():
+                    attention[target] = path
+                    break
+    return ParticipantFiles(t1w=t1w, gm=gm if gm.is_file() else None,
+                            qc=_qc(qc) if qc.is_file() else None,
+                            predictions=predictions if predictions.is_file() else None,
+                            attention=attention)
+
+
+def gather(output_dir: Path, chosen: Sequence[T1wInput]) -> list[ParticipantFiles]:
+    """:func:`participant_files` of every chosen T1w; logs those lacking outputs."""
+    files = [participant_files(output_dir, t1w) for t1w in chosen]
+    lacking = [item.name for item in files if item.gm is None]
+    if lacking:
+        LOGGER.warning("%d of %d participant(s) have no GM map in %s (participant level failed "
+                       "or not run) and are left out of the voxelwise statistics: %s%s",
+                       len(lacking), len(files), output_dir, ", ".join(lacking[:10]),
+                       ", ..." if len(lacking) > 10 else "")
+    return files
+
+
+def missing_outputs(files: Sequence[ParticipantFiles], output_dir: Path) -> pd.DataFrame:
+    """One row per participant lacking an output: ``participant``, ``missing``, ``crash``
+    (its crash file under ``output_dir/logs``, if the participant level wrote one)."""
+    rows = []
+    logs = output_dir / "logs"
+    for item in files:
+        missing = [what for what, present in (("GM map", item.gm), ("QC metrics", item.qc),
+                                              ("predictions", item.predictions))
+                   if present is None]
+        if not missing:
+            continue
+        crash = logs / crash_name(item.t1w)
+        rows.append({"participant": item.name, "missing": ", ".join(missing),
+                     "crash": crash.relative_to(output_dir).as_posix() if crash.is_file()
+                     else ""})
+    return pd.DataFrame(rows, columns=["participant", "missing", "crash"])
+
+
+@dataclass(frozen=True)
+class LabelOptions:
+    """How participants.tsv codes the diagnosis (defaults: those of bids_mdd-train)."""
+
+    column: str | None = None
+    positive: Sequence[str] | None = None
+    negative: Sequence[str] | None = None
+
+
+def diagnosis(participants: pd.DataFrame, subjects: Sequence[str], options: LabelOptions,
+              source: Path) -> tuple[pd.Series, str]:
+    """1 = MDD, 0 = HC for each of ``subjects`` (labels without 'sub-'), and the column used.
+
+    Raises
+    ------
+    BidsMddError
+        ExitCode.BAD_DATA listing the values found when a subject is absent from
+        participants.tsv, or its value is missing or neither an MDD nor an HC code, or when
+        one of the two groups is empty; ExitCode.USAGE for an unknown ``options.column``.
+    """
+    column = label_column(participants, options.column, source)
+    positive = [v.lower() for v in (options.positive or POSITIVE_CODES)]
+    negative = [v.lower() for v in (options.negative or NEGATIVE_CODES)]
+    absent = [s for s in subjects if s not in participants.index]
+    if absent:
+        raise BidsMddError(f"{source}: no row for {', '.join('sub-' + s for s in absent[:10])}; "
+                           "add them or leave them out with --participant-label",
+                           ExitCode.BAD_DATA)
+    values = participants.loc[list(subjects), column]
+    text = values.astype(str).str.strip().str.lower().str.replace(r"\.0$", "", regex=True)
+    coded = pd.Series(np.where(text.isin(positive), 1.0,
+                               np.where(text.isin(negative), 0.0, np.nan)), index=values.index)
+    found = ", ".join(f"{v!r} ({n})" for v, n in
+                      values.astype(object).fillna("n/a").astype(str).value_counts().items())
+    unknown = coded.isna()
+    if unknown.any():
+        names = ", ".join("sub-" + s for s in coded.index[unknown][:10])
+        raise BidsMddError(
+            f"{source}: column {column!r} does not say MDD or HC for {names} (values found: "
+            f"{found}); MDD codes: {', '.join(positive)}; HC codes: {', '.join(negative)}; "
+            "name the codes with --positive/--negative or leave those participants out with "
+            "--participant-label", ExitCode.BAD_DATA)
+    counts = coded.value_counts()
+    if counts.get(1.0, 0) == 0 or counts.get(0.0, 0) == 0:
+        raise BidsMddError(f"{source}: MDD vs HC needs both groups; column {column!r} has "
+                           f"{int(counts.get(1.0, 0))} MDD and {int(counts.get(0.0, 0))} HC "
+                           f"among the participants with GM maps (values found: {found})",
+                           ExitCode.BAD_DATA)
+    return coded.astype(int), column
+
+
+def _match(participants: pd.DataFrame, name: str) -> str | None:
+    """The participants.tsv column called ``name`` (exactly, else case-insensitively)."""
+    if name in participants.columns:
+        return name
+    matches = [c for c in participants.columns if str(c).lower() == name.lower()]
+    return matches[0] if len(matches) == 1 else None
+
+
+def covariate_table(participants: pd.DataFrame, files: Sequence[ParticipantFiles],
+                    requested: Sequence[str] | None, source: Path
+                    ) -> tuple[pd.DataFrame, list[str]]:
+    """The covariates of ``files``' participants (rows in their order), and notes.
+
+    ``requested`` None: automatic — age, sex (or gender) and TIV, each only when present for
+    every participant (a note says which were dropped and why). Otherwise the named columns
+    (case-insensitive; ``TIV`` comes from the QC metrics' ``tiv_ml``), which must exist: a
+    missing value is then an error of :func:`bids_mdd.group.glm.design_matrix`.
+    """
+    subjects = [item.t1w.subject for item in files]
+    tiv = pd.Series([(item.qc or {}).get("tiv_ml", np.nan) for item in files],
+                    index=subjects, dtype=float)
+    notes: list[str] = []
+    columns: dict[str, pd.Series] = {}
+    if requested is None:
+        wanted = [c for c in (next((_match(participants, n) for n in names
+                                    if _match(participants, n)), None)
+                              for names in (AGE_COLUMNS, SEX_COLUMNS)) if c] + [TIV]
+    else:
+        wanted = list(requested)
+    for name in wanted:
+        if name.upper() == TIV:
+            values = tiv
+            name = TIV
+        else:
+            column = _match(participants, name)
+            if column is None:
+                raise BidsMddError(f"{source}: no covariate column {name!r} (columns: "
+                                   f"{', '.join(map(str, participants.columns))}); name others "
+                                   "with --covariates", ExitCode.USAGE)
+            values = participants.loc[subjects, column]
+            name = column
+        if requested is None and values.isna().any():
+            notes.append(f"covariate {name} left out: missing for "
+                         f"{int(values.isna().sum())} participant(s)")
+            continue
+        if requested is None and values.astype(str).nunique() < 2:
+            notes.append(f"covariate {name} left out: the same for every participant")
+            continue
+        columns[name] = values.to_numpy()
+    return pd.DataFrame(columns, index=subjects), notes
+
+
+def load_participants(bids_dir: Path) -> tuple[pd.DataFrame, Path]:
+    """participants.tsv of ``bids_dir`` indexed by label without 'sub-', and its path."""
+    path = Path(bids_dir) / "participants.tsv"
+    return read_participants(path), path

@@ -1,0 +1,168 @@
+"""group.html: one self-contained page (figures embedded as data URIs) with a methods
+paragraph generated from the versions and parameters actually used."""
+
+from __future__ import annotations
+
+import base64
+from html import escape
+from importlib.metadata import version
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from bids_mdd import __version__
+from bids_mdd.bids.atomic import write_text
+from bids_mdd.bids.names import derivative_path
+
+if TYPE_CHECKING:
+    from bids_mdd.group.runner import GroupOptions, GroupResults
+
+_STYLE = """body{font-family:sans-serif;max-width:1150px;margin:auto;padding:1em}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 8px;
+text-align:left;font-size:90%}.flag{color:#b00;font-weight:bold}
+.warn{background:#fee;padding:.5em;border:1px solid #b00}
+img{width:100%;border:1px solid #ddd;margin:.3em 0}.roc{width:480px}
+p.methods{background:#f6f6f6;padding:.7em;border-left:4px solid #888}"""
+
+
+def _image(path: Path, css_class: str = "") -> str:
+    """An <img> holding the SVG at ``path`` as a base64 data URI (the page stays one file)."""
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    extra = f" class='{css_class}'" if css_class else ""
+    return f"<img{extra} src='data:image/svg+xml;base64,{data}' alt='{escape(path.stem)}'>"
+
+
+def _table(table: pd.DataFrame, digits: int = 3) -> str:
+    if table is None or table.empty:
+        return "<p>(none)</p>"
+    return table.to_html(index=False, border=0, na_rep="n/a",
+                         float_format=lambda v: f"{v:.{digits}g}" if abs(v) < 1e-3 and v != 0
+                         else f"{v:.{digits}f}")
+
+
+def methods_paragraph(results: GroupResults, options: GroupOptions) -> str:
+    """The methods text, from the versions installed and the parameters used."""
+    glm = results.glm or {}
+    covariates = [name for name in glm.get("Design", [])[2:]]
+    versions = ", ".join(f"{name} {version(name)}" for name in ("nilearn", "scipy", "numpy"))
+    text = [
+        f"Group analyses were run with bids_mdd {__version__} ({versions}). ",
+        f"Smoothed (8 mm FWHM), Jacobian-modulated grey-matter (GM) maps in MNI152NLin2009cAsym "
+        f"space (1.5 mm) of {glm.get('Participants', 0)} participants ({glm.get('MDD', 0)} MDD, "
+        f"{glm.get('HC', 0)} HC; diagnosis from participants.tsv column "
+        f"'{escape(str(glm.get('LabelColumn', '')))}') entered a voxelwise general linear model "
+        "(ordinary least squares) with an intercept, the group "
+        + (f"and the covariates {', '.join(escape(c) for c in covariates)} (numeric ones "
+           "mean-centred, categorical ones dummy-coded)" if covariates else "and no covariate")
+        + f", within a GM mask (mean GM ≥ {options.gm_threshold} inside the template brain "
+        f"dilated by 6 mm; {glm.get('MaskVoxels', 0)} voxels). The two-sided MDD vs HC "
+        f"t-statistic ({glm.get('DegreesOfFreedom', '?')} degrees of freedom) was thresholded "
+        f"with the Benjamini–Hochberg false discovery rate at q = {options.fdr_q}",
+        (f" (|t| ≥ {glm['FDRThresholdT']:.2f}). " if glm.get("FDRThresholdT")
+         else "; no voxel survived. "),
+        f"Clusters (26-connectivity, ≥ {options.min_cluster_voxels} voxels) were labelled at "
+        "their peak with the AAL2 atlas, with the share of each AAL2 region they cover. ",
+    ]
+    if options.permutations:
+        text.append(f"Family-wise error was also controlled by permutation "
+                    f"({options.permutations} permutations, "
+                    f"{'TFCE' if options.tfce else 'cluster mass'}, nilearn permuted_ols, "
+                    f"seed {options.seed}). ")
+    if results.attention:
+        text.append("Each model's attention maps (guided backpropagation for the symptom-factor "
+                    "regressors, the signed gradient of the MDD log-odds for the classifier; "
+                    "each scaled by its brain mean |value|) were averaged over participants. ")
+    if results.metrics is not None and not results.metrics.empty:
+        text.append("Predictions were compared with participants.tsv: accuracy, balanced "
+                    "accuracy, recall, specificity and AUC for P(MDD) (threshold 0.5), Pearson "
+                    f"r and MAE for each symptom score, with 95 % percentile intervals from "
+                    f"{options.n_bootstrap} participant bootstrap resamples (seed "
+                    f"{options.seed}).")
+    return "".join(text)
+
+
+def _participants_section(results: GroupResults) -> str:
+    parts = ["<h2>Participants</h2>",
+             f"<p>{results.n_selected} participant(s) selected (one T1w each: first session, "
+             "lowest run).</p>"]
+    if results.missing.empty:
+        parts.append("<p>Every participant has its GM map, QC metrics and predictions.</p>")
+    else:
+        parts.append(f"<p class='flag'>{len(results.missing)} participant(s) lack outputs "
+                     "(left out where needed; crash files under logs/):</p>")
+        parts.append(_table(results.missing))
+    parts.append("<h3>Quality control</h3>")
+    if results.qc.empty:
+        parts.append("<p>No QC metrics found.</p>")
+    else:
+        shown = results.qc[["participant", "tiv_ml", "gm_fraction", "template_ncc",
+                            "template_mask_dice", "outlier", "flags"]]
+        flagged = shown[shown["outlier"]]
+        parts.append(f"<p>{len(flagged)} of {len(shown)} participant(s) flagged: a metric "
+                     "outside the plausible range, or |robust z| &gt; 3.5 (median/MAD over "
+                     "participants; group_desc-qc_metrics.tsv has every z).</p>")
+        if not flagged.empty:
+            parts.append(_table(flagged))
+        parts.append(f"<details><summary>QC metrics of all {len(shown)} participants"
+                     f"</summary>{_table(shown)}</details>")
+    return "\n".join(parts)
+
+
+def _voxelwise_section(results: GroupResults) -> str:
+    glm = results.glm or {}
+    parts = ["<h2>Voxelwise GM: MDD vs HC</h2>",
+             f"<p>{escape(glm.get('caption', ''))}. Red: more GM in MDD; blue: less.</p>"]
+    for key in ("tmap_glass", "tmap_slices"):
+        if key in results.figures:
+            parts.append(_image(results.figures[key]))
+    parts.append(f"<h3>Clusters (FDR q &lt; {glm.get('FDRq', '')})</h3>")
+    parts.append(_table(results.clusters, 3))
+    if results.tfce_clusters is not None:
+        parts.append(f"<h3>Clusters ({escape(str(glm.get('permutation_method')))}, FWE "
+                     f"p &lt; 0.05, {glm.get('permutations')} permutations)</h3>")
+        parts.append(_table(results.tfce_clusters, 3))
+    return "\n".join(parts)
+
+
+def _attention_section(results: GroupResults) -> str:
+    if not results.attention:
+        return "<h2>Attention maps</h2><p>No attention maps found.</p>"
+    parts = ["<h2>Attention maps (mean over participants)</h2>"]
+    for target, info in results.attention.items():
+        parts.append(f"<h3>{escape(target)} ({info['n']} participants)</h3>")
+        parts.append(_image(info["figure"]))
+        parts.append(_table(info["regions"], 3))
+    return "\n".join(parts)
+
+
+def _metrics_section(results: GroupResults) -> str:
+    parts = ["<h2>Predictions against participants.tsv</h2>"]
+    if results.synthetic_models:
+        parts.append("<p class='warn'>At least one model was trained on SYNTHETIC data (the "
+                     "packaged demo bundles): these predictions and metrics are not for "
+                     "clinical or scientific use.</p>")
+    if results.metrics is None or results.metrics.empty:
+        parts.append("<p>No prediction metrics (no predictions, or no matching label "
+                     "column).</p>")
+    else:
+        parts.append(_table(results.metrics, 3))
+    for key, path in results.figures.items():
+        if key.startswith("roc_"):
+            parts.append(_image(path, "roc"))
+    return "\n".join(parts)
+
+
+def write_group_report(output_dir: Path, results: GroupResults, options: GroupOptions) -> Path:
+    """Write OUTPUT_DIR/group/group.html."""
+    notes = "".join(f"<li>{escape(note)}</li>" for note in results.notes)
+    body = [f"<h1>bids_mdd {__version__}: group report</h1>",
+            "<h2>Methods</h2>", f"<p class='methods'>{methods_paragraph(results, options)}</p>",
+            f"<h3>Notes</h3><ul>{notes}</ul>" if notes else "",
+            _participants_section(results), _voxelwise_section(results),
+            _attention_section(results), _metrics_section(results)]
+    html = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>bids_mdd group report"
+            f"</title><style>{_STYLE}</style></head><body>\n" + "\n".join(body)
+            + "\n</body></html>\n")
+    return write_text(derivative_path(output_dir, extension=".html"), html)
+

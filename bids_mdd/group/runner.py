@@ -1,0 +1,381 @@
+"""The group level: voxelwise MDD vs HC statistics, clusters, mean attention maps, prediction
+metrics, QC and the report, written under ``OUTPUT_DIR/group``.
+
+Reads only the participant level's derivatives (through the naming module) and
+participants.tsv. Every file is written atomically with its JSON sidecar; a rerun overwrites
+the group outputs (they depend on every participant, so nothing is resumed here).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from bids_mdd.bids.atomic import atomic_output, write_json
+from bids_mdd.bids.derivatives import copy_file, provenance, write_image
+from bids_mdd.bids.discovery import T1wInput
+from bids_mdd.bids.names import attention_desc, derivative_path, sidecar_path
+from bids_mdd.errors import BidsMddError, ExitCode
+from bids_mdd.group import figures
+from bids_mdd.group.attention import mean_map
+from bids_mdd.group.clusters import cluster_table, region_summary
+from bids_mdd.group.glm import (GlmResult, contrast_vector, design_matrix, fdr_mask, fit_glm,
+                                permutation_inference, search_region)
+from bids_mdd.group.inputs import (LabelOptions, ParticipantFiles, covariate_table, diagnosis,
+                                   gather, load_participants, missing_outputs)
+from bids_mdd.group.metrics import (CLASSIFIER_TARGET, METRIC_COLUMNS, collect_predictions,
+                                    group_metrics, roc_figure)
+from bids_mdd.group.qc import qc_table
+from bids_mdd.preproc.grids import CLASSIFIER_GRID, DFRN_GRID, Grid
+from bids_mdd.preproc.templates import TEMPLATE
+
+LOGGER = logging.getLogger(__name__)
+
+CONTRAST = "MDDvsHC"
+GROUP_COLUMN = "MDD"
+#: The alpha of the permutation (FWE) mask.
+FWE_ALPHA = 0.05
+#: Uncorrected p of the exploratory threshold shown when nothing survives FDR.
+EXPLORATORY_P = 0.001
+#: Automatic covariates are added only while the residual degrees of freedom stay >= this.
+MIN_RESIDUAL_DF = 2
+
+
+@dataclass(frozen=True)
+class GroupOptions:
+    """The group level's parameters (command-line options)."""
+
+    labels: LabelOptions = field(default_factory=LabelOptions)
+    covariates: Sequence[str] | None = None  # None: automatic (age, sex, TIV when present)
+    fdr_q: float = 0.05
+    permutations: int = 0
+    tfce: bool = True
+    gm_threshold: float = 0.2
+    min_cluster_voxels: int = 10
+    chunk_size: int = 50
+    n_bootstrap: int = 2000
+    seed: int = 0
+    n_jobs: int = 1
+
+
+@dataclass
+class GroupResults:
+    """What the report shows (paths relative to OUTPUT_DIR; tables as written)."""
+
+    n_selected: int
+    missing: pd.DataFrame
+    qc: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+    glm: dict[str, Any] | None = None
+    clusters: pd.DataFrame | None = None
+    tfce_clusters: pd.DataFrame | None = None
+    figures: dict[str, Path] = field(default_factory=dict)
+    attention: dict[str, dict[str, Any]] = field(default_factory=dict)
+    predictions: pd.DataFrame | None = None
+    metrics: pd.DataFrame | None = None
+    synthetic_models: bool = False
+    report: Path | None = None
+
+
+def _software() -> dict[str, str]:
+    return {name: version(name) for name in ("nilearn", "scipy", "numpy", "pandas")}
+
+
+def _group_path(output_dir: Path, **entities: Any) -> Path:
+    return derivative_path(output_dir, **entities)
+
+
+def _write_table(path: Path, table: pd.DataFrame, sidecar: dict[str, Any]) -> Path:
+    write_json(sidecar_path(path), sidecar)
+    with atomic_output(path) as tmp:
+        table.to_csv(tmp, sep="\t", index=False, na_rep="n/a", float_format="%.10g")
+    return path
+
+
+def _figure(output_dir: Path, desc: str, make) -> Path:
+    """Make a figure in a temporary folder with ``make(path)`` and copy it atomically."""
+    path = _group_path(output_dir, datatype="figures", desc=desc, extension=".svg")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        made = make(str(Path(tmp) / f"{desc}.svg"))
+        copy_file(made, path)
+    return path
+
+
+# --- voxelwise statistics ----------------------------------------------------------------------
+
+def _design(files: Sequence[ParticipantFiles], bids_dir: Path, options: GroupOptions,
+            notes: list[str]) -> tuple[np.ndarray, list[str], pd.DataFrame]:
+    participants, source = load_participants(bids_dir)
+    subjects = [item.t1w.subject for item in files]
+    coded, column = diagnosis(participants, subjects, options.labels, source)
+    covariates, covariate_notes = covariate_table(participants, files, options.covariates,
+                                                  source)
+    notes.extend(covariate_notes)
+    table = covariates.copy()
+    table.insert(0, GROUP_COLUMN, coded.to_numpy())
+    table.index = [f"sub-{s}" for s in subjects]
+    kept = list(covariates.columns)
+    if options.covariates is None:  # automatic: keep those the cohort can carry
+        kept = []
+        for name in covariates.columns:
+            try:
+                design, _ = design_matrix(table, GROUP_COLUMN, [*kept, name])
+            except BidsMddError as error:
+                notes.append(f"covariate {name} left out: {error}")
+                continue
+            if design.shape[0] - design.shape[1] < MIN_RESIDUAL_DF:
+                notes.append(f"covariate {name} left out: {len(table)} participants leave "
+                             f"fewer than {MIN_RESIDUAL_DF} residual degrees of freedom")
+                continue
+            kept.append(name)
+    design, names = design_matrix(table, GROUP_COLUMN, kept)
+    table.attrs["label_column"] = column
+    return design, names, table
+
+
+def _t_threshold(result: GlmResult, significant: np.ndarray) -> float:
+    """The smallest |t| among the significant voxels (inf when there are none)."""
+    return float(np.abs(result.t[significant]).min()) if significant.any() else float("inf")
+
+
+def voxelwise(output_dir: Path, bids_dir: Path, files: Sequence[ParticipantFiles],
+              options: GroupOptions, results: GroupResults, grid: Grid = CLASSIFIER_GRID) -> None:
+    """GLM, FDR, optional permutation inference, cluster tables and t-map figures."""
+    with_gm = [item for item in files if item.gm is not None]
+    if not with_gm:
+        raise BidsMddError(f"no participant in {output_dir} has a GM map; run the participant "
+                           "level first", ExitCode.MISSING_INPUT)
+    design, names, table = _design(with_gm, bids_dir, options, results.notes)
+    paths = [item.gm for item in with_gm]
+    contrast = contrast_vector(names, GROUP_COLUMN)
+    LOGGER.info("voxelwise GLM: %d participants (%d MDD, %d HC), design %s", len(paths),
+                int(table[GROUP_COLUMN].sum()), int((1 - table[GROUP_COLUMN]).sum()),
+                ", ".join(names))
+    result = fit_glm(paths, design, search_region(grid), contrast,
+                     chunk_size=options.chunk_size, grid=grid, min_mean=options.gm_threshold)
+    significant = fdr_mask(result.p, options.fdr_q)
+    t_grid = result.to_grid(result.t)
+    effect_grid = result.to_grid(result.effect)
+    fdr_grid = result.to_grid(significant.astype(float)) > 0
+    threshold = _t_threshold(result, significant)
+    parameters = {"Design": names, "Contrast": contrast.tolist(), "Participants": len(paths),
+                  "MDD": int(table[GROUP_COLUMN].sum()),
+                  "HC": int((1 - table[GROUP_COLUMN]).sum()),
+                  "DegreesOfFreedom": result.df, "GMThreshold": options.gm_threshold,
+                  "MaskVoxels": int(result.mask.sum()), "FDRq": options.fdr_q,
+                  "FDRThresholdT": None if np.isinf(threshold) else round(threshold, 4),
+                  "LabelColumn": table.attrs["label_column"]}
+    sources = [str(p) for p in paths]
+    space = {"space": TEMPLATE, "res": grid.res, "contrast": CONTRAST}
+    sidecar = provenance(sources, parameters, _software(),
+                         Description="Two-sided t statistic of MDD minus HC (OLS; GM ~ "
+                                     f"{' + '.join(names)}); 0 outside the GM mask")
+    write_image(_group_path(output_dir, **space, stat="t", suffix="statmap"),
+                grid.image(t_grid), sidecar)
+    write_image(_group_path(output_dir, **space, stat="effect", suffix="statmap"),
+                grid.image(effect_grid),
+                {**sidecar, "Description": "MDD minus HC difference in modulated GM (c'beta), "
+                                           "adjusted for the covariates"})
+    write_image(_group_path(output_dir, **space, desc="FDR", suffix="mask"),
+                grid.image(fdr_grid, dtype=np.uint8),
+                {**sidecar, "Description": f"Voxels with Benjamini-Hochberg FDR q <= "
+                                           f"{options.fdr_q} (two-sided)"})
+    write_image(_group_path(output_dir, space=TEMPLATE, res=grid.res, desc="GM", suffix="mask"),
+                grid.image(result.mask, dtype=np.uint8),
+                {**sidecar, "Description": f"Group GM mask: mean GM >= {options.gm_threshold} "
+                                           "within the template brain dilated by 6 mm"})
+    clusters = cluster_table(t_grid, effect_grid, fdr_grid, grid, options.min_cluster_voxels)
+    _write_table(_group_path(output_dir, suffix="clusters", extension=".tsv"), clusters,
+                 provenance(sources, {**parameters, "MinClusterVoxels":
+                                      options.min_cluster_voxels, "Connectivity": 26},
+                            _software(), Atlas="AAL2 (Rolls et al. 2015), through nilearn",
+                            Description="Clusters of FDR-significant voxels"))
+    results.clusters = clusters
+    results.glm = {**parameters, "n_significant": int(significant.sum())}
+    if significant.any():
+        caption = f"FDR q < {options.fdr_q} (|t| ≥ {threshold:.2f}, {int(significant.sum())} voxels)"
+    else:
+        threshold = float(stats.t.isf(EXPLORATORY_P / 2, result.df))
+        caption = (f"no voxel survives FDR q < {options.fdr_q}; shown: uncorrected "
+                   f"p < {EXPLORATORY_P} (|t| ≥ {threshold:.2f}), exploratory")
+    results.glm["caption"] = caption
+    t_image = grid.image(t_grid)
+    results.figures["tmap_glass"] = _figure(
+        output_dir, "tmapGlass", lambda out: figures.tmap_glass(t_image, threshold, caption, out))
+    results.figures["tmap_slices"] = _figure(
+        output_dir, "tmapSlices",
+        lambda out: figures.tmap_slices(t_image, threshold, caption, out))
+    if options.permutations > 0:
+        _permutations(output_dir, paths, design, result, options, results, grid, sources,
+                      parameters, t_grid, effect_grid)
+
+
+def _permutations(output_dir: Path, paths: Sequence[Path], design: np.ndarray,
+                  result: GlmResult, options: GroupOptions, results: GroupResults, grid: Grid,
+                  sources: list[str], parameters: dict[str, Any], t_grid: np.ndarray,
+                  effect_grid: np.ndarray) -> None:
+    method = "TFCE" if options.tfce else "ClusterMass"
+    LOGGER.info("permutation inference (%s, %d permutations); loads every GM map",
+                method, options.permutations)
+    logp = permutation_inference(paths, design, result.mask, options.permutations,
+                                 tfce=options.tfce, seed=options.seed, grid=grid,
+                                 n_jobs=options.n_jobs)
+    fwe = logp > -np.log10(FWE_ALPHA)
+    sidecar = provenance(sources, {**parameters, "Permutations": options.permutations,
+                                   "Method": method, "Seed": options.seed},
+                         _software(), Description=f"-log10 family-wise-error p ({method}, "
+                                                  "nilearn permuted_ols, two-sided)")
+    space = {"space": TEMPLATE, "res": grid.res, "contrast": CONTRAST}
+    write_image(_group_path(output_dir, **space, stat="logp", desc=method, suffix="statmap"),
+                grid.image(logp), sidecar)
+    write_image(_group_path(output_dir, **space, desc=method, suffix="mask"),
+                grid.image(fwe, dtype=np.uint8),
+                {**sidecar, "Description": f"Voxels with {method} FWE p < {FWE_ALPHA}"})
+    clusters = cluster_table(t_grid, effect_grid, fwe, grid, options.min_cluster_voxels)
+    _write_table(_group_path(output_dir, desc=method, suffix="clusters", extension=".tsv"),
+                 clusters, {**sidecar, "Description": f"Clusters of {method} FWE-significant "
+                                                      "voxels (peaks and t from the GLM)"})
+    results.tfce_clusters = clusters
+    results.glm.update(permutation_method=method, permutations=options.permutations,
+                       n_fwe_significant=int(fwe.sum()))
+
+
+# --- attention maps ----------------------------------------------------------------------------
+
+def attention(output_dir: Path, files: Sequence[ParticipantFiles],
+              results: GroupResults) -> None:
+    """The mean attention map of each target, its region table and figure."""
+    targets = list(dict.fromkeys(t for item in files for t in item.attention))
+    for target in targets:
+        paths = [item.attention[target] for item in files if target in item.attention]
+        image = mean_map(paths)
+        grid = next((g for g in (DFRN_GRID, CLASSIFIER_GRID) if g.shape == image.shape[:3]),
+                    None)
+        if grid is None:
+            results.notes.append(f"{target}: attention maps of shape {image.shape[:3]} are on "
+                                 "neither model grid; not averaged")
+            continue
+        desc = attention_desc(target)
+        entities = {"space": TEMPLATE, "res": grid.res, "desc": desc}
+        sidecar = provenance([str(p) for p in paths], {"Participants": len(paths)},
+                             _software(), Target=target,
+                             Description="Mean over participants of their attention maps "
+                                         "(each scaled by its brain mean |value|)")
+        write_image(_group_path(output_dir, **entities, suffix="attention"), image, sidecar)
+        regions = region_summary(np.asarray(image.dataobj), None, grid, top=10)
+        _write_table(_group_path(output_dir, **entities, suffix="regions", extension=".tsv"),
+                     regions, {**sidecar, "Description": "AAL2 regions ranked by the mean "
+                                                         "attention over their voxels"})
+        figure = _figure(output_dir, f"attention{desc}",
+                         lambda out: figures.attention_figure(
+                             image, f"{target}: mean attention of {len(paths)} participants",
+                             out))
+        results.attention[target] = {"n": len(paths), "regions": regions, "figure": figure}
+
+
+# --- predictions and metrics -------------------------------------------------------------------
+
+def predictions(output_dir: Path, bids_dir: Path, files: Sequence[ParticipantFiles],
+                options: GroupOptions, results: GroupResults) -> None:
+    """group_predictions.tsv, group_metrics.tsv/.json and the ROC figure."""
+    tables = {item.name: pd.read_csv(item.predictions, sep="\t")
+              for item in files if item.predictions is not None}
+    if not tables:
+        results.notes.append("no participant has predictions (participant level run with "
+                             "--preproc-only?): no prediction metrics")
+        return
+    table = collect_predictions(tables)
+    sources = [str(item.predictions) for item in files if item.predictions is not None]
+    _write_table(_group_path(output_dir, suffix="predictions", extension=".tsv"), table,
+                 provenance(sources, None, _software(),
+                            Description="Every participant's predictions (one row per model "
+                                        "output)"))
+    participants, source = load_participants(bids_dir)
+    metrics = group_metrics(table, participants, options.labels.column,
+                            list(options.labels.positive or []) or None,
+                            list(options.labels.negative or []) or None,
+                            n_bootstrap=options.n_bootstrap, seed=options.seed, source=source)
+    notes = metrics.attrs.get("notes", [])
+    results.notes.extend(notes)
+    metric_sidecar = provenance(sources + [str(source)],
+                                {"Bootstrap": options.n_bootstrap, "Seed": options.seed,
+                                 "ConfidenceLevel": 0.95, "Threshold": 0.5},
+                                _software(), Columns=dict(METRIC_COLUMNS), Notes=notes)
+    _write_table(_group_path(output_dir, suffix="metrics", extension=".tsv"), metrics,
+                 metric_sidecar)
+    results.predictions, results.metrics = table, metrics
+    results.synthetic_models = _synthetic(files)
+    classifier = table[table["target"] == CLASSIFIER_TARGET]
+    if classifier.empty or not (metrics["target"] == CLASSIFIER_TARGET).any():
+        return
+    from bids_mdd.training.data import binary_labels, label_column
+
+    column = label_column(participants, options.labels.column, source)
+    labels = binary_labels(participants[column], options.labels.positive,
+                           options.labels.negative, source)
+    for model, rows in classifier.groupby("model", sort=False):
+        mean = rows.assign(label=rows["participant_id"].str.removeprefix("sub-")) \
+            .groupby("label")["value"].mean()
+        y = labels.reindex(mean.index).to_numpy()
+        results.figures[f"roc_{model}"] = _figure(
+            output_dir, f"roc{attention_desc(str(model))}",
+            lambda out: roc_figure(y, mean.to_numpy(), out, f"{model}: P(MDD)",
+                                   options.n_bootstrap, options.seed))
+
+
+def _synthetic(files: Sequence[ParticipantFiles]) -> bool:
+    import json
+
+    for item in files:
+        if item.predictions is None:
+            continue
+        try:
+            sidecar = json.loads(sidecar_path(item.predictions).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if any(m.get("synthetic") for m in sidecar.get("Models", [])):
+            return True
+    return False
+
+
+# --- the whole level ---------------------------------------------------------------------------
+
+def run_group_level(bids_dir: Path, output_dir: Path, chosen: Sequence[T1wInput],
+                    options: GroupOptions) -> GroupResults:
+    """Run every group analysis on the chosen T1w images (one per participant)."""
+    from bids_mdd.group.report import write_group_report
+
+    files = gather(output_dir, chosen)
+    results = GroupResults(n_selected=len(chosen), missing=missing_outputs(files, output_dir),
+                           qc=qc_table(files))
+    (output_dir / "group").mkdir(parents=True, exist_ok=True)
+    if not results.qc.empty:
+        _write_table(_group_path(output_dir, desc="qc", suffix="metrics", extension=".tsv"),
+                     results.qc,
+                     provenance([], {"RobustZ": 3.5}, _software(),
+                                Description="QC metrics of each participant, robust z-scores "
+                                            "(median/MAD) and outlier flags"))
+    voxelwise(output_dir, bids_dir, files, options, results)
+    attention(output_dir, files, results)
+    predictions(output_dir, bids_dir, files, options, results)
+    results.report = write_group_report(output_dir, results, options)
+    return results
+
+
+def options_json(options: GroupOptions) -> dict[str, Any]:
+    """The options as JSON-able values (for sidecars and the report)."""
+    data = asdict(options)
+    data["labels"] = {k: (list(v) if isinstance(v, (list, tuple)) else v)
+                      for k, v in data["labels"].items()}
+    return data
+
