@@ -89,9 +89,15 @@ def _participants_section(results: GroupResults) -> str:
     if results.missing.empty:
         parts.append("<p>Every participant has its GM map, QC metrics and predictions.</p>")
     else:
+        counts = "; ".join(f"{n} lack {what}" for what, n in
+                           results.missing["missing"].value_counts().items())
         parts.append(f"<p class='flag'>{len(results.missing)} participant(s) lack outputs "
-                     "(left out where needed; crash files under logs/):</p>")
-        parts.append(_table(results.missing))
+                     f"({escape(counts)}); left out where needed; crash files under "
+                     "logs/:</p>")
+        table = _table(results.missing)
+        parts.append(table if len(results.missing) <= 10 else
+                     f"<details><summary>the {len(results.missing)} participants</summary>"
+                     f"{table}</details>")
     parts.append("<h3>Quality control</h3>")
     if results.qc.empty:
         parts.append("<p>No QC metrics found.</p>")
