@@ -8,6 +8,7 @@ the group outputs (they depend on every participant, so nothing is resumed here)
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 from collections.abc import Sequence
@@ -288,8 +289,8 @@ def attention(output_dir: Path, files: Sequence[ParticipantFiles],
 def predictions(output_dir: Path, bids_dir: Path, files: Sequence[ParticipantFiles],
                 options: GroupOptions, results: GroupResults) -> None:
     """group_predictions.tsv, group_metrics.tsv/.json and the ROC figure."""
-    tables = {item.name: pd.read_csv(item.predictions, sep="\t")
-              for item in files if item.predictions is not None}
+    tables = {f"sub-{item.t1w.subject}": pd.read_csv(item.predictions, sep="\t")
+              for item in files if item.predictions is not None}  # one T1w per participant
     if not tables:
         results.notes.append("no participant has predictions (participant level run with "
                              "--preproc-only?): no prediction metrics")
@@ -334,8 +335,7 @@ def predictions(output_dir: Path, bids_dir: Path, files: Sequence[ParticipantFil
 
 
 def _synthetic(files: Sequence[ParticipantFiles]) -> bool:
-    import json
-
+    """Whether any participant's predictions came from a model trained on SYNTHETIC data."""
     for item in files:
         if item.predictions is None:
             continue
