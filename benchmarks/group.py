@@ -1,11 +1,12 @@
 """Wall time and peak memory of the streamed group GLM against nilearn's SecondLevelModel, on
 N SYNTHETIC GM maps at 121 x 145 x 121 (1.5 mm, the classifier grid).
 
-The maps are SYNTHETIC (no real participant): a smooth GM template inside the MNI152NLin2009cAsym
-brain mask (26 % of the grid, zero outside; needs TEMPLATEFLOW_HOME), scaled per subject by a combination of 8 smooth random
-fields, an age slope and iid noise, with 2 % less GM in a block for the MDD half. They are
-written once as float32 ``.nii.gz`` (about 2.5 MB each) to a temporary folder (deleted at the
-end; ``--data-dir`` keeps and reuses them), after a check of the free disk space.
+The maps are SYNTHETIC (no real participant): a smooth GM template inside the
+MNI152NLin2009cAsym brain mask (26 % of the grid, zero outside; needs TEMPLATEFLOW_HOME), scaled
+per subject by a combination of 8 smooth random fields, an age slope and iid noise, with 2 %
+less GM in a block for the MDD half. They are written once as float32 ``.nii.gz`` (about 2 MB
+each) to a temporary folder (deleted at the end; ``--data-dir`` keeps and reuses them), after a
+check of the free disk space.
 
 Measured, each in a fresh spawned process (so its peak memory is its own; peak = ``VmHWM`` from
 /proc/self/status, which, unlike ``ru_maxrss``, does not inherit the parent's peak):

@@ -124,10 +124,10 @@ def _voxelwise_section(results: GroupResults) -> str:
             parts.append(_image(results.figures[key]))
     parts.append(f"<h3>Clusters (FDR q &lt; {glm.get('FDRq', '')})</h3>")
     parts.append(_table(results.clusters, 3))
-    if results.tfce_clusters is not None:
+    if results.permutation_clusters is not None:
         parts.append(f"<h3>Clusters ({escape(str(glm.get('permutation_method')))}, FWE "
                      f"p &lt; 0.05, {glm.get('permutations')} permutations)</h3>")
-        parts.append(_table(results.tfce_clusters, 3))
+        parts.append(_table(results.permutation_clusters, 3))
     return "\n".join(parts)
 
 

@@ -12,7 +12,7 @@ import json
 import logging
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -70,7 +70,7 @@ class GroupOptions:
 
 @dataclass
 class GroupResults:
-    """What the report shows (paths relative to OUTPUT_DIR; tables as written)."""
+    """What the report shows: figure paths, the tables as written, notes."""
 
     n_selected: int
     missing: pd.DataFrame
@@ -78,7 +78,7 @@ class GroupResults:
     notes: list[str] = field(default_factory=list)
     glm: dict[str, Any] | None = None
     clusters: pd.DataFrame | None = None
-    tfce_clusters: pd.DataFrame | None = None
+    permutation_clusters: pd.DataFrame | None = None
     figures: dict[str, Path] = field(default_factory=dict)
     attention: dict[str, dict[str, Any]] = field(default_factory=dict)
     predictions: pd.DataFrame | None = None
@@ -91,10 +91,6 @@ def _software() -> dict[str, str]:
     return {name: version(name) for name in ("nilearn", "scipy", "numpy", "pandas")}
 
 
-def _group_path(output_dir: Path, **entities: Any) -> Path:
-    return derivative_path(output_dir, **entities)
-
-
 def _write_table(path: Path, table: pd.DataFrame, sidecar: dict[str, Any]) -> Path:
     write_json(sidecar_path(path), sidecar)
     with atomic_output(path) as tmp:
@@ -104,7 +100,7 @@ def _write_table(path: Path, table: pd.DataFrame, sidecar: dict[str, Any]) -> Pa
 
 def _figure(output_dir: Path, desc: str, make) -> Path:
     """Make a figure in a temporary folder with ``make(path)`` and copy it atomically."""
-    path = _group_path(output_dir, datatype="figures", desc=desc, extension=".svg")
+    path = derivative_path(output_dir, datatype="figures", desc=desc, extension=".svg")
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         made = make(str(Path(tmp) / f"{desc}.svg"))
@@ -149,6 +145,28 @@ def _t_threshold(result: GlmResult, significant: np.ndarray) -> float:
     return float(np.abs(result.t[significant]).min()) if significant.any() else float("inf")
 
 
+def _write_glm_maps(output_dir: Path, grid: Grid, result: GlmResult,
+                    maps: dict[str, np.ndarray], sidecar: dict[str, Any],
+                    options: GroupOptions) -> None:
+    """The t and effect statmaps, the FDR mask and the group GM mask, with sidecars."""
+    space = {"space": TEMPLATE, "res": grid.res}
+    design = " + ".join(sidecar["Parameters"]["Design"])
+    for entities, data, dtype, description in (
+            ({"contrast": CONTRAST, "stat": "t", "suffix": "statmap"}, maps["t"], np.float32,
+             f"Two-sided t statistic of MDD minus HC (OLS; GM ~ {design}); 0 outside the GM "
+             "mask"),
+            ({"contrast": CONTRAST, "stat": "effect", "suffix": "statmap"}, maps["effect"],
+             np.float32, "MDD minus HC difference in modulated GM (c'beta), adjusted for the "
+                         "covariates; 0 outside the GM mask"),
+            ({"contrast": CONTRAST, "desc": "FDR", "suffix": "mask"}, maps["FDR"], np.uint8,
+             f"Voxels with Benjamini-Hochberg FDR q <= {options.fdr_q} (two-sided)"),
+            ({"desc": "GM", "suffix": "mask"}, result.mask, np.uint8,
+             f"Group GM mask: mean GM >= {options.gm_threshold} within the template brain "
+             "dilated by 6 mm")):
+        write_image(derivative_path(output_dir, **space, **entities),
+                    grid.image(data, dtype=dtype), {**sidecar, "Description": description})
+
+
 def voxelwise(output_dir: Path, bids_dir: Path, files: Sequence[ParticipantFiles],
               options: GroupOptions, results: GroupResults, grid: Grid = CLASSIFIER_GRID) -> None:
     """GLM, FDR, optional permutation inference, cluster tables and t-map figures."""
@@ -177,26 +195,11 @@ def voxelwise(output_dir: Path, bids_dir: Path, files: Sequence[ParticipantFiles
                   "FDRThresholdT": None if np.isinf(threshold) else round(threshold, 4),
                   "LabelColumn": table.attrs["label_column"]}
     sources = [str(p) for p in paths]
-    space = {"space": TEMPLATE, "res": grid.res, "contrast": CONTRAST}
-    sidecar = provenance(sources, parameters, _software(),
-                         Description="Two-sided t statistic of MDD minus HC (OLS; GM ~ "
-                                     f"{' + '.join(names)}); 0 outside the GM mask")
-    write_image(_group_path(output_dir, **space, stat="t", suffix="statmap"),
-                grid.image(t_grid), sidecar)
-    write_image(_group_path(output_dir, **space, stat="effect", suffix="statmap"),
-                grid.image(effect_grid),
-                {**sidecar, "Description": "MDD minus HC difference in modulated GM (c'beta), "
-                                           "adjusted for the covariates"})
-    write_image(_group_path(output_dir, **space, desc="FDR", suffix="mask"),
-                grid.image(fdr_grid, dtype=np.uint8),
-                {**sidecar, "Description": f"Voxels with Benjamini-Hochberg FDR q <= "
-                                           f"{options.fdr_q} (two-sided)"})
-    write_image(_group_path(output_dir, space=TEMPLATE, res=grid.res, desc="GM", suffix="mask"),
-                grid.image(result.mask, dtype=np.uint8),
-                {**sidecar, "Description": f"Group GM mask: mean GM >= {options.gm_threshold} "
-                                           "within the template brain dilated by 6 mm"})
+    _write_glm_maps(output_dir, grid, result, {"t": t_grid, "effect": effect_grid,
+                                               "FDR": fdr_grid},
+                    provenance(sources, parameters, _software()), options)
     clusters = cluster_table(t_grid, effect_grid, fdr_grid, grid, options.min_cluster_voxels)
-    _write_table(_group_path(output_dir, suffix="clusters", extension=".tsv"), clusters,
+    _write_table(derivative_path(output_dir, suffix="clusters", extension=".tsv"), clusters,
                  provenance(sources, {**parameters, "MinClusterVoxels":
                                       options.min_cluster_voxels, "Connectivity": 26},
                             _software(), Atlas="AAL2 (Rolls et al. 2015), through nilearn",
@@ -204,7 +207,8 @@ def voxelwise(output_dir: Path, bids_dir: Path, files: Sequence[ParticipantFiles
     results.clusters = clusters
     results.glm = {**parameters, "n_significant": int(significant.sum())}
     if significant.any():
-        caption = f"FDR q < {options.fdr_q} (|t| ≥ {threshold:.2f}, {int(significant.sum())} voxels)"
+        caption = (f"FDR q < {options.fdr_q} (|t| ≥ {threshold:.2f}, "
+                   f"{int(significant.sum())} voxels)")
     else:
         threshold = float(stats.t.isf(EXPLORATORY_P / 2, result.df))
         caption = (f"no voxel survives FDR q < {options.fdr_q}; shown: uncorrected "
@@ -237,16 +241,16 @@ def _permutations(output_dir: Path, paths: Sequence[Path], design: np.ndarray,
                          _software(), Description=f"-log10 family-wise-error p ({method}, "
                                                   "nilearn permuted_ols, two-sided)")
     space = {"space": TEMPLATE, "res": grid.res, "contrast": CONTRAST}
-    write_image(_group_path(output_dir, **space, stat="logp", desc=method, suffix="statmap"),
+    write_image(derivative_path(output_dir, **space, stat="logp", desc=method, suffix="statmap"),
                 grid.image(logp), sidecar)
-    write_image(_group_path(output_dir, **space, desc=method, suffix="mask"),
+    write_image(derivative_path(output_dir, **space, desc=method, suffix="mask"),
                 grid.image(fwe, dtype=np.uint8),
                 {**sidecar, "Description": f"Voxels with {method} FWE p < {FWE_ALPHA}"})
     clusters = cluster_table(t_grid, effect_grid, fwe, grid, options.min_cluster_voxels)
-    _write_table(_group_path(output_dir, desc=method, suffix="clusters", extension=".tsv"),
+    _write_table(derivative_path(output_dir, desc=method, suffix="clusters", extension=".tsv"),
                  clusters, {**sidecar, "Description": f"Clusters of {method} FWE-significant "
                                                       "voxels (peaks and t from the GLM)"})
-    results.tfce_clusters = clusters
+    results.permutation_clusters = clusters
     results.glm.update(permutation_method=method, permutations=options.permutations,
                        n_fwe_significant=int(fwe.sum()))
 
@@ -272,9 +276,9 @@ def attention(output_dir: Path, files: Sequence[ParticipantFiles],
                              _software(), Target=target,
                              Description="Mean over participants of their attention maps "
                                          "(each scaled by its brain mean |value|)")
-        write_image(_group_path(output_dir, **entities, suffix="attention"), image, sidecar)
+        write_image(derivative_path(output_dir, **entities, suffix="attention"), image, sidecar)
         regions = region_summary(np.asarray(image.dataobj), None, grid, top=10)
-        _write_table(_group_path(output_dir, **entities, suffix="regions", extension=".tsv"),
+        _write_table(derivative_path(output_dir, **entities, suffix="regions", extension=".tsv"),
                      regions, {**sidecar, "Description": "AAL2 regions ranked by the mean "
                                                          "attention over their voxels"})
         figure = _figure(output_dir, f"attention{desc}",
@@ -297,7 +301,7 @@ def predictions(output_dir: Path, bids_dir: Path, files: Sequence[ParticipantFil
         return
     table = collect_predictions(tables)
     sources = [str(item.predictions) for item in files if item.predictions is not None]
-    _write_table(_group_path(output_dir, suffix="predictions", extension=".tsv"), table,
+    _write_table(derivative_path(output_dir, suffix="predictions", extension=".tsv"), table,
                  provenance(sources, None, _software(),
                             Description="Every participant's predictions (one row per model "
                                         "output)"))
@@ -312,7 +316,7 @@ def predictions(output_dir: Path, bids_dir: Path, files: Sequence[ParticipantFil
                                 {"Bootstrap": options.n_bootstrap, "Seed": options.seed,
                                  "ConfidenceLevel": 0.95, "Threshold": 0.5},
                                 _software(), Columns=dict(METRIC_COLUMNS), Notes=notes)
-    _write_table(_group_path(output_dir, suffix="metrics", extension=".tsv"), metrics,
+    _write_table(derivative_path(output_dir, suffix="metrics", extension=".tsv"), metrics,
                  metric_sidecar)
     results.predictions, results.metrics = table, metrics
     results.synthetic_models = _synthetic(files)
@@ -360,7 +364,7 @@ def run_group_level(bids_dir: Path, output_dir: Path, chosen: Sequence[T1wInput]
                            qc=qc_table(files))
     (output_dir / "group").mkdir(parents=True, exist_ok=True)
     if not results.qc.empty:
-        _write_table(_group_path(output_dir, desc="qc", suffix="metrics", extension=".tsv"),
+        _write_table(derivative_path(output_dir, desc="qc", suffix="metrics", extension=".tsv"),
                      results.qc,
                      provenance([], {"RobustZ": 3.5}, _software(),
                                 Description="QC metrics of each participant, robust z-scores "
@@ -370,12 +374,3 @@ def run_group_level(bids_dir: Path, output_dir: Path, chosen: Sequence[T1wInput]
     predictions(output_dir, bids_dir, files, options, results)
     results.report = write_group_report(output_dir, results, options)
     return results
-
-
-def options_json(options: GroupOptions) -> dict[str, Any]:
-    """The options as JSON-able values (for sidecars and the report)."""
-    data = asdict(options)
-    data["labels"] = {k: (list(v) if isinstance(v, (list, tuple)) else v)
-                      for k, v in data["labels"].items()}
-    return data
-
