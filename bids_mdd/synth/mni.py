@@ -63,7 +63,8 @@ def _to_grid(data: np.ndarray, affine: np.ndarray, grid) -> np.ndarray:
 
 def render_mni_inputs(mni: MniSpace, spec: CohortSpec, draw: SubjectDraw,
                       gm_scale: dict[int, float]) -> dict[str, nib.Nifti1Image]:
-    """The subject's smoothed modulated GM (1.5 mm grid) and normalised T1w (1 mm grid)."""
+    """The subject's smoothed modulated GM (1.5 mm grid) and, unless ``spec.mni_t1w`` is
+    False, its normalised T1w (1 mm grid)."""
     rng = np.random.default_rng([*draw.seed, 11])
     scale = gaussian_filter(label_lookup(mni.labels, gm_scale), 2.0)
     gm = mni.gm * np.clip(scale, 0.0, 1.0)
@@ -74,6 +75,9 @@ def render_mni_inputs(mni: MniSpace, spec: CohortSpec, draw: SubjectDraw,
     gm_img = CLASSIFIER_GRID.image(np.clip(_to_grid(modulated, mni.affine, CLASSIFIER_GRID),
                                            0, None))
     smoothed = smooth_img(gm_img, 8.0)
+    images = {"gm": CLASSIFIER_GRID.image(np.asarray(smoothed.dataobj))}
+    if not spec.mni_t1w:
+        return images
 
     means = mni.tissue_means
     t1w = mni.t1w - lost * (means[1] - means[0])
@@ -81,13 +85,15 @@ def render_mni_inputs(mni: MniSpace, spec: CohortSpec, draw: SubjectDraw,
     t1w = np.sqrt((t1w + rng.normal(0, sd, t1w.shape)) ** 2 + rng.normal(0, sd, t1w.shape) ** 2)
     values = t1w[mni.brain]
     t1w = np.where(mni.brain, (t1w - values.mean()) / (values.std() + 1e-6), 0.0)
-    t1w_img = DFRN_GRID.image(_to_grid(t1w, mni.affine, DFRN_GRID))
-    return {"gm": CLASSIFIER_GRID.image(np.asarray(smoothed.dataobj)), "t1w": t1w_img}
+    images["t1w"] = DFRN_GRID.image(_to_grid(t1w, mni.affine, DFRN_GRID))
+    return images
 
 
 def write_mni_inputs(root: Path, draw: SubjectDraw, images: dict[str, nib.Nifti1Image]) -> None:
     """Write the images under ``root/derivatives/bids_mdd-synthetic`` with SYNTHETIC sidecars."""
     for key, spec in (("gm", GM_INPUT), ("t1w", T1W_INPUT)):
+        if key not in images:
+            continue
         path = derivative_path(root / MNI_DIR, subject=draw.label, **spec.entities)
         write_image(path, images[key], {"SyntheticData": True, "Description": MNI_NOTE})
 

@@ -53,6 +53,7 @@ class CohortSpec:
     age_range: tuple[float, float] = (18.0, 65.0)
     mni_derivatives: bool = False      # also write model inputs rendered in MNI space
     mni_noise_sd: float = 0.1          # SD of their smooth multiplicative GM noise
+    mni_t1w: bool = True               # with them, also the 1 mm T1w (False: the GM map only)
 
     def __post_init__(self) -> None:
         if self.n_mdd < 0 or self.n_hc < 0 or self.n_mdd + self.n_hc == 0:
