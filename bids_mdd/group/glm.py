@@ -262,7 +262,7 @@ def search_region(grid: Grid = CLASSIFIER_GRID, dilate_mm: float = 6.0) -> np.nd
     MNI152NLin2009cAsym's brain mask (through templateflow; a clear error when it is not on
     disk) resampled to ``grid`` (nearest neighbour) and dilated by ``dilate_mm`` (3D
     ball), so that smoothed GM at the brain's edge stays in. :func:`fit_glm` reads only these
-    voxels (about a quarter of the classifier grid), which is most of its speed.
+    voxels (about a third of the classifier grid), which is most of its speed.
 
     Returns
     -------
