@@ -507,7 +507,7 @@ def roc_figure(y_true: np.ndarray, p_mdd: np.ndarray, out_file: str, title: str,
                       ha="center", va="center")
         axes.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="1 − specificity (false-positive rate)",
                  ylabel="sensitivity (true-positive rate)",
-                 title=f"{title} (n = {metrics['n']}: {metrics['n_mdd']} MDD, "
+                 title=f"{title}\n(n = {metrics['n']}: {metrics['n_mdd']} MDD, "
                        f"{metrics['n_hc']} HC)")
         axes.set_aspect("equal")
         axes.legend(loc="lower right")
