@@ -23,8 +23,8 @@ from bids_mdd.models.participant import PREDICTIONS, attention_entities
 from bids_mdd.preproc.grids import CLASSIFIER_GRID, DFRN_GRID
 from bids_mdd.preproc.runner import crash_name
 from bids_mdd.preproc.sink import OUTPUTS
-from bids_mdd.training.data import (NEGATIVE_CODES, POSITIVE_CODES, label_column,
-                                    read_participants)
+from bids_mdd.training.data import (NEGATIVE_CODES, POSITIVE_CODES, binary_labels,
+                                    label_column, read_participants)
 
 LOGGER = logging.getLogger(__name__)
 
@@ -146,9 +146,10 @@ def diagnosis(participants: pd.DataFrame, subjects: Sequence[str], options: Labe
                            "add them or leave them out with --participant-label",
                            ExitCode.BAD_DATA)
     values = participants.loc[list(subjects), column]
-    text = values.astype(str).str.strip().str.lower().str.replace(r"\.0$", "", regex=True)
-    coded = pd.Series(np.where(text.isin(positive), 1.0,
-                               np.where(text.isin(negative), 0.0, np.nan)), index=values.index)
+    try:  # training's coding (case-insensitive, "1.0" read as "1"); here unknowns are errors
+        coded = binary_labels(values, positive, negative, source)
+    except BidsMddError:  # no value is a known code
+        coded = pd.Series(np.nan, index=values.index)
     found = ", ".join(f"{v!r} ({n})" for v, n in
                       values.astype(object).fillna("n/a").astype(str).value_counts().items())
     unknown = coded.isna()
@@ -192,9 +193,9 @@ def covariate_table(participants: pd.DataFrame, files: Sequence[ParticipantFiles
     notes: list[str] = []
     columns: dict[str, pd.Series] = {}
     if requested is None:
-        wanted = [c for c in (next((_match(participants, n) for n in names
-                                    if _match(participants, n)), None)
-                              for names in (AGE_COLUMNS, SEX_COLUMNS)) if c] + [TIV]
+        found = [next(filter(None, (_match(participants, n) for n in names)), None)
+                 for names in (AGE_COLUMNS, SEX_COLUMNS)]
+        wanted = [column for column in found if column] + [TIV]
     else:
         wanted = list(requested)
     for name in wanted:

@@ -88,7 +88,8 @@ def binary_labels(values: pd.Series, positive: list[str] | None, negative: list[
     """0 (negative), 1 (positive) or NaN (neither) for each value, case-insensitively."""
     pos = [p.lower() for p in (positive or POSITIVE_CODES)]
     neg = [n.lower() for n in (negative or NEGATIVE_CODES)]
-    text = values.astype(str).str.strip().str.lower()
+    # missing values as "nan" (astype(str) keeps them NaN in a column of pandas' str dtype)
+    text = values.astype(object).fillna("nan").astype(str).str.strip().str.lower()
     text = text.str.replace(r"\.0$", "", regex=True)  # 1.0 read from a numeric column
     labels = pd.Series(np.where(text.isin(pos), 1.0, np.where(text.isin(neg), 0.0, np.nan)),
                        index=values.index)
