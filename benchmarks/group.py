@@ -182,11 +182,8 @@ def in_fresh_process(function, *args) -> dict[str, object]:
 
 
 def total_ram_gib() -> float:
-    """MemTotal from /proc/meminfo, in GiB."""
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemTotal:"):
-            return int(line.split()[1]) / 2**20
-    raise RuntimeError("no MemTotal in /proc/meminfo")
+    """Physical memory, in GiB."""
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
 
 
 def compare(paths: list[Path], table: pd.DataFrame, folder: Path, chunk_size: int,

@@ -20,6 +20,7 @@ from bids_mdd.atlas import load_aal2
 from bids_mdd.bids.names import derivative_path
 from bids_mdd.cli.run import main
 from bids_mdd.group.clusters import atlas_labels
+from bids_mdd.group.glm import ball
 from bids_mdd.group.inputs import LabelOptions, diagnosis
 from bids_mdd.models.participant import PREDICTIONS, attention_entities
 from bids_mdd.preproc.grids import CLASSIFIER_GRID
@@ -67,10 +68,7 @@ def planted_mask(regions: list[str], dilate_mm: float = 0.0) -> np.ndarray:
     indices = [i for idx in load_aal2().indices_of(regions).values() for i in idx]
     mask = np.isin(atlas_labels(CLASSIFIER_GRID), indices)
     if dilate_mm:
-        radius = int(np.ceil(dilate_mm / CLASSIFIER_GRID.zoom))
-        axes = np.ogrid[tuple(slice(-radius, radius + 1) for _ in range(3))]
-        ball = sum((a * CLASSIFIER_GRID.zoom) ** 2 for a in axes) <= dilate_mm ** 2
-        mask = ndimage.binary_dilation(mask, structure=ball)
+        mask = ndimage.binary_dilation(mask, structure=ball(dilate_mm, CLASSIFIER_GRID.zoom))
     return mask
 
 

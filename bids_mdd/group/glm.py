@@ -222,40 +222,6 @@ def _chunks(paths: Sequence[Path], chunk_size: int) -> Iterator[tuple[int, Seque
         yield start, paths[start:start + chunk_size]
 
 
-def gm_mask(paths: Sequence[Path], threshold: float = 0.2, chunk_size: int = 50,
-            grid: Grid = CLASSIFIER_GRID) -> np.ndarray:
-    """Voxels whose mean GM over the participants is >= ``threshold``.
-
-    Streamed: images are added one at a time into a float64 sum over the grid, so memory does
-    not depend on the number of subjects (``chunk_size`` is accepted for symmetry with
-    :func:`fit_glm`; it changes nothing). A voxel that is not finite in some map is excluded.
-
-    Parameters
-    ----------
-    paths : sequence of Path
-        GM maps on ``grid``.
-    threshold : float
-        Minimum mean GM.
-    chunk_size : int
-        Unused (see above); must be >= 1.
-    grid : Grid
-        The grid every map must be on.
-
-    Returns
-    -------
-    np.ndarray
-        Boolean array of ``grid.shape``.
-    """
-    if not paths:
-        raise BidsMddError("no GM maps given for the group mask", ExitCode.NO_FILES)
-    total = np.zeros(grid.shape, dtype=np.float64)
-    for _, chunk in _chunks(paths, chunk_size):
-        for path in chunk:
-            total += read_map(Path(path), grid)
-    with np.errstate(invalid="ignore"):
-        return (total / len(paths)) >= threshold
-
-
 def search_region(grid: Grid = CLASSIFIER_GRID, dilate_mm: float = 6.0) -> np.ndarray:
     """Where the group GM mask is looked for: the template's brain mask on ``grid``, dilated.
 
@@ -282,10 +248,15 @@ def _search_region(grid: Grid, dilate_mm: float) -> np.ndarray:
     resampled = resample_to_img(str(template_brain_mask(resolution=1)), grid.image(),
                                 interpolation="nearest", force_resample=True, copy_header=True)
     brain = np.asarray(resampled.dataobj) > 0.5
-    radius = int(np.ceil(dilate_mm / grid.zoom))
+    return ndimage.binary_dilation(brain, structure=ball(dilate_mm, grid.zoom))
+
+
+def ball(radius_mm: float, zoom: float) -> np.ndarray:
+    """A 3D boolean ball of ``radius_mm`` on isotropic voxels of ``zoom`` mm (a structuring
+    element for ``scipy.ndimage.binary_dilation``; scipy's own are 6/18/26-neighbourhoods)."""
+    radius = int(np.ceil(radius_mm / zoom))
     axes = np.ogrid[tuple(slice(-radius, radius + 1) for _ in range(3))]
-    ball = sum((a * grid.zoom) ** 2 for a in axes) <= dilate_mm ** 2
-    return ndimage.binary_dilation(brain, structure=ball)
+    return sum((a * zoom) ** 2 for a in axes) <= radius_mm ** 2
 
 
 def fit_glm(paths: Sequence[Path], design: np.ndarray, mask: np.ndarray | None,
@@ -313,7 +284,7 @@ def fit_glm(paths: Sequence[Path], design: np.ndarray, mask: np.ndarray | None,
     design : np.ndarray
         (n, p) full-rank design, e.g. from :func:`design_matrix`.
     mask : np.ndarray or None
-        Boolean 3D mask of ``grid.shape`` (e.g. from :func:`gm_mask`); with ``min_mean``,
+        Boolean 3D mask of ``grid.shape``; with ``min_mean``,
         the search region (None: every voxel of the grid).
     contrast : np.ndarray
         (p,) contrast vector c, e.g. from :func:`contrast_vector`.

@@ -24,7 +24,7 @@ from bids_mdd.preproc.grids import CLASSIFIER_GRID, DFRN_GRID
 from bids_mdd.preproc.runner import crash_name
 from bids_mdd.preproc.sink import OUTPUTS
 from bids_mdd.training.data import (NEGATIVE_CODES, POSITIVE_CODES, binary_labels,
-                                    label_column, read_participants)
+                                    find_column, label_column, read_participants)
 
 LOGGER = logging.getLogger(__name__)
 
@@ -169,14 +169,6 @@ def diagnosis(participants: pd.DataFrame, subjects: Sequence[str], options: Labe
     return coded.astype(int), column
 
 
-def _match(participants: pd.DataFrame, name: str) -> str | None:
-    """The participants.tsv column called ``name`` (exactly, else case-insensitively)."""
-    if name in participants.columns:
-        return name
-    matches = [c for c in participants.columns if str(c).lower() == name.lower()]
-    return matches[0] if len(matches) == 1 else None
-
-
 def covariate_table(participants: pd.DataFrame, files: Sequence[ParticipantFiles],
                     requested: Sequence[str] | None, source: Path
                     ) -> tuple[pd.DataFrame, list[str]]:
@@ -193,7 +185,7 @@ def covariate_table(participants: pd.DataFrame, files: Sequence[ParticipantFiles
     notes: list[str] = []
     columns: dict[str, pd.Series] = {}
     if requested is None:
-        found = [next(filter(None, (_match(participants, n) for n in names)), None)
+        found = [next(filter(None, (find_column(participants, n) for n in names)), None)
                  for names in (AGE_COLUMNS, SEX_COLUMNS)]
         wanted = [column for column in found if column] + [TIV]
     else:
@@ -203,7 +195,7 @@ def covariate_table(participants: pd.DataFrame, files: Sequence[ParticipantFiles
             values = tiv
             name = TIV
         else:
-            column = _match(participants, name)
+            column = find_column(participants, name)
             if column is None:
                 raise BidsMddError(f"{source}: no covariate column {name!r} (columns: "
                                    f"{', '.join(map(str, participants.columns))}); name others "

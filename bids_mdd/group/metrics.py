@@ -34,7 +34,8 @@ from sklearn.metrics import roc_curve  # noqa: E402
 
 from bids_mdd.errors import BidsMddError, ExitCode  # noqa: E402
 from bids_mdd.training import metrics as cv_metrics  # noqa: E402
-from bids_mdd.training.data import binary_labels, label_column as find_label_column  # noqa: E402
+from bids_mdd.training.data import binary_labels, find_column  # noqa: E402
+from bids_mdd.training.data import label_column as find_label_column  # noqa: E402
 
 #: The classifier's target in predictions.tsv (the regressors' targets are score columns).
 CLASSIFIER_TARGET = "MDD"
@@ -236,6 +237,17 @@ def _with_interval(value: float, samples: np.ndarray | None) -> dict[str, float 
     return {"value": float(value), **interval}
 
 
+def _finite_pairs(a: np.ndarray, b: np.ndarray, a_name: str, b_name: str
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """``a`` and ``b`` as flat float arrays without the pairs holding a NaN (ValueError when
+    their lengths differ)."""
+    a, b = np.asarray(a, float).ravel(), np.asarray(b, float).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"{a.size} {a_name} but {b.size} {b_name}")
+    keep = np.isfinite(a) & np.isfinite(b)
+    return a[keep], b[keep]
+
+
 def classification_metrics(y_true: np.ndarray, p_mdd: np.ndarray, threshold: float = 0.5,
                            n_bootstrap: int = 2000, seed: int = 0) -> dict[str, Any]:
     """Accuracy, balanced accuracy, recall, specificity and AUC with bootstrap 95 % CIs.
@@ -267,11 +279,7 @@ def classification_metrics(y_true: np.ndarray, p_mdd: np.ndarray, threshold: flo
     ValueError
         When the arrays differ in length or a label is neither 0 nor 1.
     """
-    y_true, p_mdd = np.asarray(y_true, float).ravel(), np.asarray(p_mdd, float).ravel()
-    if y_true.shape != p_mdd.shape:
-        raise ValueError(f"{y_true.size} labels but {p_mdd.size} predictions")
-    keep = np.isfinite(y_true) & np.isfinite(p_mdd)
-    y_true, p_mdd = y_true[keep], p_mdd[keep]
+    y_true, p_mdd = _finite_pairs(y_true, p_mdd, "labels", "predictions")
     if not np.isin(y_true, (0.0, 1.0)).all():
         raise ValueError("labels must be 0 (HC) or 1 (MDD); code them with binary_labels")
     labels = y_true.astype(int)
@@ -321,11 +329,7 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_bootstrap: int 
         ``mae``: each ``{"value", "ci_low", "ci_high", "n_bootstrap"}``; ``n`` and ``notes``.
         With fewer than 3 pairs, or a constant side, r and p are NaN (and noted).
     """
-    y_true, y_pred = np.asarray(y_true, float).ravel(), np.asarray(y_pred, float).ravel()
-    if y_true.shape != y_pred.shape:
-        raise ValueError(f"{y_true.size} observed but {y_pred.size} predicted scores")
-    keep = np.isfinite(y_true) & np.isfinite(y_pred)
-    y_true, y_pred = y_true[keep], y_pred[keep]
+    y_true, y_pred = _finite_pairs(y_true, y_pred, "observed", "predicted scores")
     n, notes = int(y_true.size), []
     if n < 3:
         notes.append(f"{n} participant(s) with an observed and a predicted score: "
@@ -353,14 +357,6 @@ def _indexed_participants(participants: pd.DataFrame) -> pd.DataFrame:
         table.index = table.pop("participant_id")
     table.index = [_participant_label(p) for p in table.index]
     return table
-
-
-def _score_column(participants: pd.DataFrame, target: str) -> str | None:
-    """The participants.tsv column named ``target`` (exactly, else case-insensitively)."""
-    if target in participants:
-        return target
-    matches = [c for c in participants.columns if str(c).lower() == target.lower()]
-    return matches[0] if len(matches) == 1 else None
 
 
 def _rows(model: str, target: str, metrics: dict[str, Any],
@@ -406,7 +402,9 @@ def group_metrics(predictions: pd.DataFrame, participants: pd.DataFrame,
     pd.DataFrame
         Columns of :data:`METRIC_COLUMNS` (``model``, ``target``, ``metric``, ``value``,
         ``ci_low``, ``ci_high``, ``n``, ``n_bootstrap``), in the predictions' model/target order.
-        ``.attrs["notes"]`` lists the skipped targets and undefined metrics (str each).
+        ``.attrs["notes"]`` lists the skipped targets and undefined metrics (str each);
+        ``.attrs["classifier_scores"]`` maps each classifier model to the (diagnosis, P(MDD))
+        arrays it was scored on, one entry per participant (for :func:`roc_figure`).
 
     Raises
     ------
@@ -438,17 +436,19 @@ def group_metrics(predictions: pd.DataFrame, participants: pd.DataFrame,
         else:
             diagnosis = binary_labels(table[column], positive, negative, source)
     rows: list[dict[str, Any]] = []
+    scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for (model, target), group in frame.groupby(["model", "target"], sort=False):
         predicted = group.groupby("label", sort=True)["value"].mean()
         if target == CLASSIFIER_TARGET:
             if diagnosis is None:
                 continue
             observed = diagnosis.reindex(predicted.index)
+            scores[str(model)] = (observed.to_numpy(), predicted.to_numpy())
             metrics = classification_metrics(observed.to_numpy(), predicted.to_numpy(),
                                              threshold, n_bootstrap, seed)
             names = CLASSIFICATION_ROWS
         else:
-            column = _score_column(table, str(target))
+            column = find_column(table, str(target))
             if column is None:
                 notes.append(f"{target} ({model}): no {target} column in {source}; skipped")
                 continue
@@ -461,6 +461,7 @@ def group_metrics(predictions: pd.DataFrame, participants: pd.DataFrame,
     result = pd.DataFrame(rows, columns=list(METRIC_COLUMNS))
     result = result.astype({"n": int, "n_bootstrap": int})
     result.attrs["notes"] = notes
+    result.attrs["classifier_scores"] = scores
     return result
 
 

@@ -33,8 +33,8 @@ from bids_mdd.group.glm import (GlmResult, contrast_vector, design_matrix, fdr_m
                                 permutation_inference, search_region)
 from bids_mdd.group.inputs import (LabelOptions, ParticipantFiles, covariate_table, diagnosis,
                                    gather, load_participants, missing_outputs)
-from bids_mdd.group.metrics import (CLASSIFIER_TARGET, METRIC_COLUMNS, collect_predictions,
-                                    group_metrics, roc_figure)
+from bids_mdd.group.metrics import (METRIC_COLUMNS, collect_predictions, group_metrics,
+                                    roc_figure)
 from bids_mdd.group.qc import qc_table
 from bids_mdd.preproc.grids import CLASSIFIER_GRID, DFRN_GRID, Grid
 from bids_mdd.preproc.templates import TEMPLATE
@@ -81,7 +81,6 @@ class GroupResults:
     permutation_clusters: pd.DataFrame | None = None
     figures: dict[str, Path] = field(default_factory=dict)
     attention: dict[str, dict[str, Any]] = field(default_factory=dict)
-    predictions: pd.DataFrame | None = None
     metrics: pd.DataFrame | None = None
     synthetic_models: bool = False
     report: Path | None = None
@@ -205,7 +204,7 @@ def voxelwise(output_dir: Path, bids_dir: Path, files: Sequence[ParticipantFiles
                             _software(), Atlas="AAL2 (Rolls et al. 2015), through nilearn",
                             Description="Clusters of FDR-significant voxels"))
     results.clusters = clusters
-    results.glm = {**parameters, "n_significant": int(significant.sum())}
+    results.glm = dict(parameters)
     if significant.any():
         caption = (f"FDR q < {options.fdr_q} (|t| ≥ {threshold:.2f}, "
                    f"{int(significant.sum())} voxels)")
@@ -318,23 +317,12 @@ def predictions(output_dir: Path, bids_dir: Path, files: Sequence[ParticipantFil
                                 _software(), Columns=dict(METRIC_COLUMNS), Notes=notes)
     _write_table(derivative_path(output_dir, suffix="metrics", extension=".tsv"), metrics,
                  metric_sidecar)
-    results.predictions, results.metrics = table, metrics
+    results.metrics = metrics
     results.synthetic_models = _synthetic(files)
-    classifier = table[table["target"] == CLASSIFIER_TARGET]
-    if classifier.empty or not (metrics["target"] == CLASSIFIER_TARGET).any():
-        return
-    from bids_mdd.training.data import binary_labels, label_column
-
-    column = label_column(participants, options.labels.column, source)
-    labels = binary_labels(participants[column], options.labels.positive,
-                           options.labels.negative, source)
-    for model, rows in classifier.groupby("model", sort=False):
-        mean = rows.assign(label=rows["participant_id"].str.removeprefix("sub-")) \
-            .groupby("label")["value"].mean()
-        y = labels.reindex(mean.index).to_numpy()
+    for model, (observed, p_mdd) in metrics.attrs["classifier_scores"].items():
         results.figures[f"roc_{model}"] = _figure(
-            output_dir, f"roc{attention_desc(str(model))}",
-            lambda out: roc_figure(y, mean.to_numpy(), out, f"{model}: P(MDD)",
+            output_dir, f"roc{attention_desc(model)}",
+            lambda out: roc_figure(observed, p_mdd, out, f"{model}: P(MDD)",
                                    options.n_bootstrap, options.seed))
 
 

@@ -69,6 +69,15 @@ def read_participants(path: str | Path) -> pd.DataFrame:
     return table
 
 
+def find_column(table: pd.DataFrame, name: str) -> str | None:
+    """The column of ``table`` called ``name``: exactly, else the one matching it
+    case-insensitively (None when there is none, or several)."""
+    if name in table.columns:
+        return name
+    matches = [c for c in table.columns if str(c).lower() == name.lower()]
+    return matches[0] if len(matches) == 1 else None
+
+
 def label_column(table: pd.DataFrame, column: str | None, source: str | Path) -> str:
     """The diagnosis column: ``column`` if given, else the first of LABEL_COLUMNS present."""
     if column is not None:
