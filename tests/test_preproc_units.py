@@ -100,7 +100,7 @@ def test_segmentation_leaves_no_temporary_files(tmp_path, monkeypatch) -> None:
     """antspyx's atropos writes probability maps to tempfile names and never deletes them."""
     import tempfile
 
-    from bids_mdd.preproc.ants_steps import segment_tissues
+    from bids_mdd.preproc.ants_steps import SegmentationSettings, segment_tissues
 
     system_tmp = tmp_path / "tmp"
     system_tmp.mkdir()
@@ -114,7 +114,7 @@ def test_segmentation_leaves_no_temporary_files(tmp_path, monkeypatch) -> None:
     out = tmp_path / "out"
     out.mkdir()
     csf, gm, wm = segment_tissues(str(tmp_path / "t1w.nii.gz"), str(tmp_path / "mask.nii.gz"),
-                                  str(out), sloppy=True)
+                                  str(out), SegmentationSettings.for_mode(True, "kmeans"))
     gm_map = np.asarray(nib.load(gm).dataobj)
     assert dice(gm_map > 0.5, classes == 1) > 0.95
     assert list(system_tmp.iterdir()) == []

@@ -61,6 +61,10 @@ def build_parser() -> BidsAppArgumentParser:
     pre.add_argument("--skull-strip", choices=("auto", "force", "skip"), default="auto",
                      help="brain extraction: auto skips it for inputs that are already "
                           "skull-stripped; force always runs it; skip never does")
+    pre.add_argument("--segmentation", choices=("priors", "kmeans"), default="priors",
+                     help="tissue segmentation: Atropos with template tissue priors and "
+                          "partial-volume fractions (default), or the earlier 3-class k-means "
+                          "(for comparison only: it collapses on some real scans)")
     pre.add_argument("--sloppy", action="store_true",
                      help="coarse, fast registration and segmentation, for tests only "
                           "(recorded in every sidecar)")

@@ -73,7 +73,8 @@ def run_participant(args: argparse.Namespace, inputs: list[T1wInput]) -> ExitCod
         LOGGER.warning("--sloppy: coarse registration for tests; do not use these outputs")
     nprocs = args.nprocs or os.cpu_count() or 1
     options = PreprocOptions(skull_strip=args.skull_strip, sloppy=args.sloppy, seed=args.seed,
-                             omp_nthreads=args.omp_nthreads or min(8, nprocs))
+                             omp_nthreads=args.omp_nthreads or min(8, nprocs),
+                             segmentation=args.segmentation)
     failures = preprocess(inputs, args.bids_dir, args.output_dir, args.work_dir, options,
                           nprocs=nprocs, mem_gb=args.mem_gb, verbose=args.verbose > 0)
     if models:

@@ -102,8 +102,9 @@ def _participants_section(results: GroupResults) -> str:
     if results.qc.empty:
         parts.append("<p>No QC metrics found.</p>")
     else:
-        shown = results.qc[["participant", "tiv_ml", "gm_fraction", "template_ncc",
-                            "template_mask_dice", "outlier", "flags"]]
+        shown = results.qc[["participant", "tiv_ml", "gm_fraction", "wm_fraction",
+                            "csf_fraction", "template_ncc", "template_mask_dice", "outlier",
+                            "flags"]]
         flagged = shown[shown["outlier"]]
         parts.append(f"<p>{len(flagged)} of {len(shown)} participant(s) flagged: a metric "
                      "outside the plausible range, or |robust z| &gt; 3.5 (median/MAD over "

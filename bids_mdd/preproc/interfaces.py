@@ -6,7 +6,7 @@ import json
 import os
 
 from nipype.interfaces.base import (BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec,
-                                    traits)
+                                    isdefined, traits)
 
 from bids_mdd.preproc import ants_steps
 from bids_mdd.preproc.grids import CLASSIFIER_GRID, DFRN_GRID
@@ -97,23 +97,30 @@ class _MaskIn(_Threaded):
     skull_stripped = traits.Bool(mandatory=True)
 
 
+class _MaskOut(TraitedSpec):
+    out_file = File(exists=True)
+    method = traits.Str(desc="how the mask was made (for the sidecars)")
+
+
 class BrainMask(SimpleInterface):
-    """Native brain mask (input's non-zero voxels, or the template mask warped back)."""
+    """Native brain mask (input's non-zero voxels, deepbet, or the template mask warped back)."""
 
     input_spec = _MaskIn
-    output_spec = _FileOut
+    output_spec = _MaskOut
 
     def _run_interface(self, runtime):
         ants_steps.set_threads(self.inputs.num_threads)
-        self._results["out_file"] = ants_steps.brain_mask(
+        self._results["out_file"], self._results["method"] = ants_steps.brain_mask(
             self.inputs.in_file, self.inputs.template_mask, self.inputs.inverse,
-            self.inputs.skull_stripped, runtime.cwd)
+            self.inputs.skull_stripped, runtime.cwd, self.inputs.num_threads)
         return runtime
 
 
 class _SegmentIn(_Threaded):
     in_file = File(exists=True, mandatory=True)
     mask = File(exists=True, mandatory=True)
+    method = traits.Enum("priors", "kmeans", usedefault=True)
+    inverse = File(exists=True, desc="MNI -> T1w transform, for the template priors")
 
 
 class _SegmentOut(TraitedSpec):
@@ -123,15 +130,18 @@ class _SegmentOut(TraitedSpec):
 
 
 class SegmentTissues(SimpleInterface):
-    """Atropos 3-class segmentation into CSF, GM and WM probabilities."""
+    """Atropos segmentation into CSF, GM and WM maps (template priors, or k-means)."""
 
     input_spec = _SegmentIn
     output_spec = _SegmentOut
 
     def _run_interface(self, runtime):
         ants_steps.set_threads(self.inputs.num_threads)
+        settings = ants_steps.SegmentationSettings.for_mode(self.inputs.sloppy,
+                                                            self.inputs.method)
+        inverse = self.inputs.inverse if isdefined(self.inputs.inverse) else None
         csf, gm, wm = ants_steps.segment_tissues(self.inputs.in_file, self.inputs.mask,
-                                                 runtime.cwd, self.inputs.sloppy)
+                                                 runtime.cwd, settings, inverse)
         self._results.update(csf=csf, gm=gm, wm=wm)
         return runtime
 

@@ -21,7 +21,8 @@ table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px;text-
 img{width:100%;border:1px solid #ddd;margin:.3em 0}"""
 
 _METRICS = (("tiv_ml", "TIV (mL)"), ("gm_ml", "GM (mL)"), ("wm_ml", "WM (mL)"),
-            ("csf_ml", "CSF (mL)"), ("gm_fraction", "GM / TIV"),
+            ("csf_ml", "CSF (mL)"), ("gm_fraction", "GM / TIV"), ("wm_fraction", "WM / TIV"),
+            ("csf_fraction", "CSF / TIV"), ("tissue_collapse", "tissue collapse"),
             ("template_ncc", "correlation with template"),
             ("template_mask_dice", "brain-mask Dice with template"))
 

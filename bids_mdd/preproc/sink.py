@@ -38,7 +38,7 @@ OUTPUTS: dict[str, dict[str, Any]] = {
 
 
 def software_versions() -> dict[str, str]:
-    return {name: version(name) for name in ("antspyx", "nipype", "nilearn")}
+    return {name: version(name) for name in ("antspyx", "nipype", "nilearn", "deepbet")}
 
 
 class _SinkIn(BaseInterfaceInputSpec):
@@ -46,6 +46,7 @@ class _SinkIn(BaseInterfaceInputSpec):
     source_entities = traits.Str(mandatory=True, desc="JSON of the source T1w's entities")
     sources = traits.List(traits.Str, mandatory=True, desc="BIDS URIs of the inputs")
     parameters = traits.Str(mandatory=True, desc="JSON of the workflow parameters")
+    brain_extraction = traits.Str(mandatory=True, desc="how the brain mask was made")
     t1w_preproc = File(exists=True, mandatory=True)
     brain_mask = File(exists=True, mandatory=True)
     csf = File(exists=True, mandatory=True)
@@ -72,7 +73,8 @@ class DerivativesSink(SimpleInterface):
 
     def _run_interface(self, runtime):
         entities = json.loads(self.inputs.source_entities)
-        parameters = json.loads(self.inputs.parameters)
+        parameters = {**json.loads(self.inputs.parameters),
+                      "BrainExtraction": self.inputs.brain_extraction}
         sidecar = provenance(self.inputs.sources, parameters, software=software_versions())
         written = []
         for name, extra in OUTPUTS.items():

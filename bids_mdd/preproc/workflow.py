@@ -11,7 +11,7 @@ from nipype.pipeline import engine as pe
 
 from bids_mdd.bids.discovery import T1wInput
 from bids_mdd.preproc import interfaces as ifc
-from bids_mdd.preproc.ants_steps import RegistrationSettings
+from bids_mdd.preproc.ants_steps import RegistrationSettings, SegmentationSettings
 from bids_mdd.preproc.sink import DerivativesSink
 from bids_mdd.preproc.templates import TEMPLATE, template_brain_mask, template_t1w
 
@@ -25,6 +25,7 @@ class PreprocOptions:
     seed: int = 0
     omp_nthreads: int = 1
     fwhm: float = 8.0
+    segmentation: str = "priors"
 
     def sidecar_parameters(self) -> dict:
         registration = RegistrationSettings.for_mode(self.sloppy)
@@ -35,7 +36,8 @@ class PreprocOptions:
                                  "syn_iterations": list(registration.syn_iterations),
                                  "syn_metric": registration.syn_metric,
                                  "syn_sampling": registration.syn_sampling},
-                "Segmentation": "antspyx Atropos, 3 classes, k-means, MRF [0.1,1x1x1]",
+                "Segmentation": SegmentationSettings.for_mode(self.sloppy,
+                                                              self.segmentation).describe(),
                 "BiasCorrection": "antspyx N4"}
 
 
@@ -76,7 +78,8 @@ def init_anat_preproc_wf(t1w: T1wInput, bids_dir: Path, output_dir: Path,
     register = node(ifc.RegisterToTemplate, "register", mem_gb=3.0, template=template,
                     template_mask=template_mask, seed=options.seed, **threads)
     mask = node(ifc.BrainMask, "brain_mask", template_mask=template_mask, **threads)
-    segment = node(ifc.SegmentTissues, "segment", mem_gb=3.0, **threads)
+    segment = node(ifc.SegmentTissues, "segment", mem_gb=3.0, method=options.segmentation,
+                   **threads)
     modulate = node(ifc.ModulatedGM, "gm_to_mni", mem_gb=2.0, fwhm=options.fwhm, **threads)
     normalize = node(ifc.NormalizedT1w, "t1w_to_mni", mem_gb=2.0, **threads)
     qc = node(ifc.QCMetrics, "qc", template=template, template_mask=template_mask)
@@ -87,6 +90,8 @@ def init_anat_preproc_wf(t1w: T1wInput, bids_dir: Path, output_dir: Path,
                 parameters=json.dumps(options.sidecar_parameters()))
     sink.overwrite = True  # cheap: always (re)write outputs, even when everything is cached
 
+    if options.segmentation == "priors":
+        workflow.connect(register, "inverse", segment, "inverse")
     workflow.connect([
         (validate, n4, [("out_file", "in_file")]),
         (validate, register, [("skull_stripped", "skull_stripped")]),
@@ -96,6 +101,7 @@ def init_anat_preproc_wf(t1w: T1wInput, bids_dir: Path, output_dir: Path,
         (register, mask, [("inverse", "inverse")]),
         (n4, segment, [("out_file", "in_file")]),
         (mask, segment, [("out_file", "mask")]),
+        (mask, sink, [("method", "brain_extraction")]),
         (segment, modulate, [("gm", "gm")]),
         (register, modulate, [("forward", "forward")]),
         (n4, normalize, [("out_file", "in_file")]),

@@ -39,7 +39,10 @@ class CohortSpec:
     regional_gm_sd: float = 0.06       # between-subject SD of regional GM volume (template units)
     gm_baseline_loss: float = 0.2      # GM every subject lacks against the template (see below)
     head_scale_sd: float = 0.04        # SD of the global linear head-size factor
-    male_head_scale: float = 1.03      # mean head-size factor of males (females: 1.0)
+    # mean linear head-size factors against the template, whose brain mask is 1.89 L: adult
+    # TIV is ~1.55 L in men and ~1.38 L in women (0.94^3 and 0.90^3 of the template's)
+    male_head_scale: float = 0.94
+    female_head_scale: float = 0.90
     rotation_sd_deg: float = 5.0       # SD of each pose angle
     translation_sd_mm: float = 5.0     # SD of each pose shift
     warp_sd_mm: float = 1.0            # SD of the smooth nonlinear displacement, per axis
@@ -105,7 +108,8 @@ def draw_subjects(spec: CohortSpec, label_stems: dict[int, str]) -> list[Subject
     for i, group in enumerate(groups):
         sex = "M" if rng.random() < 0.5 else "F"
         age = float(np.round(rng.uniform(*spec.age_range), 1))
-        scale = (spec.male_head_scale if sex == "M" else 1.0) + rng.normal(0, spec.head_scale_sd)
+        scale = ((spec.male_head_scale if sex == "M" else spec.female_head_scale)
+                 + rng.normal(0, spec.head_scale_sd))
         z = dict(zip(stems, rng.standard_normal(len(stems)).tolist()))
         draws.append(SubjectDraw(label=f"{i + 1:0{width}d}", group=str(group), age=age, sex=sex,
                                  head_scale=float(scale),

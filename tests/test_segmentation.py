@@ -1,0 +1,95 @@
+"""Prior-based tissue segmentation: template priors, partial-volume fractions, real scans."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from bids_mdd.errors import BidsMddError
+from bids_mdd.preproc.partial_volume import tissue_fractions
+from bids_mdd.preproc.priors import TISSUE_CLASSES, template_priors
+
+
+def _value_at(image: nib.Nifti1Image, mni: tuple[float, float, float]) -> float:
+    index = np.round(np.linalg.inv(image.affine) @ np.array([*mni, 1.0]))[:3].astype(int)
+    return float(np.asarray(image.dataobj)[tuple(index)])
+
+
+def test_template_priors_split_grey_matter_by_region() -> None:
+    priors = template_priors()
+    assert len(priors) == len(TISSUE_CLASSES) == 5
+    total = sum(np.asarray(p.dataobj, np.float64) for p in priors)
+    assert np.allclose(total[total > 0], 1.0, atol=1e-4)
+    csf, cortical, deep, cerebellar, wm = priors
+    assert _value_at(deep, (-11, -18, 8)) > 0.8  # left thalamus
+    assert _value_at(deep, (-24, 2, 2)) > 0.8  # left putamen
+    assert _value_at(cerebellar, (30, -75, -40)) > 0.8  # right cerebellar cortex
+    assert _value_at(wm, (25, -70, -35)) > 0.8  # its white matter stays WM
+    assert _value_at(wm, (-28, -10, 30)) > 0.95 and _value_at(csf, (2, 10, 16)) > 0.9
+    assert _value_at(cortical, (-60, -30, 0)) > 0.8  # left middle temporal gyrus
+    # the three GM classes hold nilearn's GM prior (1008 mL) plus WM inside the deep nuclei
+    gm_ml = sum(np.asarray(p.dataobj, np.float64).sum() for p in (cortical, deep, cerebellar))
+    assert 1000 < gm_ml / 1000 < 1100
+
+
+def _posteriors(labels: np.ndarray) -> list[np.ndarray]:
+    return [(labels == k).astype(np.float32) for k in range(5)]
+
+
+def test_fractions_ramp_between_pure_tissue_means() -> None:
+    """Pure blocks of each class, then probe voxels of known intensity (one voxel each)."""
+    labels = np.zeros((40, 8, 8), int)
+    for k in range(5):
+        labels[8 * k:8 * k + 8] = k
+    means = {0: 300.0, 1: 900.0, 2: 1200.0, 3: 1000.0, 4: 1500.0}  # CSF, GMc, GMd, GMcb, WM
+    intensity = np.vectorize(means.get)(labels).astype(np.float32)
+    mask = np.ones(labels.shape, bool)
+    probes = {(4, 4, 4): 300 + 0.25 * 600,  # a quarter from CSF to cortical GM: half GM
+              (12, 4, 4): 1200.0,  # cortical-GM voxel halfway to WM: half WM
+              (20, 4, 4): 1350.0,  # deep-GM voxel halfway from ITS grey (1200) to WM
+              (36, 4, 4): 1500.0}
+    for index, value in probes.items():
+        intensity[index] = value
+    csf, gm, wm, used = tissue_fractions(intensity, _posteriors(labels), mask, csf_gm_half=0.25)
+    assert used == {"CSF": 300.0, "GM_cortical": 900.0, "GM_deep": 1200.0,
+                    "GM_cerebellar": 1000.0, "WM": 1500.0}
+    assert np.allclose(csf + gm + wm, 1.0)
+    assert gm[4, 4, 4] == pytest.approx(0.5) and csf[4, 4, 4] == pytest.approx(0.5)
+    assert wm[12, 4, 4] == pytest.approx(0.5) and wm[20, 4, 4] == pytest.approx(0.5)
+    assert gm[0, 0, 0] == 0.0 and csf[0, 0, 0] == 1.0  # pure CSF stays CSF
+    assert gm[20, 0, 0] == 1.0 and gm[28, 0, 0] == 1.0 and wm[36, 0, 0] == 1.0
+    # the linear ramp (half point 0.5) gives that quarter-way voxel a quarter of GM
+    assert tissue_fractions(intensity, _posteriors(labels), mask, 0.5)[1][4, 4, 4] == \
+        pytest.approx(0.25)
+
+
+def test_fractions_refuse_images_without_tissue_contrast() -> None:
+    labels = np.zeros((10, 10, 10), int)
+    labels[5:] = 4
+    with pytest.raises(BidsMddError, match="tissue classes without distinct intensities") as exc:
+        tissue_fractions(np.ones(labels.shape, np.float32), _posteriors(labels),
+                         np.ones(labels.shape, bool))
+    assert exc.value.exit_code == 65
+
+
+def test_collapsed_segmentation_is_flagged(tmp_path) -> None:
+    """sub-14's k-means result (WM 0.08 of TIV) raises the tissue-collapse flag."""
+    from bids_mdd.preproc.qc import qc_metrics
+
+    shape, affine = (20, 20, 20), np.diag([5.0, 5.0, 5.0, 1.0])  # 8 L of mask, fractions only
+    paths = {}
+    for name, value in (("mask", 1.0), ("csf", 0.5), ("gm", 0.42), ("wm", 0.08), ("mni", 1.0),
+                        ("template", 1.0), ("template_mask", 1.0)):
+        data = np.full(shape, value, np.float32)
+        if name in ("mni", "template"):
+            data = np.random.default_rng(0).random(shape).astype(np.float32)
+        paths[name] = str(tmp_path / f"{name}.nii.gz")
+        nib.save(nib.Nifti1Image(data, affine), paths[name])
+    metrics = qc_metrics(paths["mask"], paths["csf"], paths["gm"], paths["wm"], paths["mni"],
+                         paths["template"], paths["template_mask"])
+    assert metrics["tissue_collapse"] is True
+    assert metrics["flags"][0].startswith("tissue collapse: WM is 0.08 of TIV")
+    assert any(f.startswith("csf_fraction 0.5 outside") for f in metrics["flags"])
