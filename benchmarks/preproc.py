@@ -71,6 +71,7 @@ def known_warp_dice(truth_gm: str, forward: str, template: str, template_mask: s
 
 
 def main(sloppy: bool, n_subjects: int) -> None:
+    from bids_mdd.preproc import ants_steps
     from bids_mdd.preproc.templates import template_brain_mask, template_t1w
     from bids_mdd.synth.cohort import generate_cohort
     from bids_mdd.synth.model import CohortSpec
@@ -89,8 +90,10 @@ def main(sloppy: bool, n_subjects: int) -> None:
         stripped = run_step("is_skull_stripped", t1w)
         n4 = run_step("n4_correct", t1w, tmp, sloppy)
         reg = run_step("register_to_template", n4, template, template_mask, stripped, tmp, sloppy)
-        mask = run_step("brain_mask", n4, template_mask, reg.inverse, stripped, tmp)
-        csf, gm, wm = run_step("segment_tissues", n4, mask, tmp, sloppy)
+        mask, how = run_step("brain_mask", n4, template_mask, reg.inverse, stripped, tmp, 2)
+        print(f"  brain mask: {how}")
+        settings = ants_steps.SegmentationSettings.for_mode(sloppy)
+        csf, gm, wm = run_step("segment_tissues", n4, mask, tmp, settings, reg.inverse)
         modulated = run_step("modulated_gm", gm, reg.forward, "classifier", tmp)
         run_step("normalized_t1w", n4, mask, reg.forward, "dfrn", tmp)
         print(f"{'total':24s} {run_step.total:7.1f} s")

@@ -1,11 +1,16 @@
-"""Preprocess every real scan in ../shared/data and print QC figures per scan (no assertions).
+"""Preprocess every real scan in ../shared/data with the old (k-means) and the new (template
+priors) segmentation, and print per scan: GM/WM/CSF fractions of TIV, GM/WM Dice and brain-mask
+Dice against DLMUSE (IXI), QC flags and seconds per step. No assertions.
 
 - ds002748-subset: 20 skull-stripped T1w of a depression cohort;
-- whole-head: 10 IXI scans at 2 mm (GM/WM Dice against their DLMUSE segmentations), one
-  studyforrest scan at 0.7 mm and one AFNI sample at 2 mm.
+- whole-head: 10 IXI scans at 2 mm with DLMUSE segmentations, one studyforrest scan at 0.7 mm
+  and one AFNI sample at 2 mm.
+Settings were chosen on the SELECTION split (IXI012/013/014/015/033, ds002748 sub-02/14/16);
+the summary reports the other scans (REPORT split) apart.
 
 Run: ``.venv/bin/python benchmarks/real_scans.py [--sloppy] [--only ds002748|whole-head]
-[--keep DIR]``. Outputs (figures, reports) stay in DIR when given.
+[--keep DIR] [--subjects LABEL ...]``. Both runs share one work dir, so registration is computed
+once per scan; outputs stay in DIR when given.
 """
 
 from __future__ import annotations
@@ -15,7 +20,6 @@ import json
 import os
 import re
 import tempfile
-import time
 from pathlib import Path
 
 import nibabel as nib
@@ -27,10 +31,16 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 os.environ.setdefault("TEMPLATEFLOW_HOME", str(SHARED / "templateflow"))
 WHOLE_HEAD = SHARED / "data" / "whole-head"
 IXI = WHOLE_HEAD / "ixi_2mm"
+SELECTION = {"IXI012", "IXI013", "IXI014", "IXI015", "IXI033", "02", "14", "16"}
+STEPS = ("validate", "n4", "register", "brain_mask", "segment", "gm_to_mni", "t1w_to_mni", "qc",
+         "figures")
+
+from nipype.utils.filemanip import loadpkl  # noqa: E402
 
 from bids_mdd.bids.names import derivative_path  # noqa: E402
 from bids_mdd.cli.run import main as bids_mdd  # noqa: E402
 from bids_mdd.preproc.qc import dice  # noqa: E402
+from bids_mdd.preproc.workflow import workflow_name  # noqa: E402
 
 
 def whole_head_bids(root: Path) -> Path:
@@ -47,41 +57,80 @@ def whole_head_bids(root: Path) -> Path:
     return root
 
 
-def muse_dice(out: Path, label: str) -> dict[str, float]:
-    """GM and WM Dice of our segmentation against the IXI scan's DLMUSE labels."""
+def muse_labels(name: str) -> list[int]:
     table = pd.read_csv(IXI / "muse_tissue_labels.csv").set_index("name")
+    return [int(x) for x in table.loc[name, "muse_labels"].split()]
+
+
+def muse_metrics(out: Path, label: str) -> dict[str, float]:
+    """GM/WM Dice (maps > 0.5) and brain-mask Dice against the scan's DLMUSE labels."""
     seg = next((IXI / "dlmuse_seg").glob(f"{label}-*_DLMUSE.nii.gz"))
-    result = {}
+    mask = derivative_path(out, subject=label, desc="brain", suffix="mask")
+    reference = np.asarray(resample_to_img(seg, mask, interpolation="nearest",
+                                           force_resample=True, copy_header=True).dataobj)
+    result = {"mask_dice": dice(nib.load(mask).get_fdata() > 0,
+                                np.isin(reference, muse_labels("ICV")))}
     for tissue in ("GM", "WM"):
         ours = derivative_path(out, subject=label, label=tissue, suffix="probseg")
-        reference = resample_to_img(seg, ours, interpolation="nearest", force_resample=True,
-                                    copy_header=True)
-        labels = [int(x) for x in table.loc[tissue, "muse_labels"].split()]
-        truth = np.isin(np.asarray(reference.dataobj), labels)
-        result[f"{tissue.lower()}_dice_muse"] = dice(nib.load(ours).get_fdata() > 0.5, truth)
+        result[f"{tissue.lower()}_dice"] = dice(nib.load(ours).get_fdata() > 0.5,
+                                                np.isin(reference, muse_labels(tissue)))
     return result
 
 
-def run_dataset(bids: Path, out: Path, work: Path, sloppy: bool) -> list[dict]:
-    rows = []
-    for subject_dir in sorted(bids.glob("sub-*")):
-        label = subject_dir.name[4:]
-        start = time.perf_counter()
-        code = bids_mdd([str(bids), str(out), "participant", "--participant-label", label,
-                         "-w", str(work), *(["--sloppy"] if sloppy else [])])
-        row = {"subject": label, "exit": code, "seconds": round(time.perf_counter() - start)}
-        metrics_path = derivative_path(out, subject=label, desc="qc", suffix="metrics",
-                                       extension=".json")
-        if metrics_path.is_file():
-            metrics = json.loads(metrics_path.read_text())
-            row.update({k: metrics[k] for k in ("tiv_ml", "gm_fraction", "template_mask_dice",
-                                                "template_ncc")})
-            row["flags"] = "; ".join(metrics["flags"])
-        if label.startswith("IXI") and code == 0:
-            row.update(muse_dice(out, label))
-        rows.append(row)
-        print(row, flush=True)
-    return rows
+def muse_fractions(label: str) -> dict[str, float]:
+    """DLMUSE's GM, WM and the rest (CSF, brainstem) as fractions of its ICV."""
+    seg = np.asarray(nib.load(next((IXI / "dlmuse_seg").glob(f"{label}-*")).dataobj))
+    icv = np.isin(seg, muse_labels("ICV")).sum()
+    gm, wm = (np.isin(seg, muse_labels(t)).sum() / icv for t in ("GM", "WM"))
+    return {"scan": label, "method": "DLMUSE", "gm_fraction": gm, "wm_fraction": wm,
+            "csf_fraction": 1.0 - gm - wm}
+
+
+def step_seconds(work: Path, bids: Path, label: str) -> dict[str, float]:
+    """Run time of each nipype node of the scan's workflow (from its cached results)."""
+    from bids_mdd.bids.discovery import T1wInput
+
+    t1w = T1wInput(bids / f"sub-{label}" / "anat" / f"sub-{label}_T1w.nii.gz", label)
+    seconds = {}
+    for step in STEPS:
+        results = sorted((work / workflow_name(t1w) / step).glob("result_*.pklz"))
+        if results:
+            seconds[f"s_{step}"] = round(loadpkl(results[-1]).runtime.duration, 1)
+    return seconds
+
+
+def run_scan(bids: Path, base: Path, label: str, method: str, sloppy: bool) -> dict:
+    out, work = base / f"out-{method}", base / "work"
+    code = bids_mdd([str(bids), str(out), "participant", "--participant-label", label,
+                     "-w", str(work), "--preproc-only", "--segmentation", method,
+                     *(["--sloppy"] if sloppy else [])])
+    row = {"scan": label, "method": method, "exit": code,
+           "split": "selection" if label in SELECTION else "report"}
+    metrics_path = derivative_path(out, subject=label, desc="qc", suffix="metrics",
+                                   extension=".json")
+    if metrics_path.is_file():
+        metrics = json.loads(metrics_path.read_text())
+        row.update({k: metrics[k] for k in ("tiv_ml", "gm_fraction", "wm_fraction",
+                                            "csf_fraction", "template_ncc")})
+        row["flags"] = "; ".join(metrics["flags"])
+        row["brain_extraction"] = metrics["Parameters"]["BrainExtraction"][:40]
+    if label.startswith("IXI") and code == 0:
+        row.update(muse_metrics(out, label))
+    row.update(step_seconds(work, bids, label))
+    print(row, flush=True)
+    return row
+
+
+def summary(table: pd.DataFrame) -> None:
+    columns = [c for c in ("gm_fraction", "wm_fraction", "csf_fraction", "gm_dice", "wm_dice",
+                           "mask_dice", "s_brain_mask", "s_segment") if c in table]
+    grouped = table.groupby(["dataset", "split", "method"])[columns]
+    print("\nmean")
+    print(grouped.mean().round(3).to_string())
+    print("\nmin")
+    print(grouped.min().round(3).to_string())
+    print("\nmax")
+    print(grouped.max().round(3).to_string())
 
 
 def main() -> None:
@@ -89,6 +138,7 @@ def main() -> None:
     parser.add_argument("--sloppy", action="store_true")
     parser.add_argument("--only", choices=("ds002748", "whole-head"))
     parser.add_argument("--keep", type=Path, help="keep outputs here")
+    parser.add_argument("--subjects", nargs="+", help="only these labels")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         base = args.keep or Path(tmp)
@@ -96,11 +146,22 @@ def main() -> None:
                     "whole-head": whole_head_bids(Path(tmp) / "whole-head-bids")}
         rows = []
         for name, bids in datasets.items():
-            if args.only in (None, name):
-                rows += run_dataset(bids, base / name / "out", base / name / "work", args.sloppy)
+            if args.only not in (None, name):
+                continue
+            for subject_dir in sorted(bids.glob("sub-*")):
+                label = subject_dir.name[4:]
+                if args.subjects and label not in args.subjects:
+                    continue
+                for method in ("kmeans", "priors"):
+                    rows.append({"dataset": name, **run_scan(bids, base / name, label, method,
+                                                             args.sloppy)})
+                if label.startswith("IXI"):
+                    rows.append({"dataset": name, "split": rows[-1]["split"],
+                                 **muse_fractions(label)})
         table = pd.DataFrame(rows)
-        print(table.to_string(index=False))
-        print(table.describe().loc[["mean", "min", "max"]].round(3).to_string())
+        with pd.option_context("display.width", 250, "display.max_columns", 40):
+            print(table.drop(columns=["flags"], errors="ignore").round(3).to_string(index=False))
+            summary(table)
 
 
 if __name__ == "__main__":

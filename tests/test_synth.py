@@ -187,3 +187,14 @@ def test_missing_template_fails_fast_offline(tmp_path) -> None:
     assert out.returncode == 66
     assert "TEMPLATEFLOW_HOME" in out.stderr and "tpl-MNI152NLin2009cAsym" in out.stderr
     assert not (tmp_path / "c").exists()
+
+
+def test_head_sizes_are_adult(cohorts) -> None:
+    """Brain volumes (TIV) centred on adults' (~1.55 L men, ~1.38 L women), inside the
+    participant QC's plausible 1.0-2.0 L (the template-sized heads were 2.0-2.3 L)."""
+    truth = json.loads((cohorts["null"] / "ground_truth.json").read_text())["subjects"]
+    volumes = {sex: [s["brain_volume_ml"] for s in truth if s["sex"] == sex] for sex in "MF"}
+    every = volumes["M"] + volumes["F"]
+    assert 1250 < np.mean(every) < 1650 and 1000 < min(every) and max(every) < 2000, volumes
+    if volumes["M"] and volumes["F"]:
+        assert np.mean(volumes["M"]) > np.mean(volumes["F"])

@@ -133,9 +133,9 @@ def register_to_template(in_file: str, template: str, template_mask: str, skull_
     return Registration(forward=syn["fwdtransforms"], inverse=syn["invtransforms"])
 
 
-#: deepbet's mask is kept only when it overlaps the registered template mask this much
-#: (real whole-head scans: 0.95-0.97); a failed extraction on an unusual image falls back.
-BET_MIN_AGREEMENT = 0.90
+#: deepbet's mask is kept only when it overlaps the registered template mask this much (IXI
+#: scans: 0.95-0.97, 0.85 with --sloppy's coarse registration); a failed extraction falls back.
+BET_MIN_AGREEMENT = 0.80
 
 
 def brain_mask(t1w: str, template_mask: str, registration_inverse: str, skull_stripped: bool,
@@ -190,6 +190,7 @@ class SegmentationSettings:
     iterations: int = 5
     clip_percentiles: tuple[float, float] = (0.5, 99.5)
     csf_gm_half: float = 0.25
+    gm_wm_half: float = 0.45
 
     @classmethod
     def for_mode(cls, sloppy: bool, method: str = "priors") -> SegmentationSettings:
@@ -203,7 +204,7 @@ class SegmentationSettings:
                           "cortical, deep and cerebellar GM classes), partial-volume fractions",
                 "prior_weight": self.prior_weight, "mrf": self.mrf,
                 "iterations": self.iterations, "clip_percentiles": list(self.clip_percentiles),
-                "csf_gm_half": self.csf_gm_half}
+                "csf_gm_half": self.csf_gm_half, "gm_wm_half": self.gm_wm_half}
 
 
 def segment_tissues(t1w: str, mask: str, out_dir: str, settings: SegmentationSettings,
@@ -233,14 +234,19 @@ def segment_tissues(t1w: str, mask: str, out_dir: str, settings: SegmentationSet
                                     [registration_inverse], interpolator="linear").numpy()
               for prior in template_priors()]
     total = np.maximum(sum(np.clip(p, 0.0, None) for p in priors), 1e-6)
-    prior_images = [cropped.new_image_like(np.where(inside, np.clip(p, 0.0, None) / total, 0.0)
-                                           .astype(np.float32)) for p in priors]
     with _scratch_tempdir(out_dir):
-        result = ants.atropos(a=clipped, x=brain, i=prior_images,
-                              m=f"[{settings.mrf},1x1x1]", c=f"[{settings.iterations},0]",
-                              priorweight=settings.prior_weight)
+        # Atropos reads the priors back from NIfTI files (float32 header): the image and mask
+        # must carry the same rounded geometry, or ITK finds them 1e-6 mm apart and refuses
+        clipped = _to_ants(_write(clipped, tempfile.gettempdir(), "clipped.nii.gz"))
+        prior_images = [clipped.new_image_like(np.where(inside, np.clip(p, 0.0, None) / total,
+                                                        0.0).astype(np.float32))
+                        for p in priors]
+        result = ants.atropos(a=clipped, x=clipped.new_image_like(inside.astype(np.float32)),
+                              i=prior_images, m=f"[{settings.mrf},1x1x1]",
+                              c=f"[{settings.iterations},0]", priorweight=settings.prior_weight)
     posteriors = [p.numpy() for p in result["probabilityimages"]]
-    fractions = tissue_fractions(clipped.numpy(), posteriors, inside, settings.csf_gm_half)
+    fractions = tissue_fractions(clipped.numpy(), posteriors, inside, settings.csf_gm_half,
+                                 settings.gm_wm_half)
     empty = image.new_image_like(np.zeros(image.shape, np.float32))  # decrop pastes into it
     return tuple(_write(ants.decrop_image(cropped.new_image_like(f), empty), out_dir, n)
                  for f, n in zip(fractions[:3], names))

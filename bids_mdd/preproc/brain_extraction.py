@@ -1,24 +1,24 @@
 """Deep-learning brain extraction of whole-head T1w images with deepbet (offline, CPU).
 
 deepbet (MIT; Fisch et al. 2024) ships its two TorchScript networks inside its wheel, so it
-needs no download. We import only ``deepbet.bet``: the package's ``ui`` module pulls in a GUI
-toolkit (customtkinter/tkinter) that containers do not have.
+needs no download. It runs in a fresh Python process: nipype's MultiProc forks its workers, and
+torch in a forked child of a process that already used torch's thread pool hangs (seen in our
+test suite). We import only ``deepbet.bet``: the package's ``ui`` module pulls in a GUI toolkit
+(customtkinter/tkinter) that containers do not have.
+
+Run as ``python -m bids_mdd.preproc.brain_extraction T1W MASK [THREADS]``.
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
+import os
+import subprocess
+import sys
+import tempfile
 from importlib.metadata import PackageNotFoundError, version
 
 import nibabel as nib
 import numpy as np
-
-
-@lru_cache(maxsize=1)
-def _extractor():
-    from deepbet.bet import BrainExtraction
-
-    return BrainExtraction(no_gpu=True)
 
 
 def deepbet_mask(t1w: str, n_threads: int = 1) -> tuple[np.ndarray | None, str]:
@@ -26,16 +26,27 @@ def deepbet_mask(t1w: str, n_threads: int = 1) -> tuple[np.ndarray | None, str]:
     why not (deepbet not installed, or it failed on this image)."""
     try:
         name = f"deepbet {version('deepbet')}"
-        extractor = _extractor()
-    except (PackageNotFoundError, ImportError) as exc:
-        return None, f"deepbet unavailable: {type(exc).__name__}"
+    except PackageNotFoundError:
+        return None, "deepbet is not installed"
+    with tempfile.TemporaryDirectory(prefix="deepbet-") as scratch:
+        mask_path = os.path.join(scratch, "mask.nii.gz")
+        done = subprocess.run([sys.executable, "-m", __name__, t1w, mask_path, str(n_threads)],
+                              capture_output=True, text=True, check=False)
+        if done.returncode != 0 or not os.path.isfile(mask_path):
+            lines = [line for line in done.stderr.splitlines() if line.strip()]
+            return None, f"deepbet failed: {lines[-1][:120] if lines else done.returncode}"
+        return np.asarray(nib.load(mask_path).dataobj) > 0, name
+
+
+def _main(t1w: str, mask_path: str, n_threads: int) -> None:
     import torch
+    from deepbet.bet import BrainExtraction
 
     torch.set_num_threads(max(1, n_threads))
-    image = nib.load(t1w)
-    try:
-        _, mask, _ = extractor.run(image)
-    except Exception as exc:  # deepbet asserts on images without enough foreground
-        return None, f"deepbet failed: {type(exc).__name__}: {str(exc)[:80]}"
-    # deepbet returns the mask in the input's orientation; our inputs are RAS already
-    return np.asarray(mask.dataobj) > 0, name
+    # deepbet returns the mask in the input's orientation (ours are RAS already)
+    _, mask, _ = BrainExtraction(no_gpu=True).run(nib.load(t1w))
+    mask.to_filename(mask_path)
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 1)
