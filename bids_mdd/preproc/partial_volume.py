@@ -17,7 +17,7 @@ means). A linear ramp would put it at 0.5; DLMUSE, the reference we measure agai
 sulcal partial-volume voxels grey matter and the GM/WM border a little towards GM. Chosen on the
 selection split (IXI 5 of 10 + ds002748 sub-02/14/16; ``benchmarks/real_scans.py`` reports the
 other scans): ``csf_gm_half`` 0.25 (GM Dice 0.806 against 0.784 at 0.5; GM fraction of ICV
-0.507 and 0.472 against DLMUSE's 0.50), ``gm_wm_half`` 0.45 (WM Dice 0.815 against 0.807; WM
+0.507 and 0.472 against DLMUSE's 0.50, with the linear GM/WM ramp), ``gm_wm_half`` 0.45 (WM Dice 0.815 against 0.807; WM
 fraction 0.376 and 0.364 against 0.386). Pure tissue stays pure either way.
 """
 

@@ -38,9 +38,9 @@ class CohortSpec:
     # --- the generative model (ours) ---
     regional_gm_sd: float = 0.06       # between-subject SD of regional GM volume (template units)
     gm_baseline_loss: float = 0.2      # GM every subject lacks against the template (see below)
-    head_scale_sd: float = 0.04        # SD of the global linear head-size factor
-    # mean linear head-size factors against the template, whose brain mask is 1.89 L: adult
-    # TIV is ~1.55 L in men and ~1.38 L in women (0.94^3 and 0.90^3 of the template's)
+    # linear head-size factor against the template, whose brain mask is 1.89 L: adult TIV is
+    # ~1.55 L in men and ~1.38 L in women (0.94^3 and 0.90^3 of the template's), SD ~9 %
+    head_scale_sd: float = 0.03
     male_head_scale: float = 0.94
     female_head_scale: float = 0.90
     rotation_sd_deg: float = 5.0       # SD of each pose angle
