@@ -67,7 +67,8 @@ def tissue_fractions(intensity: np.ndarray, posteriors: list[np.ndarray], mask: 
         raise BidsMddError(f"tissue classes without distinct intensities (CSF, GM, WM means "
                            f"{csf_mean}, {cortical}, {wm_mean}): not a T1w brain image?",
                            ExitCode.BAD_DATA)
-    gm_means = [cortical, deep or cortical, cerebellar or cortical]
+    gm_means = [cortical, cortical if deep is None else deep,
+                cortical if cerebellar is None else cerebellar]
     gm_posterior = posteriors[1] + posteriors[2] + posteriors[3]
     weighted = sum(p * m for p, m in zip(posteriors[1:4], gm_means))
     gm_mean = np.where(gm_posterior > 1e-6, weighted / np.maximum(gm_posterior, 1e-6), cortical)
