@@ -20,6 +20,9 @@ from importlib.metadata import PackageNotFoundError, version
 import nibabel as nib
 import numpy as np
 
+#: deepbet takes 3-20 s on CPU; a hung one must not hang the participant
+TIMEOUT_S = 600
+
 
 def deepbet_mask(t1w: str, n_threads: int = 1) -> tuple[np.ndarray | None, str]:
     """deepbet's brain mask of ``t1w`` on its voxel grid, and ``deepbet <version>``; or None and
@@ -30,8 +33,12 @@ def deepbet_mask(t1w: str, n_threads: int = 1) -> tuple[np.ndarray | None, str]:
         return None, "deepbet is not installed"
     with tempfile.TemporaryDirectory(prefix="deepbet-") as scratch:
         mask_path = os.path.join(scratch, "mask.nii.gz")
-        done = subprocess.run([sys.executable, "-m", __name__, t1w, mask_path, str(n_threads)],
-                              capture_output=True, text=True, check=False)
+        try:
+            done = subprocess.run([sys.executable, "-m", __name__, t1w, mask_path,
+                                   str(n_threads)], capture_output=True, text=True, check=False,
+                                  timeout=TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            return None, f"deepbet did not finish within {TIMEOUT_S} s"
         if done.returncode != 0 or not os.path.isfile(mask_path):
             lines = [line for line in done.stderr.splitlines() if line.strip()]
             return None, f"deepbet failed: {lines[-1][:120] if lines else done.returncode}"
