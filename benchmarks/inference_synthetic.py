@@ -41,7 +41,7 @@ from bids_mdd.models.inference import LoadedModel, load_models  # noqa: E402
 from bids_mdd.models.participant import (PREDICTIONS, attention_entities,  # noqa: E402
                                          predict_participant, up_to_date)
 from bids_mdd.synth.model import DEFAULT_REGIONS, FACTOR_REGIONS, FACTORS  # noqa: E402
-from bids_mdd.training.baselines import atlas_labels_on_grid  # noqa: E402
+from bids_mdd.atlas import atlas_labels_on_grid  # noqa: E402
 
 
 

@@ -37,7 +37,7 @@ from bids_mdd.models.attention import input_gradient  # noqa: E402
 from bids_mdd.models.inference import load_models  # noqa: E402
 from bids_mdd.models.inputs import normalize, prepare, read_on_grid, zoom_tensor  # noqa: E402
 from bids_mdd.synth.model import DEFAULT_REGIONS  # noqa: E402
-from bids_mdd.training.baselines import atlas_labels_on_grid  # noqa: E402
+from bids_mdd.atlas import atlas_labels_on_grid  # noqa: E402
 from inference_synthetic import cohort_args, concentration, rendered  # noqa: E402 (benchmarks/)
 
 SELECTION = cohort_args(10, 202)

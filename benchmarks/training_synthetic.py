@@ -37,7 +37,7 @@ from bids_mdd.cli.train import main as train  # noqa: E402
 from bids_mdd.models.inputs import GM_INPUT  # noqa: E402
 from bids_mdd.preproc.grids import CLASSIFIER_GRID  # noqa: E402
 from bids_mdd.synth.model import FACTOR_REGIONS  # noqa: E402
-from bids_mdd.training.baselines import atlas_labels_on_grid  # noqa: E402
+from bids_mdd.atlas import atlas_labels_on_grid  # noqa: E402
 
 CLASSIFIER = ["--zoom", "0.25", "--width", "8", "--growth-rate", "4", "--epochs", "15",
               "--lr", "0.001", "--seed", "0", "--no-progress"]

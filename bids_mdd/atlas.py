@@ -81,3 +81,26 @@ def label_volume_ml(labels: np.ndarray, weights: np.ndarray, voxel_ml: float,
                     indices: Iterable[int]) -> float:
     """Sum of ``weights`` (e.g. GM partial volume) over voxels whose label is in ``indices``, in mL."""
     return float(weights[np.isin(labels, list(indices))].sum() * voxel_ml)
+
+
+def atlas_labels_on_grid(affine: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """The AAL2 atlas resampled (nearest neighbour) onto a grid.
+
+    Parameters
+    ----------
+    affine : ndarray, shape (4, 4)
+        Voxel-to-world (MNI mm) affine of the target grid.
+    shape : tuple of int
+        Target grid shape.
+
+    Returns
+    -------
+    ndarray of int32, shape ``shape``
+        AAL2 label indices (see ``load_aal2().labels``), 0 = background.
+    """
+    from nilearn.image import resample_img
+
+    resampled = resample_img(load_aal2().image, target_affine=np.asarray(affine),
+                             target_shape=tuple(shape), interpolation="nearest",
+                             force_resample=True, copy_header=True)
+    return np.rint(np.asarray(resampled.dataobj)).astype(np.int32)

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from bids_mdd.atlas import atlas_labels_on_grid
 from bids_mdd.training.baselines import (
     LBP_BINS,
     LbpSvm,
     RegionRidge,
-    atlas_labels_on_grid,
     axial_slices,
     informative_slices,
     lbp_features,

@@ -61,7 +61,7 @@ def atlas_labels(grid: Grid = CLASSIFIER_GRID) -> np.ndarray:
 @lru_cache(maxsize=4)
 def _atlas_labels(shape: tuple[int, ...], affine: tuple[float, ...]) -> np.ndarray:
     """:func:`atlas_labels` keyed on hashables (the shape and the flattened 4 x 4 affine)."""
-    from bids_mdd.training.baselines import atlas_labels_on_grid
+    from bids_mdd.atlas import atlas_labels_on_grid
 
     labels = atlas_labels_on_grid(np.reshape(affine, (4, 4)), shape)
     labels.setflags(write=False)

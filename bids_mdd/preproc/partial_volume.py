@@ -46,10 +46,8 @@ def pure_means(intensity: np.ndarray, posteriors: list[np.ndarray], mask: np.nda
 
 
 def _ramp(position: np.ndarray, half: float) -> np.ndarray:
-    """0 at 0, 0.5 at ``half``, 1 at 1, linear in between (clipped outside)."""
-    position = np.clip(position, 0.0, 1.0)
-    return np.where(position < half, 0.5 * position / half,
-                    0.5 + 0.5 * (position - half) / (1.0 - half))
+    """0 at 0, 0.5 at ``half``, 1 at 1, linear in between, constant outside."""
+    return np.interp(position, (0.0, half, 1.0), (0.0, 0.5, 1.0))
 
 
 def tissue_fractions(intensity: np.ndarray, posteriors: list[np.ndarray], mask: np.ndarray,

@@ -16,14 +16,13 @@ masks are smoothed (sigma 2 mm) so that registration error blurs the split, not 
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 
 import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from bids_mdd.atlas import load_aal2
+from bids_mdd.atlas import atlas_labels_on_grid, load_aal2
 
 #: Atropos classes, in the order of the prior images; the three GM classes are summed afterwards.
 TISSUE_CLASSES = ("CSF", "GM_cortical", "GM_deep", "GM_cerebellar", "WM")
@@ -47,13 +46,11 @@ def template_priors() -> tuple[nib.Nifti1Image, ...]:
     nuclei (DLMUSE, like most atlases, counts the whole thalamus as GM).
     """
     from nilearn.datasets import load_mni152_gm_template, load_mni152_wm_template
-    from nilearn.image import resample_to_img
 
     gm_image = load_mni152_gm_template(resolution=1)
     gm = np.clip(gm_image.get_fdata(dtype=np.float32), 0.0, 1.0)
     wm = np.clip(load_mni152_wm_template(resolution=1).get_fdata(dtype=np.float32), 0.0, 1.0)
-    labels = np.asarray(resample_to_img(load_aal2().image, gm_image, interpolation="nearest",
-                                        force_resample=True, copy_header=True).dataobj)
+    labels = atlas_labels_on_grid(gm_image.affine, gm_image.shape)
     deep = np.clip(_region(labels, DEEP_GM), 0.0, 1.0)
     cerebellum = np.clip(_region(labels, CEREBELLUM), 0.0, 1.0) * (1.0 - deep)
     csf = np.clip(1.0 - gm - wm, 0.0, 1.0)
@@ -63,12 +60,3 @@ def template_priors() -> tuple[nib.Nifti1Image, ...]:
     return tuple(nib.Nifti1Image((c / total).astype(np.float32), gm_image.affine)
                  for c in classes)
 
-
-def write_template_priors(out_dir: str) -> list[str]:
-    """Write the template-space priors into ``out_dir``; return their paths."""
-    paths = []
-    for name, image in zip(TISSUE_CLASSES, template_priors()):
-        path = os.path.join(out_dir, f"prior_{name}.nii.gz")
-        image.to_filename(path)
-        paths.append(path)
-    return paths

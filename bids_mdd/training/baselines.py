@@ -189,31 +189,6 @@ def region_volumes(X: np.ndarray, labels: np.ndarray, voxel_ml: float) -> np.nda
     return np.asarray(sums) * float(voxel_ml)
 
 
-def atlas_labels_on_grid(affine: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
-    """The AAL2 atlas resampled (nearest neighbour) onto a grid.
-
-    Parameters
-    ----------
-    affine : ndarray, shape (4, 4)
-        Voxel-to-world (MNI mm) affine of the target grid.
-    shape : tuple of int
-        Target grid shape.
-
-    Returns
-    -------
-    ndarray of int32, shape ``shape``
-        AAL2 label indices (see ``load_aal2().labels``), 0 = background.
-    """
-    from nilearn.image import resample_img
-
-    from bids_mdd.atlas import load_aal2
-
-    resampled = resample_img(load_aal2().image, target_affine=np.asarray(affine),
-                             target_shape=tuple(shape), interpolation="nearest",
-                             force_resample=True, copy_header=True)
-    return np.rint(np.asarray(resampled.dataobj)).astype(np.int32)
-
-
 class RegionRidge(BaseEstimator):
     """Regional-volume baseline: GM volume per atlas region, standardised, then ridge.
 
@@ -221,7 +196,7 @@ class RegionRidge(BaseEstimator):
     ----------
     labels : ndarray of int, shape (nx, ny, nz)
         Atlas label image on the grid of the volumes (0 = background), e.g. from
-        :func:`atlas_labels_on_grid`.
+        :func:`bids_mdd.atlas.atlas_labels_on_grid`.
     voxel_ml : float
         Volume of one voxel in mL.
     task : {"classification", "regression"}
