@@ -79,7 +79,7 @@ def muse_metrics(out: Path, label: str) -> dict[str, float]:
 
 def muse_fractions(label: str) -> dict[str, float]:
     """DLMUSE's GM, WM and the rest (CSF, brainstem) as fractions of its ICV."""
-    seg = np.asarray(nib.load(next((IXI / "dlmuse_seg").glob(f"{label}-*")).dataobj))
+    seg = np.asarray(nib.load(next((IXI / "dlmuse_seg").glob(f"{label}-*"))).dataobj)
     icv = np.isin(seg, muse_labels("ICV")).sum()
     gm, wm = (np.isin(seg, muse_labels(t)).sum() / icv for t in ("GM", "WM"))
     return {"scan": label, "method": "DLMUSE", "gm_fraction": gm, "wm_fraction": wm,
@@ -122,9 +122,12 @@ def run_scan(bids: Path, base: Path, label: str, method: str, sloppy: bool) -> d
 
 
 def summary(table: pd.DataFrame) -> None:
+    """Mean, min and max per split and method; IXI (the scans DLMUSE labelled) on its own."""
     columns = [c for c in ("gm_fraction", "wm_fraction", "csf_fraction", "gm_dice", "wm_dice",
                            "mask_dice", "s_brain_mask", "s_segment") if c in table]
-    grouped = table.groupby(["dataset", "split", "method"])[columns]
+    table = table.assign(scans=np.where(table["scan"].str.startswith("IXI"), "IXI",
+                                        table["dataset"]))
+    grouped = table.groupby(["scans", "split", "method"])[columns]
     print("\nmean")
     print(grouped.mean().round(3).to_string())
     print("\nmin")
@@ -158,6 +161,8 @@ def main() -> None:
                 if label.startswith("IXI"):
                     rows.append({"dataset": name, "split": rows[-1]["split"],
                                  **muse_fractions(label)})
+                if args.keep:  # a crash later on keeps the rows so far
+                    pd.DataFrame(rows).to_csv(args.keep / "rows.csv", index=False)
         table = pd.DataFrame(rows)
         with pd.option_context("display.width", 250, "display.max_columns", 40):
             print(table.drop(columns=["flags"], errors="ignore").round(3).to_string(index=False))
