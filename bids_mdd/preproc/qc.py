@@ -14,8 +14,9 @@ from bids_mdd.preproc.grids import Grid
 #: Plausible ranges (adult brains); a value outside raises a flag in desc-qc_metrics.json.
 #: template_ncc: real scans registered well reach 0.74-0.81 (contrast differs from the
 #: template's), synthetic ones ~0.85; a failed registration falls far below 0.6.
-#: wm_fraction/csf_fraction: the 30 real scans (ds002748, IXI) segmented with template priors
-#: give WM 0.32-0.39 and CSF 0.13-0.19 of TIV; the collapsed k-means runs gave WM ~0.08.
+#: wm_fraction/csf_fraction: the 32 real scans (ds002748, IXI, AFNI, studyforrest) segmented
+#: with template priors give WM 0.335-0.415 and CSF 0.107-0.157 of TIV (DLMUSE on IXI: WM
+#: 0.356-0.401, CSF and the rest 0.088-0.118); the collapsed k-means runs gave WM ~0.08.
 PLAUSIBLE = {
     "tiv_ml": (1000.0, 2000.0),
     "gm_fraction": (0.35, 0.60),
