@@ -88,13 +88,21 @@ def n4_correct(in_file: str, out_dir: str, sloppy: bool = False) -> str:
     field = ants.n4_bias_field_correction(
         coarse, mask=head, return_bias_field=True,
         convergence={"iters": [50, 50, 30], "tol": 1e-7})
-    inside = field.numpy()[head.numpy() > 0]
-    reference = float(np.median(inside)) if inside.size else 1.0
+    return _write(_divide_by_field(image, field, head.numpy() > 0), out_dir, "t1w_n4.nii.gz")
+
+
+def _divide_by_field(image: ants.ANTsImage, field: ants.ANTsImage, fitted: np.ndarray
+                     ) -> ants.ANTsImage:
+    """``image`` divided by a coarse N4 ``field``, scaled to 1 at its median where it was fitted.
+
+    The field is only fitted inside ``fitted`` (a mask on the field's grid); outside it may
+    drop to 0, so it is bounded to 0.25-4 times that median.
+    """
+    values = field.numpy()[fitted]
+    reference = float(np.median(values)) if values.size else 1.0
     field = ants.resample_image_to_target(field, image, interp_type="linear").numpy()
-    # the field is only fitted inside the head mask; outside it may drop to 0: bound it
     field = np.clip(field, 0.25 * reference, 4.0 * reference) / reference
-    corrected = image.new_image_like((image.numpy() / field).astype(np.float32))
-    return _write(corrected, out_dir, "t1w_n4.nii.gz")
+    return image.new_image_like((image.numpy() / field).astype(np.float32))
 
 
 @dataclass(frozen=True)
@@ -292,10 +300,7 @@ def _tissue_weighted_n4(image: ants.ANTsImage, brain: ants.ANTsImage, registrati
         coarse, mask=coarse.new_image_like(inside.astype(np.float32)), return_bias_field=True,
         weight_mask=coarse.new_image_like(np.where(inside, posteriors[wm], 0.0)
                                           .astype(np.float32)))
-    reference = float(np.median(field.numpy()[inside]))
-    field = ants.resample_image_to_target(field, image, interp_type="linear").numpy()
-    field = np.clip(field, 0.25 * reference, 4.0 * reference) / reference  # as n4_correct
-    return image.new_image_like((image.numpy() / field).astype(np.float32))
+    return _divide_by_field(image, field, inside)
 
 
 @contextmanager
