@@ -34,15 +34,16 @@ import pandas as pd  # noqa: E402
 from scipy.stats import pearsonr  # noqa: E402
 from sklearn.metrics import accuracy_score, roc_auc_score  # noqa: E402
 
-from bids_mdd.atlas import load_aal2  # noqa: E402
+from bids_mdd.atlas import (
+    atlas_labels_on_grid,  # noqa: E402
+    load_aal2,  # noqa: E402
+)
 from bids_mdd.bids.names import derivative_path  # noqa: E402
+from bids_mdd.bids.outputs import PREDICTIONS, attention_entities  # noqa: E402
 from bids_mdd.cli.synth import main as synth  # noqa: E402
 from bids_mdd.models.inference import LoadedModel, load_models  # noqa: E402
-from bids_mdd.models.participant import (PREDICTIONS, attention_entities,  # noqa: E402
-                                         predict_participant, up_to_date)
+from bids_mdd.participant.predictions import predict_participant, up_to_date  # noqa: E402
 from bids_mdd.synth.model import DEFAULT_REGIONS, FACTOR_REGIONS, FACTORS  # noqa: E402
-from bids_mdd.atlas import atlas_labels_on_grid  # noqa: E402
-
 
 
 def cohort_args(n_per_group: int, seed: int) -> list[str]:

@@ -29,7 +29,7 @@ os.environ.setdefault("TEMPLATEFLOW_HOME",
 
 def _timed(step: str, args: tuple) -> tuple[object, float, float]:
     from bids_mdd.preproc import ants_steps
-    from bids_mdd.preproc.grids import CLASSIFIER_GRID, DFRN_GRID
+    from bids_mdd.spaces.grids import CLASSIFIER_GRID, DFRN_GRID
 
     grids = {"classifier": CLASSIFIER_GRID, "dfrn": DFRN_GRID}
     args = tuple(grids.get(a, a) if isinstance(a, str) else a for a in args)
@@ -57,7 +57,7 @@ def known_warp_dice(truth_gm: str, forward: str, template: str, template_mask: s
     import ants
     from nilearn.image import resample_to_img
 
-    from bids_mdd.preproc.grids import CLASSIFIER_GRID
+    from bids_mdd.spaces.grids import CLASSIFIER_GRID
     from bids_mdd.synth.tissue import tissue_maps
 
     domain = ants.from_nibabel_nifti(CLASSIFIER_GRID.image())
@@ -72,7 +72,7 @@ def known_warp_dice(truth_gm: str, forward: str, template: str, template_mask: s
 
 def main(sloppy: bool, n_subjects: int) -> None:
     from bids_mdd.preproc import ants_steps
-    from bids_mdd.preproc.templates import template_brain_mask, template_t1w
+    from bids_mdd.spaces.templates import template_brain_mask, template_t1w
     from bids_mdd.synth.cohort import generate_cohort
     from bids_mdd.synth.model import CohortSpec
 

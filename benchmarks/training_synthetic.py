@@ -30,14 +30,16 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy.stats import pearsonr  # noqa: E402
 
-from bids_mdd.atlas import load_aal2  # noqa: E402
+from bids_mdd.atlas import (
+    atlas_labels_on_grid,  # noqa: E402
+    load_aal2,  # noqa: E402
+)
 from bids_mdd.bids.names import derivative_path  # noqa: E402
 from bids_mdd.cli.synth import main as synth  # noqa: E402
 from bids_mdd.cli.train import main as train  # noqa: E402
 from bids_mdd.models.inputs import GM_INPUT  # noqa: E402
-from bids_mdd.preproc.grids import CLASSIFIER_GRID  # noqa: E402
+from bids_mdd.spaces.grids import CLASSIFIER_GRID  # noqa: E402
 from bids_mdd.synth.model import FACTOR_REGIONS  # noqa: E402
-from bids_mdd.atlas import atlas_labels_on_grid  # noqa: E402
 
 CLASSIFIER = ["--zoom", "0.25", "--width", "8", "--growth-rate", "4", "--epochs", "15",
               "--lr", "0.001", "--seed", "0", "--no-progress"]

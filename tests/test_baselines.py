@@ -7,18 +7,9 @@ import pytest
 from scipy import ndimage
 
 from bids_mdd.atlas import atlas_labels_on_grid
-from bids_mdd.training.baselines import (
-    LBP_BINS,
-    LbpSvm,
-    RegionRidge,
-    axial_slices,
-    informative_slices,
-    lbp_features,
-    majority_vote,
-    region_indices,
-    region_volumes,
-    slices_as_channels,
-)
+from bids_mdd.training.baselines import (LBP_BINS, LbpSvm, RegionRidge, axial_slices,
+                                         informative_slices, lbp_features, majority_vote,
+                                         region_indices, region_volumes, slices_as_channels)
 
 # skimage's "uniform" LBP codes a uniform pattern by its number of neighbours >= the centre:
 # a flat neighbourhood (all 8 neighbours equal) is code 8 = P, non-uniform patterns code 9.
@@ -198,7 +189,7 @@ def test_region_ridge_rejects_unknown_task() -> None:
 
 def test_atlas_labels_on_classifier_grid() -> None:
     from bids_mdd.atlas import load_aal2
-    from bids_mdd.preproc.grids import CLASSIFIER_GRID
+    from bids_mdd.spaces.grids import CLASSIFIER_GRID
 
     labels = atlas_labels_on_grid(CLASSIFIER_GRID.affine, CLASSIFIER_GRID.shape)
     assert labels.shape == (121, 145, 121)

@@ -20,9 +20,9 @@ def no_preproc(monkeypatch) -> list:
     """Replace preprocessing (tested in test_preproc_*) by a recorder of what it was given, and
     the model step (tested in test_inference) by nothing."""
     calls: list = []
-    monkeypatch.setattr("bids_mdd.preproc.runner.preprocess",
+    monkeypatch.setattr("bids_mdd.participant.runner.preprocess",
                         lambda inputs, *args, **kwargs: calls.append(inputs) or [])
-    monkeypatch.setattr("bids_mdd.preproc.runner.apply_models", lambda *args, **kwargs: [])
+    monkeypatch.setattr("bids_mdd.participant.runner.apply_models", lambda *args, **kwargs: [])
     return calls
 
 

@@ -18,16 +18,16 @@ from scipy import ndimage
 
 from bids_mdd.atlas import load_aal2
 from bids_mdd.bids.names import derivative_path
+from bids_mdd.bids.outputs import PREDICTIONS, attention_entities
 from bids_mdd.cli.run import main
+from bids_mdd.errors import BidsMddError, ExitCode
 from bids_mdd.group.clusters import atlas_labels
 from bids_mdd.group.glm import ball
 from bids_mdd.group.inputs import LabelOptions, diagnosis
-from bids_mdd.models.participant import PREDICTIONS, attention_entities
-from bids_mdd.preproc.grids import CLASSIFIER_GRID
+from bids_mdd.spaces.grids import CLASSIFIER_GRID
 from bids_mdd.synth.cohort import generate_cohort
 from bids_mdd.synth.mni import MNI_DIR
 from bids_mdd.synth.model import CohortSpec
-from bids_mdd.errors import BidsMddError, ExitCode
 
 SPACE = "MNI152NLin2009cAsym"
 GROUP = {"space": SPACE, "res": "1p5", "contrast": "MDDvsHC"}

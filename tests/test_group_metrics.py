@@ -12,14 +12,14 @@ import pytest
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
+from bids_mdd import metrics as cv_metrics
+from bids_mdd.bids.participants import read_participants
 from bids_mdd.errors import BidsMddError, ExitCode
+from bids_mdd.group.figures import roc_figure
 from bids_mdd.group.metrics import (CLASSIFICATION_ROWS, METRIC_COLUMNS, REGRESSION_ROWS,
                                     bootstrap_classification, bootstrap_counts,
                                     bootstrap_regression, classification_metrics,
-                                    collect_predictions, group_metrics, regression_metrics,
-                                    roc_figure)
-from bids_mdd.training import metrics as cv_metrics
-from bids_mdd.training.data import read_participants
+                                    collect_predictions, group_metrics, regression_metrics)
 
 #: 4 MDD then 4 HC. Threshold 0.5: MDD 3 of 4 above (recall 0.75), HC 2 of 4 below
 #: (specificity 0.5), accuracy 5/8. AUC: 0.9 and 0.8 beat all 4 HC, 0.6 beats 0.2 and 0.1 and

@@ -15,16 +15,18 @@ import pytest
 import torch
 from scipy.stats import pearsonr
 from sklearn.metrics import roc_auc_score
+from toy_cohort import MDD_BLOCK, write_cohort
 
 from bids_mdd.bids.names import derivative_path, sidecar_path
+from bids_mdd.bids.outputs import PREDICTIONS
 from bids_mdd.cli.run import main as run_main
 from bids_mdd.cli.train import main as train_main
 from bids_mdd.errors import BidsMddError
 from bids_mdd.models.inference import load_models
 from bids_mdd.models.inputs import GM_INPUT, load_input
-from bids_mdd.models.participant import PREDICTIONS, predict_participant, up_to_date
-from bids_mdd.preproc.grids import CLASSIFIER_GRID
-from toy_cohort import MDD_BLOCK, write_cohort
+from bids_mdd.participant.predictions import (ModelStepSettings, predict_participant,
+                                              predict_participants, up_to_date)
+from bids_mdd.spaces.grids import CLASSIFIER_GRID
 
 TINY = ["--zoom", "0.25", "--width", "4", "--growth-rate", "4", "--batch-size", "4",
         "--lr", "0.001", "--no-progress", "--folds", "3", "--repeats", "1"]
@@ -140,6 +142,32 @@ def test_rerun_skips_only_when_the_same_weights_made_the_outputs(applied) -> Non
     assert not up_to_date(out, {"subject": "h99"}, models)
 
 
+def test_batches_give_the_single_participant_results(applied, tmp_path) -> None:
+    """Three participants in batches of 2 (a full and a partial batch) and a missing one: the
+    same values and maps as one at a time, and the missing one's error alone."""
+    import shutil
+
+    out = tmp_path / "derivatives"
+    for subject in ("h01", "h02", "h03"):
+        shutil.copytree(applied["out"] / f"sub-{subject}", out / f"sub-{subject}")
+    entities = [{"subject": s} for s in ("h01", "h02", "h03", "h99")]
+    settings = ModelStepSettings(device="cpu", threads=1, batch_size=2)
+    outcomes = predict_participants(out, entities, applied["models"], settings)
+    assert isinstance(outcomes[3], BidsMddError) and "sub-h99" in str(outcomes[3])
+    for subject, outcome in zip(("h01", "h02", "h03"), outcomes):
+        batched = pd.read_csv(outcome, sep="\t")
+        single = pd.read_csv(derivative_path(applied["out"], subject=subject, **PREDICTIONS),
+                             sep="\t")
+        np.testing.assert_allclose(batched["value"], single["value"], atol=1e-5)
+        for target in ("MDD", "Score"):
+            path = derivative_path(out, subject=subject, space="MNI152NLin2009cAsym",
+                                   res="1p5", desc=target, suffix="attention")
+            np.testing.assert_allclose(np.asarray(nib.load(path).dataobj),
+                                       _attention(applied, subject, target), atol=1e-4)
+        sidecar = json.loads(sidecar_path(outcome).read_text())
+        assert sidecar["Parameters"]["BatchSize"] == 2 and sidecar["Parameters"]["Threads"] == 1
+
+
 def _edited_copy(bundle: Path, where: Path, edit) -> Path:
     copy = where / bundle.name
     shutil.copytree(bundle, copy)
@@ -195,7 +223,7 @@ def test_default_models_are_the_labelled_demo_bundles(caplog) -> None:
 
 def test_bad_models_fail_before_preprocessing(tiny_bids, tmp_path, capsys, monkeypatch) -> None:
     calls: list = []
-    monkeypatch.setattr("bids_mdd.preproc.runner.preprocess",
+    monkeypatch.setattr("bids_mdd.participant.runner.preprocess",
                         lambda *args, **kwargs: calls.append(args) or [])
     code = run_main([str(tiny_bids), str(tmp_path / "out"), "participant", "-w",
                      str(tmp_path / "work"), "--models", str(tmp_path / "nowhere")])

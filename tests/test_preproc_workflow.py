@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 
 from bids_mdd.bids.names import derivative_path
+from bids_mdd.bids.outputs import OUTPUTS
 from bids_mdd.cli.run import main
-from bids_mdd.preproc.sink import OUTPUTS
+from bids_mdd.preproc.workflow import TOP_WORKFLOW
 from bids_mdd.synth.cohort import generate_cohort
 from bids_mdd.synth.model import CohortSpec
 
@@ -119,19 +120,27 @@ def test_qc_metrics_are_plausible(preprocessed) -> None:
     assert metrics["template_mask_dice"] > 0.85 and metrics["template_ncc"] > 0.7
 
 
-def test_rerun_recomputes_nothing(preprocessed) -> None:
-    work = preprocessed["work"] / "anat_preproc_subject001"
+def test_rerun_with_other_thread_counts_recomputes_nothing(preprocessed) -> None:
+    """Threads are not part of any cache hash: only the (always rewritten) sink runs again, and
+    the sidecars keep the threads that computed the cached results."""
+    work = preprocessed["work"] / TOP_WORKFLOW / "anat_preproc_subject001"
     results = sorted(work.glob("*/result_*.pklz"))
     before = {p: p.stat().st_mtime_ns for p in results if "derivatives" not in str(p)}
     assert len(before) == 9
-    assert run(preprocessed["bids"], preprocessed["out"], preprocessed["work"],
-               "--participant-label", "001") == 0
-    assert {p: p.stat().st_mtime_ns for p in before} == before
+    sidecar = output(preprocessed["out"], "gm_smoothed").with_suffix("").with_suffix(".json")
+    threads = json.loads(sidecar.read_text())["Parameters"]["Threads"]
+    assert threads == {"N4": 1, "Registration": 1, "BrainMask": 1, "Segmentation": 1,
+                       "ModulatedGM": 1, "NormalizedT1w": 1}  # 2 CPUs, 3 T1w: 1 thread each
+    for nprocs, omp in (("1", "2"), ("2", "2")):
+        assert run(preprocessed["bids"], preprocessed["out"], preprocessed["work"],
+                   "--participant-label", "001", "--nprocs", nprocs, "--omp-nthreads", omp) == 0
+        assert {p: p.stat().st_mtime_ns for p in before} == before
+    assert json.loads(sidecar.read_text())["Parameters"]["Threads"] == threads
 
 
 def test_resume_after_interruption(preprocessed) -> None:
     """Lose everything after registration (as a kill would): only the rest is recomputed."""
-    work = preprocessed["work"] / "anat_preproc_subject001"
+    work = preprocessed["work"] / TOP_WORKFLOW / "anat_preproc_subject001"
     register = next(work.glob("register/result_*.pklz"))
     stamp = register.stat().st_mtime_ns
     for node in ("segment", "gm_to_mni", "qc"):
@@ -184,7 +193,7 @@ def test_rerun_after_kill_resumes(templateflow_home, tmp_path) -> None:
                "participant", "-w", str(tmp_path / "work"), "--sloppy", "--nprocs", "1"]
     process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
-    node = tmp_path / "work" / "anat_preproc_subject001" / "register"
+    node = tmp_path / "work" / TOP_WORKFLOW / "anat_preproc_subject001" / "register"
     deadline = time.monotonic() + 300
     while not list(node.glob("result_*.pklz")) and process.poll() is None:
         assert time.monotonic() < deadline, "registration did not finish"

@@ -11,7 +11,7 @@ import pandas as pd
 
 from bids_mdd.bids.names import derivative_path
 from bids_mdd.models.inputs import GM_INPUT
-from bids_mdd.preproc.grids import CLASSIFIER_GRID
+from bids_mdd.spaces.grids import CLASSIFIER_GRID
 
 #: Voxel slices of the block whose GM is lower in MDD, and of the block tied to 'Score'.
 MDD_BLOCK = np.s_[30:60, 40:80, 40:70]

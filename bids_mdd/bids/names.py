@@ -108,3 +108,8 @@ def parse_path(path: str | Path) -> dict[str, Any]:
     if Path(path).name == "group.html":
         entities.pop("suffix", None)  # pybids reads the bare stem 'group' as a suffix
     return {key: value for key, value in entities.items() if value is not None}
+
+
+def crash_name(entities: dict[str, Any]) -> str:
+    """The name of the crash file written under OUTPUT_DIR/logs for the T1w with ``entities``."""
+    return "crash-" + "_".join(f"{key}-{value}" for key, value in entities.items()) + ".txt"

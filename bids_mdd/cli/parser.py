@@ -29,6 +29,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_float(text: str) -> float:
+    """An argparse type: a number > 0."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
+
+
 def build_parser() -> BidsAppArgumentParser:
     """Build the ``bids_mdd`` argument parser."""
     parser = BidsAppArgumentParser(
@@ -75,17 +83,28 @@ def build_parser() -> BidsAppArgumentParser:
     run.add_argument("-w", "--work-dir", type=Path, default=Path.cwd() / "work",
                      help="intermediate results; a rerun resumes from here")
     run.add_argument("--nprocs", "--n-cpus", type=positive_int, default=None, metavar="N",
-                     help="processes to run at once (default: all CPUs)")
+                     help="processes to run at once, across participants (default: the CPUs "
+                          "this process may use: affinity mask, SLURM allocation, container "
+                          "quota)")
     run.add_argument("--omp-nthreads", type=positive_int, default=None, metavar="N",
-                     help="threads per process (default: min(8, nprocs))")
-    run.add_argument("--mem-gb", type=float, default=None, metavar="GB",
-                     help="memory the workflow may use")
+                     help="threads per process (default: nprocs / number of T1w, 1 to 8)")
+    run.add_argument("--mem-gb", type=positive_float, default=None, metavar="GB",
+                     help="memory the workflow may use (default: SLURM's allocation, else "
+                          "nipype's 90 %% of RAM)")
+    run.add_argument("--model-batch-size", type=positive_int, default=None, metavar="N",
+                     help="participants per forward pass of the models (default: 1 on CPU, 4 "
+                          "on CUDA)")
     run.add_argument("--models", type=Path, nargs="+", default=None, metavar="DIR",
                      help="model bundle folders, or folders of bundles (default: the packaged "
                           "demo bundles, trained on SYNTHETIC data)")
     run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                      help="where the networks run")
-    run.add_argument("--seed", type=int, default=0, help="random seed (deterministic on CPU)")
+    run.add_argument("--random-seed", "--seed", dest="seed", type=int, default=0, metavar="N",
+                     help="seed of ANTs' registration sampling, torch and the group level's "
+                          "resampling")
+    run.add_argument("--deterministic", action="store_true",
+                     help="byte-identical derivatives for the same input, whatever --nprocs: "
+                          "every step single-threaded (slower per participant)")
     run.add_argument("-v", "--verbose", action="count", default=0,
                      help="more log output (-vv for debug)")
 

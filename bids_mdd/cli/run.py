@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Sequence
 
 from bids_mdd import __version__
-from bids_mdd.bids.derivatives import write_dataset_description
 from bids_mdd.bids.discovery import (T1wInput, check_is_bids, discover_t1w, load_bids_filters,
-                                     open_layout, select_one_per_participant)
+                                     open_layout)
 from bids_mdd.cli.parser import ANALYSIS_LEVELS, build_parser
 from bids_mdd.cli.paths import check_bids_dir, check_not_inside, ensure_writable_dir
 from bids_mdd.errors import BidsMddError, ExitCode
@@ -49,63 +47,31 @@ def collect_inputs(args: argparse.Namespace) -> list[T1wInput]:
 
 
 def run_participant(args: argparse.Namespace, inputs: list[T1wInput]) -> ExitCode:
-    """Participant level: check the models, preprocess each T1w, apply the models, report."""
-    import torch
-
-    from bids_mdd.models.device import resolve_device
-    from bids_mdd.models.inference import load_models
-    from bids_mdd.preproc.runner import apply_models, exit_code_for, preprocess, write_reports
+    """Participant level: the options from the command line, then the participant package."""
+    from bids_mdd.participant.runner import ParticipantOptions, run_participant_level
     from bids_mdd.preproc.workflow import PreprocOptions
 
-    models, device = [], "cpu"
-    if not args.preproc_only:  # a bad --models fails now, not after hours of preprocessing
-        device = resolve_device(args.device)
-        if args.omp_nthreads:
-            torch.set_num_threads(args.omp_nthreads)
-        models = load_models(args.models, device)
-        LOGGER.info("%d model(s) on %s: %s", len(models), device,
-                    ", ".join(f"{m.bundle.name} ({m.target}, {len(m.nets)} folds)"
-                              for m in models))
-    write_dataset_description(args.output_dir, [args.bids_dir])
-    LOGGER.info("%d T1w image(s) of %d participant(s) selected", len(inputs),
-                len({item.subject for item in inputs}))
-    if args.sloppy:
-        LOGGER.warning("--sloppy: coarse registration for tests; do not use these outputs")
-    nprocs = args.nprocs or os.cpu_count() or 1
-    options = PreprocOptions(skull_strip=args.skull_strip, sloppy=args.sloppy, seed=args.seed,
-                             omp_nthreads=args.omp_nthreads or min(8, nprocs),
-                             segmentation=args.segmentation)
-    failures = preprocess(inputs, args.bids_dir, args.output_dir, args.work_dir, options,
-                          nprocs=nprocs, mem_gb=args.mem_gb, verbose=args.verbose > 0)
-    if models:
-        failed = {failure.t1w.path for failure in failures}
-        failures += apply_models([t1w for t1w in inputs if t1w.path not in failed],
-                                 args.output_dir, models, device)
-    write_reports(args.output_dir, inputs)
-    for failure in failures:
-        print(f"bids_mdd: failed: {failure.reason}", file=sys.stderr)
-    if failures:
-        LOGGER.error("%d of %d T1w image(s) failed; crash files in %s", len(failures),
-                     len(inputs), args.output_dir / "logs")
-    return exit_code_for(failures, len(inputs))
+    preproc = PreprocOptions(skull_strip=args.skull_strip, sloppy=args.sloppy, seed=args.seed,
+                             segmentation=args.segmentation, deterministic=args.deterministic)
+    options = ParticipantOptions(
+        preproc=preproc, models=args.models, preproc_only=args.preproc_only, device=args.device,
+        nprocs=args.nprocs, omp_nthreads=args.omp_nthreads, mem_gb=args.mem_gb,
+        model_batch_size=args.model_batch_size, verbose=args.verbose > 0)
+    return run_participant_level(args.bids_dir, args.output_dir, args.work_dir, inputs, options)
 
 
 def run_group(args: argparse.Namespace, inputs: list[T1wInput]) -> ExitCode:
-    """Group level: statistics over one T1w per participant (first session, lowest run)."""
+    """Group level: the options from the command line, then the group package."""
     from bids_mdd.group.inputs import LabelOptions
     from bids_mdd.group.runner import GroupOptions, run_group_level
 
-    chosen = select_one_per_participant(inputs)
-    LOGGER.info("group level uses %d participant(s): one T1w each (first session, lowest run)",
-                len(chosen))
-    write_dataset_description(args.output_dir, [args.bids_dir])
     options = GroupOptions(
         labels=LabelOptions(args.label_column, args.positive, args.negative),
         covariates=args.covariates, fdr_q=args.fdr_q, permutations=args.permutations,
         tfce=args.permutation_inference == "tfce", gm_threshold=args.gm_threshold,
         min_cluster_voxels=args.min_cluster_size, seed=args.seed,
         n_jobs=args.nprocs or 1)
-    results = run_group_level(args.bids_dir, args.output_dir, chosen, options)
+    results = run_group_level(args.bids_dir, args.output_dir, inputs, options)
     LOGGER.info("group report: %s", results.report)
     return ExitCode.OK
 

@@ -11,9 +11,9 @@ from pathlib import Path
 from bids_mdd import __version__
 from bids_mdd.cli.parser import BidsAppArgumentParser, positive_int
 from bids_mdd.errors import BidsMddError, ExitCode
+from bids_mdd.training.options import FACTORS, TrainOptions
 
 LOGGER = logging.getLogger("bids_mdd.train")
-FACTORS = ("Anhedonia", "Appetite", "Sleep", "Suicidality", "Anxiety")
 
 
 def build_parser() -> BidsAppArgumentParser:
@@ -104,10 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s",
                         datefmt="%H:%M:%S")
-    from bids_mdd.training.run import train_from_args  # heavy imports after argument checks
+    from bids_mdd.training.run import train  # heavy imports after argument checks
 
     try:
-        for bundle in train_from_args(args):
+        for bundle in train(TrainOptions.from_values(args)):
             LOGGER.info("wrote %s", bundle.path)
     except BidsMddError as exc:
         print(f"bids_mdd-train: error: {exc}", file=sys.stderr)

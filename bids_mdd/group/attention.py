@@ -11,24 +11,23 @@ import numpy as np
 from nilearn.image import mean_img
 
 from bids_mdd.errors import BidsMddError, ExitCode
+from bids_mdd.spaces.grids import Grid
 
 
-def mean_map(paths: Sequence[Path]) -> nib.Nifti1Image:
-    """Voxelwise mean of ``paths`` (float32), which must all lie on one grid.
+def mean_map(paths: Sequence[Path], grid: Grid) -> nib.Nifti1Image:
+    """Voxelwise mean of ``paths`` (float32), which must all lie on ``grid``.
 
-    The grids are checked from the headers first: nilearn's ``mean_img``, which computes the
+    The grid is checked from the headers first: nilearn's ``mean_img``, which computes the
     mean one image at a time, would otherwise resample maps from another grid silently.
-    Raises BidsMddError (65) naming a map off the first one's grid, (66) when ``paths`` is empty.
+    Raises BidsMddError (65) naming a map off the grid, (66) when ``paths`` is empty.
     """
     if not paths:
         raise BidsMddError("no attention maps to average", ExitCode.MISSING_INPUT)
-    first = nib.load(str(paths[0]))
-    for path in paths[1:]:
+    for path in paths:
         image = nib.load(str(path))
-        if image.shape[:3] != first.shape[:3] or not np.allclose(image.affine, first.affine,
-                                                                 atol=1e-3):
-            raise BidsMddError(f"{path}: not on the grid of {paths[0]} "
-                               f"({image.shape[:3]} vs {first.shape[:3]}); rerun the "
-                               "participant level with the same models", ExitCode.BAD_DATA)
+        if not grid.holds(image):
+            raise BidsMddError(f"{path}: not on the {grid.describe()} of its file name "
+                               f"(shape {image.shape[:3]}); rerun the participant level",
+                               ExitCode.BAD_DATA)
     mean = mean_img([str(p) for p in paths], copy_header=False)
-    return nib.Nifti1Image(np.asarray(mean.dataobj, dtype=np.float32), first.affine)
+    return nib.Nifti1Image(np.asarray(mean.dataobj, dtype=np.float32), grid.affine)

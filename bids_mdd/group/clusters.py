@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from bids_mdd.preproc.grids import CLASSIFIER_GRID, Grid
+from bids_mdd.spaces.grids import CLASSIFIER_GRID, Grid
 
 #: Columns of :func:`cluster_table`, in order.
 CLUSTER_COLUMNS: tuple[str, ...] = (
@@ -239,7 +239,7 @@ def region_summary(values: np.ndarray, mask: np.ndarray | None = None,
     ----------
     values : np.ndarray
         3D map on ``grid`` (e.g. a mean attention map, possibly on
-        :data:`~bids_mdd.preproc.grids.DFRN_GRID`).
+        :data:`~bids_mdd.spaces.grids.DFRN_GRID`).
     mask : np.ndarray or None
         3D boolean mask of the voxels to use, or None for all.
     grid : Grid

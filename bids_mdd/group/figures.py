@@ -1,5 +1,5 @@
 """Group figures: the MDD-vs-HC t-map (glass brain and axial slices) and mean attention maps,
-over the MNI152NLin2009cAsym template."""
+over the MNI152NLin2009cAsym template, and the classifier's ROC curve."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 from nilearn import plotting  # noqa: E402
+from sklearn.metrics import roc_curve  # noqa: E402
 
-from bids_mdd.preproc.templates import template_t1w  # noqa: E402
+from bids_mdd.group.metrics import classification_metrics  # noqa: E402
+from bids_mdd.spaces.templates import template_t1w  # noqa: E402
 
 #: Axial slices shown (MNI z, mm).
 SLICES = (-40, -25, -10, 0, 10, 25, 40, 55)
@@ -71,3 +73,55 @@ def attention_figure(mean_map: nib.Nifti1Image, title: str, out_file: str) -> st
                               figure=figure,
                               title=f"{title}: top {100 - ATTENTION_PERCENTILE:g} % of voxels")
     return _save(figure, out_file)
+
+
+def roc_figure(y_true: np.ndarray, p_mdd: np.ndarray, out_file: str, title: str,
+               n_bootstrap: int = 2000, seed: int = 0) -> str:
+    """The ROC curve of P(MDD), its AUC and bootstrap 95 % CI in the legend, as SVG.
+
+    Parameters
+    ----------
+    y_true : np.ndarray
+        1 = MDD, 0 = HC (NaN: left out).
+    p_mdd : np.ndarray
+        Predicted P(MDD) (NaN: left out).
+    out_file : str
+        Where the SVG goes.
+    title : str
+        Figure title.
+    n_bootstrap, seed : int
+        Resamples of the AUC's interval, and their seed.
+
+    Returns
+    -------
+    str
+        ``out_file``. With one class only, the figure shows the chance diagonal and says
+        that the ROC curve is undefined.
+    """
+    y_true, p_mdd = np.asarray(y_true, float).ravel(), np.asarray(p_mdd, float).ravel()
+    keep = np.isfinite(y_true) & np.isfinite(p_mdd)
+    y_true, p_mdd = y_true[keep], p_mdd[keep]
+    metrics = classification_metrics(y_true, p_mdd, n_bootstrap=n_bootstrap, seed=seed)
+    figure, axes = plt.subplots(figsize=(5, 5))
+    try:
+        axes.plot([0, 1], [0, 1], linestyle="--", color="grey", label="chance")
+        auc = metrics["auc"]
+        if np.isfinite(auc["value"]):
+            fpr, tpr, _ = roc_curve(y_true.astype(int), p_mdd)
+            axes.plot(fpr, tpr, color="C0", linewidth=2,
+                      label=f"AUC {auc['value']:.3f} (95 % CI {auc['ci_low']:.3f}"
+                            f"–{auc['ci_high']:.3f})")
+        else:
+            axes.text(0.5, 0.6, "ROC undefined: needs MDD and HC participants",
+                      ha="center", va="center")
+        axes.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="1 − specificity (false-positive rate)",
+                 ylabel="sensitivity (true-positive rate)",
+                 title=f"{title}\n(n = {metrics['n']}: {metrics['n_mdd']} MDD, "
+                       f"{metrics['n_hc']} HC)")
+        axes.set_aspect("equal")
+        axes.legend(loc="lower right")
+        figure.tight_layout()
+        figure.savefig(out_file, format="svg")
+    finally:
+        plt.close(figure)
+    return out_file

@@ -1,7 +1,7 @@
 """The voxelwise group GLM: GM ~ intercept + MDD + covariates, streamed over subject chunks.
 
 Per participant, the participant level writes a smoothed, Jacobian-modulated GM map on
-:data:`~bids_mdd.preproc.grids.CLASSIFIER_GRID`. Here the maps are read one chunk of subjects at
+:data:`~bids_mdd.spaces.grids.CLASSIFIER_GRID`. Here the maps are read one chunk of subjects at
 a time and only X'Y (design columns x masked voxels) and the per-voxel sum of squares are kept
 (float64), so memory is one chunk plus per-voxel accumulators, whatever the number of subjects.
 The group level reads each map once: :func:`fit_glm` accumulates over :func:`search_region` and
@@ -26,7 +26,7 @@ from nibabel.filebasedimages import ImageFileError
 from scipy import stats
 
 from bids_mdd.errors import BidsMddError, ExitCode
-from bids_mdd.preproc.grids import CLASSIFIER_GRID, Grid
+from bids_mdd.spaces.grids import CLASSIFIER_GRID, Grid
 
 #: A voxel whose residual sum of squares is below this fraction of its (shifted) total sum of
 #: squares is fitted exactly (constant, or an exact function of the design): t = 0, p = 1 there.
@@ -188,13 +188,11 @@ def read_map(path: Path, grid: Grid, flat_index: np.ndarray | None = None) -> np
     """
     try:
         image = nib.load(path)
-        if image.shape != grid.shape:
-            raise BidsMddError(f"{path}: shape {image.shape} is not the {grid.res} grid's "
-                               f"{grid.shape}; re-run the participant level", ExitCode.BAD_DATA)
-        if not np.allclose(image.affine, grid.affine, atol=1e-4):
-            raise BidsMddError(f"{path}: affine {np.round(image.affine[:3], 3).tolist()} is not "
-                               f"the {grid.res} grid's {grid.affine[:3].tolist()}; re-run the "
-                               "participant level", ExitCode.BAD_DATA)
+        if not grid.holds(image):
+            raise BidsMddError(f"{path}: shape {image.shape}, affine "
+                               f"{np.round(image.affine[:3], 3).tolist()}: not on the "
+                               f"{grid.describe()}; re-run the participant level",
+                               ExitCode.BAD_DATA)
         data = np.asarray(image.dataobj, dtype=np.float32)
     except FileNotFoundError:
         raise BidsMddError(f"{path}: GM map not found", ExitCode.MISSING_INPUT) from None
@@ -243,7 +241,7 @@ def _search_region(grid: Grid, dilate_mm: float) -> np.ndarray:
     from nilearn.image import resample_to_img
     from scipy import ndimage
 
-    from bids_mdd.preproc.templates import template_brain_mask
+    from bids_mdd.spaces.templates import template_brain_mask
 
     resampled = resample_to_img(str(template_brain_mask(resolution=1)), grid.image(),
                                 interpolation="nearest", force_resample=True, copy_header=True)

@@ -17,14 +17,12 @@ import numpy as np
 import pandas as pd
 
 from bids_mdd.bids.discovery import T1wInput
-from bids_mdd.bids.names import derivative_path
+from bids_mdd.bids.names import crash_name, derivative_path
+from bids_mdd.bids.outputs import OUTPUTS, PREDICTIONS, attention_entities
+from bids_mdd.bids.participants import (NEGATIVE_CODES, POSITIVE_CODES, binary_labels, find_column,
+                                        label_column, read_participants)
 from bids_mdd.errors import BidsMddError, ExitCode
-from bids_mdd.models.participant import PREDICTIONS, attention_entities
-from bids_mdd.preproc.grids import CLASSIFIER_GRID, DFRN_GRID
-from bids_mdd.preproc.runner import crash_name
-from bids_mdd.preproc.sink import OUTPUTS
-from bids_mdd.training.data import (NEGATIVE_CODES, POSITIVE_CODES, binary_labels,
-                                    find_column, label_column, read_participants)
+from bids_mdd.spaces.grids import CLASSIFIER_GRID, DFRN_GRID
 
 LOGGER = logging.getLogger(__name__)
 
@@ -110,7 +108,7 @@ def missing_outputs(files: Sequence[ParticipantFiles], output_dir: Path) -> pd.D
                    if present is None]
         if not missing:
             continue
-        crash = logs / crash_name(item.t1w)
+        crash = logs / crash_name(item.t1w.output_entities())
         rows.append({"participant": item.name, "missing": ", ".join(missing),
                      "crash": crash.relative_to(output_dir).as_posix() if crash.is_file()
                      else ""})

@@ -3,10 +3,10 @@
 The participant level writes one ``*_predictions.tsv`` per T1w (columns ``model``, ``target``,
 ``value``, ``std``, ``n_models``; target ``MDD`` is the classifier's P(MDD), any other target a
 regressor's predicted score). :func:`collect_predictions` stacks them into one long table,
-:func:`group_metrics` compares each model/target with its participants.tsv column and
-:func:`roc_figure` draws the classifier's ROC curve.
+:func:`group_metrics` compares each model/target with its participants.tsv column
+(:func:`bids_mdd.group.figures.roc_figure` draws the classifier's ROC curve).
 
-Point estimates come from :mod:`bids_mdd.training.metrics` (the same definitions as in
+Point estimates come from :mod:`bids_mdd.metrics` (the same definitions as in
 cross-validation). Confidence intervals are 95 % percentile bootstraps over participants: each
 resample draws n participants with replacement, and is held as a vector of per-participant
 counts, so that every statistic of all resamples is a few array operations (the per-resample
@@ -23,19 +23,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")  # headless: figures are files
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from sklearn.metrics import roc_curve  # noqa: E402
-
-from bids_mdd.errors import BidsMddError, ExitCode  # noqa: E402
-from bids_mdd.training import metrics as cv_metrics  # noqa: E402
-from bids_mdd.training.data import binary_labels, find_column  # noqa: E402
-from bids_mdd.training.data import label_column as find_label_column  # noqa: E402
+from bids_mdd import metrics as cv_metrics
+from bids_mdd.bids.participants import binary_labels, find_column
+from bids_mdd.bids.participants import label_column as find_label_column
+from bids_mdd.errors import BidsMddError, ExitCode
 
 #: The classifier's target in predictions.tsv (the regressors' targets are score columns).
 CLASSIFIER_TARGET = "MDD"
@@ -193,7 +187,7 @@ def bootstrap_classification(y_true: np.ndarray, score: np.ndarray, counts: np.n
                              threshold: float = 0.5) -> dict[str, np.ndarray]:
     """The classification metrics of each resample (NaN where undefined).
 
-    Same definitions as :func:`bids_mdd.training.metrics.classification_metrics` (predicted MDD
+    Same definitions as :func:`bids_mdd.metrics.classification_metrics` (predicted MDD
     when ``score > threshold``), except that recall is NaN without MDD participants and
     specificity NaN without HC participants (instead of 0).
     """
@@ -351,7 +345,7 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_bootstrap: int 
 
 def _indexed_participants(participants: pd.DataFrame) -> pd.DataFrame:
     """participants.tsv indexed by label without 'sub-' (from its participant_id column if it
-    has one, else from its index, as :func:`bids_mdd.training.data.read_participants` gives)."""
+    has one, else from its index, as :func:`bids_mdd.bids.participants.read_participants` gives)."""
     table = participants.copy()
     if "participant_id" in table:
         table.index = table.pop("participant_id")
@@ -373,8 +367,8 @@ def group_metrics(predictions: pd.DataFrame, participants: pd.DataFrame,
     """Each model/target's metrics against participants.tsv, one row per metric.
 
     The classifier (target ``MDD``) is scored against the diagnosis column (``label_column``,
-    else the first of :data:`bids_mdd.training.data.LABEL_COLUMNS` present, coded by
-    :func:`bids_mdd.training.data.binary_labels`); each regressor against the participants.tsv
+    else the first of :data:`bids_mdd.bids.participants.LABEL_COLUMNS` present, coded by
+    :func:`bids_mdd.bids.participants.binary_labels`); each regressor against the participants.tsv
     column named as its target (non-numeric entries are NaN). A participant with several
     predictions for one model and target (sessions) counts once, with their mean.
 
@@ -404,7 +398,7 @@ def group_metrics(predictions: pd.DataFrame, participants: pd.DataFrame,
         ``ci_low``, ``ci_high``, ``n``, ``n_bootstrap``), in the predictions' model/target order.
         ``.attrs["notes"]`` lists the skipped targets and undefined metrics (str each);
         ``.attrs["classifier_scores"]`` maps each classifier model to the (diagnosis, P(MDD))
-        arrays it was scored on, one entry per participant (for :func:`roc_figure`).
+        arrays it was scored on, one entry per participant (for :func:`bids_mdd.group.figures.roc_figure`).
 
     Raises
     ------
@@ -463,57 +457,3 @@ def group_metrics(predictions: pd.DataFrame, participants: pd.DataFrame,
     result.attrs["notes"] = notes
     result.attrs["classifier_scores"] = scores
     return result
-
-
-# --- figure ------------------------------------------------------------------------------------
-
-def roc_figure(y_true: np.ndarray, p_mdd: np.ndarray, out_file: str, title: str,
-               n_bootstrap: int = 2000, seed: int = 0) -> str:
-    """The ROC curve of P(MDD), its AUC and bootstrap 95 % CI in the legend, as SVG.
-
-    Parameters
-    ----------
-    y_true : np.ndarray
-        1 = MDD, 0 = HC (NaN: left out).
-    p_mdd : np.ndarray
-        Predicted P(MDD) (NaN: left out).
-    out_file : str
-        Where the SVG goes.
-    title : str
-        Figure title.
-    n_bootstrap, seed : int
-        Resamples of the AUC's interval, and their seed.
-
-    Returns
-    -------
-    str
-        ``out_file``. With one class only, the figure shows the chance diagonal and says
-        that the ROC curve is undefined.
-    """
-    y_true, p_mdd = np.asarray(y_true, float).ravel(), np.asarray(p_mdd, float).ravel()
-    keep = np.isfinite(y_true) & np.isfinite(p_mdd)
-    y_true, p_mdd = y_true[keep], p_mdd[keep]
-    metrics = classification_metrics(y_true, p_mdd, n_bootstrap=n_bootstrap, seed=seed)
-    figure, axes = plt.subplots(figsize=(5, 5))
-    try:
-        axes.plot([0, 1], [0, 1], linestyle="--", color="grey", label="chance")
-        auc = metrics["auc"]
-        if np.isfinite(auc["value"]):
-            fpr, tpr, _ = roc_curve(y_true.astype(int), p_mdd)
-            axes.plot(fpr, tpr, color="C0", linewidth=2,
-                      label=f"AUC {auc['value']:.3f} (95 % CI {auc['ci_low']:.3f}"
-                            f"–{auc['ci_high']:.3f})")
-        else:
-            axes.text(0.5, 0.6, "ROC undefined: needs MDD and HC participants",
-                      ha="center", va="center")
-        axes.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="1 − specificity (false-positive rate)",
-                 ylabel="sensitivity (true-positive rate)",
-                 title=f"{title}\n(n = {metrics['n']}: {metrics['n_mdd']} MDD, "
-                       f"{metrics['n_hc']} HC)")
-        axes.set_aspect("equal")
-        axes.legend(loc="lower right")
-        figure.tight_layout()
-        figure.savefig(out_file, format="svg")
-    finally:
-        plt.close(figure)
-    return out_file

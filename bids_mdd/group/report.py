@@ -14,15 +14,13 @@ import pandas as pd
 from bids_mdd import __version__
 from bids_mdd.bids.atomic import write_text
 from bids_mdd.bids.names import derivative_path
+from bids_mdd.html_page import page
 
 if TYPE_CHECKING:
     from bids_mdd.group.runner import GroupOptions, GroupResults
 
-_STYLE = """body{font-family:sans-serif;max-width:1150px;margin:auto;padding:1em}
-table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 8px;
-text-align:left;font-size:90%}.flag{color:#b00;font-weight:bold}
-.warn{background:#fee;padding:.5em;border:1px solid #b00}
-img{width:100%;border:1px solid #ddd;margin:.3em 0}.roc{width:480px}
+#: The group report's rules besides the shared style.
+_STYLE = """td,th{font-size:90%}.roc{width:480px}
 p.methods{background:#f6f6f6;padding:.7em;border-left:4px solid #888}"""
 
 
@@ -168,8 +166,6 @@ def write_group_report(output_dir: Path, results: GroupResults, options: GroupOp
             f"<h3>Notes</h3><ul>{notes}</ul>" if notes else "",
             _participants_section(results), _voxelwise_section(results),
             _attention_section(results), _metrics_section(results)]
-    html = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>bids_mdd group report"
-            f"</title><style>{_STYLE}</style></head><body>\n" + "\n".join(body)
-            + "\n</body></html>\n")
+    html = page("bids_mdd group report", "\n".join(body), _STYLE)
     return write_text(derivative_path(output_dir, extension=".html"), html)
 

@@ -22,9 +22,10 @@ import pandas as pd
 from scipy import stats
 
 from bids_mdd.bids.atomic import atomic_output, write_json
-from bids_mdd.bids.derivatives import copy_file, provenance, write_image
-from bids_mdd.bids.discovery import T1wInput
-from bids_mdd.bids.names import attention_desc, derivative_path, sidecar_path
+from bids_mdd.bids.derivatives import (copy_file, provenance, write_dataset_description,
+                                       write_image)
+from bids_mdd.bids.discovery import T1wInput, select_one_per_participant
+from bids_mdd.bids.names import attention_desc, derivative_path, parse_path, sidecar_path
 from bids_mdd.errors import BidsMddError, ExitCode
 from bids_mdd.group import figures
 from bids_mdd.group.attention import mean_map
@@ -33,11 +34,10 @@ from bids_mdd.group.glm import (GlmResult, contrast_vector, design_matrix, fdr_m
                                 permutation_inference, search_region)
 from bids_mdd.group.inputs import (LabelOptions, ParticipantFiles, covariate_table, diagnosis,
                                    gather, load_participants, missing_outputs)
-from bids_mdd.group.metrics import (METRIC_COLUMNS, collect_predictions, group_metrics,
-                                    roc_figure)
+from bids_mdd.group.metrics import METRIC_COLUMNS, collect_predictions, group_metrics
 from bids_mdd.group.qc import qc_table
-from bids_mdd.preproc.grids import CLASSIFIER_GRID, DFRN_GRID, Grid
-from bids_mdd.preproc.templates import TEMPLATE
+from bids_mdd.spaces.grids import CLASSIFIER_GRID, GRIDS, Grid
+from bids_mdd.spaces.templates import TEMPLATE
 
 LOGGER = logging.getLogger(__name__)
 
@@ -262,13 +262,8 @@ def attention(output_dir: Path, files: Sequence[ParticipantFiles],
     targets = list(dict.fromkeys(t for item in files for t in item.attention))
     for target in targets:
         paths = [item.attention[target] for item in files if target in item.attention]
-        image = mean_map(paths)
-        grid = next((g for g in (DFRN_GRID, CLASSIFIER_GRID) if g.shape == image.shape[:3]),
-                    None)
-        if grid is None:
-            results.notes.append(f"{target}: attention maps of shape {image.shape[:3]} are on "
-                                 "neither model grid; not averaged")
-            continue
+        grid = GRIDS[parse_path(paths[0])["res"]]  # found through a grid's res- entity
+        image = mean_map(paths, grid)
         desc = attention_desc(target)
         entities = {"space": TEMPLATE, "res": grid.res, "desc": desc}
         sidecar = provenance([str(p) for p in paths], {"Participants": len(paths)},
@@ -322,7 +317,7 @@ def predictions(output_dir: Path, bids_dir: Path, files: Sequence[ParticipantFil
     for model, (observed, p_mdd) in metrics.attrs["classifier_scores"].items():
         results.figures[f"roc_{model}"] = _figure(
             output_dir, f"roc{attention_desc(model)}",
-            lambda out: roc_figure(observed, p_mdd, out, f"{model}: P(MDD)",
+            lambda out: figures.roc_figure(observed, p_mdd, out, f"{model}: P(MDD)",
                                    options.n_bootstrap, options.seed))
 
 
@@ -342,11 +337,15 @@ def _synthetic(files: Sequence[ParticipantFiles]) -> bool:
 
 # --- the whole level ---------------------------------------------------------------------------
 
-def run_group_level(bids_dir: Path, output_dir: Path, chosen: Sequence[T1wInput],
+def run_group_level(bids_dir: Path, output_dir: Path, inputs: Sequence[T1wInput],
                     options: GroupOptions) -> GroupResults:
-    """Run every group analysis on the chosen T1w images (one per participant)."""
+    """Run every group analysis on one T1w per participant (first session, lowest run)."""
     from bids_mdd.group.report import write_group_report
 
+    chosen = select_one_per_participant(list(inputs))
+    LOGGER.info("group level uses %d participant(s): one T1w each (first session, lowest run)",
+                len(chosen))
+    write_dataset_description(output_dir, [bids_dir])
     files = gather(output_dir, chosen)
     results = GroupResults(n_selected=len(chosen), missing=missing_outputs(files, output_dir),
                            qc=qc_table(files))

@@ -1,9 +1,9 @@
-"""Apply model bundles to one participant: ensemble predictions and attention maps (guided
+"""Apply model bundles to participants: ensemble predictions and attention maps (guided
 backpropagation for regressors, the signed log-odds gradient for the classifier).
 
-Bundles are loaded once (:func:`load_models`) and then serve every participant of the run; a
-participant's arrays are dropped once its outputs are written, so memory does not grow with the
-number of participants.
+Bundles are loaded once (:func:`load_models`) and then serve every participant of the run, a
+batch of participants per forward pass; a batch's arrays are dropped once its outputs are
+written, so memory does not grow with the number of participants.
 """
 
 from __future__ import annotations
@@ -20,16 +20,14 @@ import torch
 from torch import nn
 from torch.fx.experimental.optimization import fuse
 
+from bids_mdd.bids.outputs import MODEL_INPUTS
 from bids_mdd.errors import BidsMddError, ExitCode
 from bids_mdd.models.attention import input_gradient
 from bids_mdd.models.bundle import Bundle, find_bundles
 from bids_mdd.models.inputs import NORMALIZATIONS, InputSpec, normalize, read_on_grid, zoom_tensor
-from bids_mdd.preproc.sink import OUTPUTS
 
 LOGGER = logging.getLogger(__name__)
 
-#: Derivatives of the preprocessing that a bundle may read (entities without the subject's).
-MODEL_INPUTS = {key: entities for key, entities in OUTPUTS.items() if "space" in entities}
 ATTENTION_METHOD = {
     "classification": "gradient of the MDD log-odds (logit MDD - logit control), sign flipped: "
                       "positive where more input (GM) lowers P(MDD); guided backpropagation was "
@@ -159,11 +157,12 @@ class ModelResult:
     source: Path
 
 
-def _fold_value(model: LoadedModel, index: int, out: torch.Tensor) -> float:
+def _fold_values(model: LoadedModel, index: int, out: torch.Tensor) -> np.ndarray:
+    """Each sample's P(MDD) (classifier) or prediction in target units (regressor), one fold."""
     if model.bundle.task == "classification":
-        return float(torch.softmax(out.float(), 1)[0, -1])
+        return torch.softmax(out.float(), 1)[:, -1].cpu().numpy().astype(float)
     scaling = model.bundle.meta["folds"][index].get("target_scaling", {"mean": 0.0, "sd": 1.0})
-    return float(out[0, 0]) * scaling["sd"] + scaling["mean"]
+    return out[:, 0].float().cpu().numpy().astype(float) * scaling["sd"] + scaling["mean"]
 
 
 def _score(task: str) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -173,19 +172,35 @@ def _score(task: str) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda out: out[:, 0]
 
 
+def model_input(model: LoadedModel, image: Path) -> np.ndarray:
+    """The image's data on the model's grid, checked (raises BidsMddError 65 naming it)."""
+    data = read_on_grid(image, model.spec)
+    if not np.any(data != 0):
+        raise BidsMddError(f"{image}: the image is empty (all zeros); rerun preprocessing",
+                           ExitCode.BAD_DATA)
+    return data
+
+
 def apply_model(model: LoadedModel, image: Path) -> ModelResult:
-    """Run every fold model on ``image``; return the mean, SD (ddof 0) and mean attention map.
+    """:func:`apply_models_batch` on one image."""
+    return apply_models_batch(model, [model_input(model, image)], [image])[0]
+
+
+def apply_models_batch(model: LoadedModel, inputs: list[np.ndarray],
+                       sources: list[Path]) -> list[ModelResult]:
+    """Run every fold model on a batch of inputs (from :func:`model_input`); return, for each,
+    the mean, SD (ddof 0) and mean attention map over the fold models.
+
+    The batch is one forward and one backward pass per fold model: in eval mode the samples do
+    not interact, so each sample's input gradient is that of its own score.
 
     Attention: regressors, |guided backpropagation| (paper B); the classifier, minus the plain
     gradient of the MDD log-odds (signed): on a synthetic selection cohort guided maps missed
     the regions the classifier demonstrably relies on (benchmarks/saliency_synthetic.py).
     """
-    data = read_on_grid(image, model.spec)
-    brain = data != 0
-    if not brain.any():
-        raise BidsMddError(f"{image}: the image is empty (all zeros); rerun preprocessing",
-                           ExitCode.BAD_DATA)
-    x = torch.from_numpy(normalize(data, model.spec))[None, None].to(model.device)
+    brains = np.stack([data != 0 for data in inputs])
+    x = torch.from_numpy(np.stack([normalize(data, model.spec) for data in inputs])[:, None])
+    x = x.to(model.device)
     memory_format = (torch.channels_last_3d if model.device == "cpu"
                      else torch.contiguous_format)
 
@@ -193,14 +208,17 @@ def apply_model(model: LoadedModel, image: Path) -> ModelResult:
         return zoom_tensor(tensor, model.spec.zoom).contiguous(memory_format=memory_format)
 
     classifier = model.bundle.task == "classification"
-    values, attention = [], np.zeros(data.shape, np.float32)
+    values = np.zeros((len(model.nets), len(inputs)))
+    attention = np.zeros(brains.shape, np.float32)
     for index, net in enumerate(model.nets):
         out, grad = input_gradient(net, x, _score(model.bundle.task), to_network_grid,
                                    guided=not classifier)
-        values.append(_fold_value(model, index, out))
-        fold_map = (-grad if classifier else grad.abs())[0, 0].cpu().numpy() * brain
-        scale = float(np.abs(fold_map[brain]).mean())
-        attention += fold_map / max(scale, np.finfo(np.float32).tiny)
+        values[index] = _fold_values(model, index, out)
+        fold_maps = (-grad if classifier else grad.abs())[:, 0].cpu().numpy() * brains
+        for sample, (fold_map, brain) in enumerate(zip(fold_maps, brains)):
+            scale = float(np.abs(fold_map[brain]).mean())
+            attention[sample] += fold_map / max(scale, np.finfo(np.float32).tiny)
     attention /= len(model.nets)
-    return ModelResult(model, float(np.mean(values)), float(np.std(values)), len(values),
-                       attention, image)
+    return [ModelResult(model, float(np.mean(values[:, i])), float(np.std(values[:, i])),
+                        len(model.nets), attention[i], sources[i])
+            for i in range(len(inputs))]

@@ -14,9 +14,8 @@ import torch.nn.functional as F
 from monai.transforms import NormalizeIntensity
 
 from bids_mdd.errors import BidsMddError, ExitCode
-from bids_mdd.preproc.grids import CLASSIFIER_GRID, DFRN_GRID, Grid
+from bids_mdd.spaces.grids import CLASSIFIER_GRID, DFRN_GRID, GRIDS, Grid
 
-_GRIDS = {grid.res: grid for grid in (CLASSIFIER_GRID, DFRN_GRID)}
 _SPACE = "MNI152NLin2009cAsym"
 
 
@@ -36,7 +35,7 @@ class InputSpec:
 
     @property
     def grid(self) -> Grid:
-        return _GRIDS[self.entities["res"]]
+        return GRIDS[self.entities["res"]]
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -100,7 +99,7 @@ def read_on_grid(path: str | Path, spec: InputSpec) -> np.ndarray:
     """
     image = nib.load(str(path))
     grid = spec.grid
-    if image.shape[:3] != grid.shape or not np.allclose(image.affine, grid.affine, atol=1e-3):
+    if not grid.holds(image):
         raise BidsMddError(f"{path}: not on the {grid.res} mm MNI grid {grid.shape} the model "
                            "expects; rerun the participant level to regenerate it",
                            ExitCode.BAD_DATA)

@@ -1,1 +1,1 @@
-"""Preprocessing: templates and grids, nipype workflows, QC."""
+"""Preprocessing: nipype workflows over antspyx steps, QC metrics and figures."""

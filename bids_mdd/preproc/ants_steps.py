@@ -19,8 +19,8 @@ import ants
 import nibabel as nib
 import numpy as np
 
-from bids_mdd.preproc.grids import Grid
 from bids_mdd.preproc.inputs import load_t1w
+from bids_mdd.spaces.grids import Grid
 
 #: Non-zero volume (mL) under which an input counts as already skull-stripped: a brain is
 #: ~1.0-1.8 L, a whole head with neck and background noise far more.
@@ -56,6 +56,20 @@ def _write(image: ants.ANTsImage, out_dir: str | Path, name: str) -> str:
     path = str(Path(out_dir) / name)
     ants.image_write(image, path)
     return path
+
+
+#: Atropos' ``--use-random-seed 0``: ANTs' constant internal seed. Atropos takes no seed value
+#: (and ignores ANTS_RANDOM_SEED); without this its result changes from run to run.
+ATROPOS_FIXED_SEED = {"r": 0}
+
+
+def ants_registration_seed(seed: int) -> int:
+    """The ``--random-seed`` passed to antsRegistration for bids_mdd's ``seed``.
+
+    antsRegistration treats 0 as "draw a random seed" (two runs differ), so every seed is
+    shifted by one: bids_mdd's default seed 0 is ANTs' 1.
+    """
+    return seed + 1
 
 
 def set_threads(n_threads: int | None) -> None:
@@ -122,7 +136,7 @@ def register_to_template(in_file: str, template: str, template_mask: str, skull_
     template's brain mask.
     """
     # antspyx has no per-call seed; set_ants_deterministic() would also pin ITK to one thread.
-    ants.config._random_seed = seed
+    ants.config._random_seed = ants_registration_seed(seed)
     settings = RegistrationSettings.for_mode(sloppy)
     spacing = (settings.resolution,) * 3
     fixed_head = ants.resample_image(_to_ants(template), spacing, False, 0)
@@ -228,7 +242,7 @@ def segment_tissues(t1w: str, mask: str, out_dir: str, settings: SegmentationSet
     if settings.method == "kmeans":
         with _scratch_tempdir(out_dir):
             result = ants.atropos(a=image, x=brain, i="Kmeans[3]", m="[0.1,1x1x1]",
-                                  c=f"[{settings.iterations},0]")
+                                  c=f"[{settings.iterations},0]", **ATROPOS_FIXED_SEED)
         # Atropos' k-means classes come sorted by mean intensity: CSF < GM < WM on a T1w
         return tuple(_write(p, out_dir, n) for p, n in zip(result["probabilityimages"], names))
     if registration_inverse is None:
@@ -273,7 +287,8 @@ def _atropos_with_priors(image: ants.ANTsImage, brain: ants.ANTsImage, registrat
                         for p in priors]
         result = ants.atropos(a=clipped, x=clipped.new_image_like(inside.astype(np.float32)),
                               i=prior_images, m=f"[{settings.mrf},1x1x1]",
-                              c=f"[{settings.iterations},0]", priorweight=settings.prior_weight)
+                              c=f"[{settings.iterations},0]", priorweight=settings.prior_weight,
+                              **ATROPOS_FIXED_SEED)
     return clipped, [p.numpy() for p in result["probabilityimages"]]
 
 

@@ -6,15 +6,34 @@ import json
 import os
 
 from nipype.interfaces.base import (BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec,
-                                    isdefined, traits)
+                                     isdefined, traits)
 
 from bids_mdd.preproc import ants_steps
-from bids_mdd.preproc.grids import CLASSIFIER_GRID, DFRN_GRID
+from bids_mdd.spaces.grids import CLASSIFIER_GRID, DFRN_GRID
 
 
 class _Threaded(BaseInterfaceInputSpec):
-    num_threads = traits.Int(1, usedefault=True, desc="ITK threads")
+    # nohash: a rerun with other thread counts reuses the cached result (as nipype's own ANTs
+    # interfaces do); the thread count that made a result is an output, for the sidecars
+    num_threads = traits.Int(1, usedefault=True, nohash=True, desc="ITK and torch threads")
     sloppy = traits.Bool(False, usedefault=True, desc="fast, coarse mode (tests only)")
+
+
+class _ThreadedOut(TraitedSpec):
+    num_threads = traits.Int(desc="the threads this result was computed with")
+
+
+class _ThreadedInterface(SimpleInterface):
+    """Runs its step with ``num_threads`` ITK threads and reports them as an output."""
+
+    def _run_interface(self, runtime):
+        ants_steps.set_threads(self.inputs.num_threads)
+        self._results["num_threads"] = self.inputs.num_threads
+        self._run_step(runtime.cwd)
+        return runtime
+
+    def _run_step(self, cwd: str) -> None:
+        raise NotImplementedError
 
 
 class _ValidateIn(BaseInterfaceInputSpec):
@@ -49,17 +68,19 @@ class _FileOut(TraitedSpec):
     out_file = File(exists=True)
 
 
-class N4BiasCorrection(SimpleInterface):
+class _ThreadedFileOut(_ThreadedOut):
+    out_file = File(exists=True)
+
+
+class N4BiasCorrection(_ThreadedInterface):
     """N4 bias-field correction (antspyx)."""
 
     input_spec = _N4In
-    output_spec = _FileOut
+    output_spec = _ThreadedFileOut
 
-    def _run_interface(self, runtime):
-        ants_steps.set_threads(self.inputs.num_threads)
-        self._results["out_file"] = ants_steps.n4_correct(self.inputs.in_file, runtime.cwd,
+    def _run_step(self, cwd: str) -> None:
+        self._results["out_file"] = ants_steps.n4_correct(self.inputs.in_file, cwd,
                                                           self.inputs.sloppy)
-        return runtime
 
 
 class _RegisterIn(_Threaded):
@@ -70,24 +91,22 @@ class _RegisterIn(_Threaded):
     seed = traits.Int(0, usedefault=True)
 
 
-class _RegisterOut(TraitedSpec):
+class _RegisterOut(_ThreadedOut):
     forward = File(exists=True, desc="composite transform resampling T1w images into MNI")
     inverse = File(exists=True, desc="composite transform resampling MNI images onto the T1w")
 
 
-class RegisterToTemplate(SimpleInterface):
+class RegisterToTemplate(_ThreadedInterface):
     """Affine + SyN registration to MNI152NLin2009cAsym (antspyx)."""
 
     input_spec = _RegisterIn
     output_spec = _RegisterOut
 
-    def _run_interface(self, runtime):
-        ants_steps.set_threads(self.inputs.num_threads)
+    def _run_step(self, cwd: str) -> None:
         result = ants_steps.register_to_template(
             self.inputs.in_file, self.inputs.template, self.inputs.template_mask,
-            self.inputs.skull_stripped, runtime.cwd, self.inputs.sloppy, self.inputs.seed)
+            self.inputs.skull_stripped, cwd, self.inputs.sloppy, self.inputs.seed)
         self._results.update(forward=result.forward, inverse=result.inverse)
-        return runtime
 
 
 class _MaskIn(_Threaded):
@@ -97,23 +116,21 @@ class _MaskIn(_Threaded):
     skull_stripped = traits.Bool(mandatory=True)
 
 
-class _MaskOut(TraitedSpec):
+class _MaskOut(_ThreadedOut):
     out_file = File(exists=True)
     method = traits.Str(desc="how the mask was made (for the sidecars)")
 
 
-class BrainMask(SimpleInterface):
+class BrainMask(_ThreadedInterface):
     """Native brain mask (input's non-zero voxels, deepbet, or the template mask warped back)."""
 
     input_spec = _MaskIn
     output_spec = _MaskOut
 
-    def _run_interface(self, runtime):
-        ants_steps.set_threads(self.inputs.num_threads)
+    def _run_step(self, cwd: str) -> None:
         self._results["out_file"], self._results["method"] = ants_steps.brain_mask(
             self.inputs.in_file, self.inputs.template_mask, self.inputs.inverse,
-            self.inputs.skull_stripped, runtime.cwd, self.inputs.num_threads)
-        return runtime
+            self.inputs.skull_stripped, cwd, self.inputs.num_threads)
 
 
 class _SegmentIn(_Threaded):
@@ -123,27 +140,25 @@ class _SegmentIn(_Threaded):
     inverse = File(exists=True, desc="MNI -> T1w transform, for the template priors")
 
 
-class _SegmentOut(TraitedSpec):
+class _SegmentOut(_ThreadedOut):
     csf = File(exists=True)
     gm = File(exists=True)
     wm = File(exists=True)
 
 
-class SegmentTissues(SimpleInterface):
+class SegmentTissues(_ThreadedInterface):
     """Atropos segmentation into CSF, GM and WM maps (template priors, or k-means)."""
 
     input_spec = _SegmentIn
     output_spec = _SegmentOut
 
-    def _run_interface(self, runtime):
-        ants_steps.set_threads(self.inputs.num_threads)
+    def _run_step(self, cwd: str) -> None:
         settings = ants_steps.SegmentationSettings.for_mode(self.inputs.sloppy,
                                                             self.inputs.method)
         inverse = self.inputs.inverse if isdefined(self.inputs.inverse) else None
-        csf, gm, wm = ants_steps.segment_tissues(self.inputs.in_file, self.inputs.mask,
-                                                 runtime.cwd, settings, inverse)
+        csf, gm, wm = ants_steps.segment_tissues(self.inputs.in_file, self.inputs.mask, cwd,
+                                                 settings, inverse)
         self._results.update(csf=csf, gm=gm, wm=wm)
-        return runtime
 
 
 class _ModulateIn(_Threaded):
@@ -152,27 +167,25 @@ class _ModulateIn(_Threaded):
     fwhm = traits.Float(8.0, usedefault=True, desc="smoothing kernel FWHM (mm)")
 
 
-class _ModulateOut(TraitedSpec):
+class _ModulateOut(_ThreadedOut):
     modulated = File(exists=True)
     smoothed = File(exists=True)
 
 
-class ModulatedGM(SimpleInterface):
+class ModulatedGM(_ThreadedInterface):
     """Jacobian-modulated GM on the 1.5 mm classifier grid, and its smoothed copy."""
 
     input_spec = _ModulateIn
     output_spec = _ModulateOut
 
-    def _run_interface(self, runtime):
+    def _run_step(self, cwd: str) -> None:
         from nilearn.image import smooth_img
 
-        ants_steps.set_threads(self.inputs.num_threads)
         modulated = ants_steps.modulated_gm(self.inputs.gm, self.inputs.forward,
-                                               CLASSIFIER_GRID, runtime.cwd)
-        smoothed = os.path.join(runtime.cwd, "gm_smoothed.nii.gz")
+                                            CLASSIFIER_GRID, cwd)
+        smoothed = os.path.join(cwd, "gm_smoothed.nii.gz")
         smooth_img(modulated, self.inputs.fwhm).to_filename(smoothed)
         self._results.update(modulated=modulated, smoothed=smoothed)
-        return runtime
 
 
 class _NormalizeIn(_Threaded):
@@ -181,17 +194,15 @@ class _NormalizeIn(_Threaded):
     forward = File(exists=True, mandatory=True)
 
 
-class NormalizedT1w(SimpleInterface):
+class NormalizedT1w(_ThreadedInterface):
     """Brain-masked, z-scored T1w on the 1 mm DFRN grid."""
 
     input_spec = _NormalizeIn
-    output_spec = _FileOut
+    output_spec = _ThreadedFileOut
 
-    def _run_interface(self, runtime):
-        ants_steps.set_threads(self.inputs.num_threads)
+    def _run_step(self, cwd: str) -> None:
         self._results["out_file"] = ants_steps.normalized_t1w(
-            self.inputs.in_file, self.inputs.mask, self.inputs.forward, DFRN_GRID, runtime.cwd)
-        return runtime
+            self.inputs.in_file, self.inputs.mask, self.inputs.forward, DFRN_GRID, cwd)
 
 
 class _QCIn(BaseInterfaceInputSpec):

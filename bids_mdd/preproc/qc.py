@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 from nilearn.image import resample_to_img
 
-from bids_mdd.preproc.grids import Grid
+from bids_mdd.spaces.grids import Grid
 
 #: Plausible ranges (adult brains); a value outside raises a flag in desc-qc_metrics.json.
 #: template_ncc: real scans registered well reach 0.74-0.81 (contrast differs from the

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
 
 import nibabel as nib
 from nipype.interfaces.base import (BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec,
@@ -14,27 +13,13 @@ from nipype.interfaces.base import (BaseInterfaceInputSpec, File, SimpleInterfac
 from bids_mdd.bids.atomic import write_json
 from bids_mdd.bids.derivatives import copy_file, provenance, write_image
 from bids_mdd.bids.names import derivative_path
-from bids_mdd.preproc.grids import CLASSIFIER_GRID, DFRN_GRID
-from bids_mdd.preproc.templates import TEMPLATE
+from bids_mdd.bids.outputs import OUTPUTS
 
-#: workflow output -> entities of its derivative (besides the source's own entities)
-OUTPUTS: dict[str, dict[str, Any]] = {
-    "t1w_preproc": {"desc": "preproc", "suffix": "T1w"},
-    "brain_mask": {"desc": "brain", "suffix": "mask"},
-    "csf": {"label": "CSF", "suffix": "probseg"},
-    "gm": {"label": "GM", "suffix": "probseg"},
-    "wm": {"label": "WM", "suffix": "probseg"},
-    "xfm": {"from": "T1w", "to": TEMPLATE, "mode": "image", "suffix": "xfm",
-            "extension": ".h5"},
-    "gm_modulated": {"space": TEMPLATE, "res": CLASSIFIER_GRID.res, "label": "GM",
-                     "desc": "modulated", "suffix": "probseg"},
-    "gm_smoothed": {"space": TEMPLATE, "res": CLASSIFIER_GRID.res, "label": "GM",
-                    "desc": "smooth8modulated", "suffix": "probseg"},
-    "t1w_mni": {"space": TEMPLATE, "res": DFRN_GRID.res, "desc": "preproc", "suffix": "T1w"},
-    "qc": {"desc": "qc", "suffix": "metrics", "extension": ".json"},
-    "fig_segmentation": {"datatype": "figures", "desc": "segmentation", "extension": ".svg"},
-    "fig_registration": {"datatype": "figures", "desc": "registration", "extension": ".svg"},
-}
+
+#: Sink input suffix -> the step's name in the sidecars' ``Parameters.Threads``.
+THREADED_STEPS = {"n4": "N4", "registration": "Registration", "brain_mask": "BrainMask",
+                  "segmentation": "Segmentation", "gm_to_mni": "ModulatedGM",
+                  "t1w_to_mni": "NormalizedT1w"}
 
 
 def software_versions() -> dict[str, str]:
@@ -47,6 +32,12 @@ class _SinkIn(BaseInterfaceInputSpec):
     sources = traits.List(traits.Str, mandatory=True, desc="BIDS URIs of the inputs")
     parameters = traits.Str(mandatory=True, desc="JSON of the workflow parameters")
     brain_extraction = traits.Str(mandatory=True, desc="how the brain mask was made")
+    threads_n4 = traits.Int(mandatory=True, desc="threads that computed the N4 result")
+    threads_registration = traits.Int(mandatory=True)
+    threads_brain_mask = traits.Int(mandatory=True)
+    threads_segmentation = traits.Int(mandatory=True)
+    threads_gm_to_mni = traits.Int(mandatory=True)
+    threads_t1w_to_mni = traits.Int(mandatory=True)
     t1w_preproc = File(exists=True, mandatory=True)
     brain_mask = File(exists=True, mandatory=True)
     csf = File(exists=True, mandatory=True)
@@ -73,8 +64,11 @@ class DerivativesSink(SimpleInterface):
 
     def _run_interface(self, runtime):
         entities = json.loads(self.inputs.source_entities)
+        threads = {step: getattr(self.inputs, f"threads_{step}") for step in THREADED_STEPS}
         parameters = {**json.loads(self.inputs.parameters),
-                      "BrainExtraction": self.inputs.brain_extraction}
+                      "BrainExtraction": self.inputs.brain_extraction,
+                      # the threads of the run that computed each (possibly cached) result
+                      "Threads": {name: threads[step] for step, name in THREADED_STEPS.items()}}
         sidecar = provenance(self.inputs.sources, parameters, software=software_versions())
         written = []
         for name, extra in OUTPUTS.items():

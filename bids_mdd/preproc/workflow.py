@@ -11,14 +11,16 @@ from nipype.pipeline import engine as pe
 
 from bids_mdd.bids.discovery import T1wInput
 from bids_mdd.preproc import interfaces as ifc
-from bids_mdd.preproc.ants_steps import RegistrationSettings, SegmentationSettings
+from bids_mdd.preproc.ants_steps import (RegistrationSettings, SegmentationSettings,
+                                         ants_registration_seed)
 from bids_mdd.preproc.sink import DerivativesSink
-from bids_mdd.preproc.templates import TEMPLATE, template_brain_mask, template_t1w
+from bids_mdd.spaces.templates import TEMPLATE, template_brain_mask, template_t1w
 
 
 @dataclass(frozen=True)
 class PreprocOptions:
-    """Options of the preprocessing workflow (all are written into every sidecar)."""
+    """Options of the preprocessing workflow (written into every sidecar; the threads that
+    computed each result are recorded by the sink, since a cached result may be older)."""
 
     skull_strip: str = "auto"
     sloppy: bool = False
@@ -26,11 +28,16 @@ class PreprocOptions:
     omp_nthreads: int = 1
     fwhm: float = 8.0
     segmentation: str = "priors"
+    deterministic: bool = False
 
     def sidecar_parameters(self) -> dict:
         registration = RegistrationSettings.for_mode(self.sloppy)
         return {"Template": TEMPLATE, "SkullStrip": self.skull_strip,
-                "Sloppy": self.sloppy, "Seed": self.seed, "SmoothingFWHM": self.fwhm,
+                "Sloppy": self.sloppy, "SmoothingFWHM": self.fwhm,
+                "RandomSeed": {"bids_mdd": self.seed,
+                               "antsRegistration": ants_registration_seed(self.seed),
+                               "Atropos": "ANTs' constant seed (--use-random-seed 0)"},
+                "Deterministic": self.deterministic,
                 "Registration": {"method": "antspyx Affine + SyNOnly",
                                  "resolution_mm": registration.resolution,
                                  "syn_iterations": list(registration.syn_iterations),
@@ -60,7 +67,7 @@ def workflow_name(t1w: T1wInput) -> str:
     return "anat_preproc_" + "_".join(parts).replace("-", "")
 
 
-def init_anat_preproc_wf(t1w: T1wInput, bids_dir: Path, output_dir: Path,
+def init_anat_preproc_wf(*, t1w: T1wInput, bids_dir: Path, output_dir: Path,
                          options: PreprocOptions) -> pe.Workflow:
     """Build the preprocessing workflow of one T1w (nipype; resumable from its work dir)."""
     workflow = pe.Workflow(name=workflow_name(t1w))
@@ -123,5 +130,30 @@ def init_anat_preproc_wf(t1w: T1wInput, bids_dir: Path, output_dir: Path,
         (normalize, figures, [("out_file", "t1w_mni")]),
         (figures, sink, [("segmentation", "fig_segmentation"),
                          ("registration", "fig_registration")]),
+        (n4, sink, [("num_threads", "threads_n4")]),
+        (register, sink, [("num_threads", "threads_registration")]),
+        (mask, sink, [("num_threads", "threads_brain_mask")]),
+        (segment, sink, [("num_threads", "threads_segmentation")]),
+        (modulate, sink, [("num_threads", "threads_gm_to_mni")]),
+        (normalize, sink, [("num_threads", "threads_t1w_to_mni")]),
     ])
+    return workflow
+
+
+#: Name of the workflow holding every participant's preprocessing (its folder in the work dir).
+TOP_WORKFLOW = "bids_mdd_wf"
+
+
+def init_bids_mdd_wf(*, t1ws: list[T1wInput], bids_dir: Path, output_dir: Path,
+                     options: PreprocOptions) -> pe.Workflow:
+    """One nipype graph preprocessing every T1w (as fMRIPrep's ``init_fmriprep_wf``): MultiProc
+    then keeps ``--nprocs`` cores busy across participants, within ``--mem-gb``.
+
+    Each T1w is a sub-workflow named by :func:`workflow_name`, so its nodes' work folders, and so
+    their caches, do not depend on which other participants share the run (an HPC array task of
+    one participant resumes a run of many, and the other way round).
+    """
+    workflow = pe.Workflow(name=TOP_WORKFLOW)
+    workflow.add_nodes([init_anat_preproc_wf(t1w=t1w, bids_dir=bids_dir, output_dir=output_dir,
+                                             options=options) for t1w in t1ws])
     return workflow

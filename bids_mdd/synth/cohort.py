@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from bids_mdd.atlas import Atlas, label_volume_ml, load_aal2
 from bids_mdd.errors import BidsMddError, ExitCode
-from bids_mdd.preproc.templates import template_brain_mask, template_t1w
+from bids_mdd.spaces.templates import template_brain_mask, template_t1w
 from bids_mdd.synth import writer
 from bids_mdd.synth.mni import (MniSpace, prepare_mni_space, render_mni_inputs, write_mni_inputs,
                                 write_mni_qc)

@@ -21,9 +21,9 @@ from scipy.ndimage import gaussian_filter
 from bids_mdd.bids.atomic import write_json
 from bids_mdd.bids.derivatives import write_image
 from bids_mdd.bids.names import derivative_path
+from bids_mdd.bids.outputs import OUTPUTS
 from bids_mdd.models.inputs import GM_INPUT, T1W_INPUT
-from bids_mdd.preproc.grids import CLASSIFIER_GRID, DFRN_GRID
-from bids_mdd.preproc.sink import OUTPUTS
+from bids_mdd.spaces.grids import CLASSIFIER_GRID, DFRN_GRID
 from bids_mdd.synth.model import CohortSpec, SubjectDraw
 from bids_mdd.synth.render import TemplateSpace, label_lookup
 

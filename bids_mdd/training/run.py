@@ -3,7 +3,6 @@ permutations, bundles."""
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
@@ -18,17 +17,18 @@ import pandas as pd
 import torch
 
 from bids_mdd import __version__
+from bids_mdd.bids.participants import binary_labels, label_column, read_participants
 from bids_mdd.errors import BidsMddError, ExitCode
+from bids_mdd.metrics import permutation_p_value, permuted_outputs_null
 from bids_mdd.models.bundle import Bundle, load_bundle, write_bundle
 from bids_mdd.models.device import resolve_device
 from bids_mdd.models.inputs import DEFAULT_INPUTS, GM_INPUT, InputSpec
 from bids_mdd.models.networks import DFRN_BLOCK_STRIDES, build_network, head_name
 from bids_mdd.training import compare
 from bids_mdd.training.cv import CVResult, cross_validate_network, fold_metrics
-from bids_mdd.training.data import (Sample, binary_labels, find_samples, fingerprint,
-                                    label_column, load_volumes, read_participants)
+from bids_mdd.training.data import Sample, find_samples, fingerprint, load_volumes
 from bids_mdd.training.loop import TrainConfig
-from bids_mdd.training.metrics import permutation_p_value, permuted_outputs_null
+from bids_mdd.training.options import TrainOptions
 from bids_mdd.training.splits import make_folds
 from bids_mdd.training.transfer import check_no_shared_data, transfer_factory
 
@@ -70,53 +70,53 @@ def _is_synthetic(derivatives_dir: Path) -> bool:
         return False
 
 
-def _protocol(args: argparse.Namespace) -> dict[str, Any]:
-    defaults = PROTOCOLS[args.task]
-    return {key: getattr(args, key) if getattr(args, key, None) is not None else value
+def _protocol(options: TrainOptions) -> dict[str, Any]:
+    defaults = PROTOCOLS[options.task]
+    return {key: getattr(options, key) if getattr(options, key, None) is not None else value
             for key, value in defaults.items()}
 
 
-def train_from_args(args: argparse.Namespace) -> list[Bundle]:
+def train(options: TrainOptions) -> list[Bundle]:
     """Everything ``bids_mdd-train`` does; returns the written bundles."""
-    protocol = _protocol(args)
-    device = resolve_device(args.device)
+    protocol = _protocol(options)
+    device = resolve_device(options.device)
     if device == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
-    spec = replace(DEFAULT_INPUTS[protocol["input"]], zoom=args.zoom,
-                   normalization=args.normalization)
-    source = load_bundle(args.pretrain_from) if args.pretrain_from else None
+    spec = replace(DEFAULT_INPUTS[protocol["input"]], zoom=options.zoom,
+                   normalization=options.normalization)
+    source = load_bundle(options.pretrain_from) if options.pretrain_from else None
     if source is not None and source.input_spec.entities != spec.entities:
-        raise BidsMddError(f"{args.pretrain_from}: trained on {source.input_spec.entities}, "
+        raise BidsMddError(f"{options.pretrain_from}: trained on {source.input_spec.entities}, "
                            f"not on the {protocol['input']} input asked for", ExitCode.USAGE)
     if source is not None:
         protocol["architecture"] = source.meta["architecture"]
         spec = replace(spec, zoom=source.input_spec.zoom,
                        normalization=source.input_spec.normalization)
-    participants = read_participants(args.participants)
-    samples = [s for s in find_samples(args.derivatives_dir, spec) if s.participant in
+    participants = read_participants(options.participants)
+    samples = [s for s in find_samples(options.derivatives_dir, spec) if s.participant in
                participants.index]
     if not samples:
-        raise BidsMddError(f"{args.participants}: no participant has derivatives in "
-                           f"{args.derivatives_dir}", ExitCode.NO_FILES)
-    config = TrainConfig(epochs=args.epochs, batch_size=protocol["batch_size"], lr=protocol["lr"],
+        raise BidsMddError(f"{options.participants}: no participant has derivatives in "
+                           f"{options.derivatives_dir}", ExitCode.NO_FILES)
+    config = TrainConfig(epochs=options.epochs, batch_size=protocol["batch_size"], lr=protocol["lr"],
                          weight_decay=protocol["weight_decay"],
-                         plateau_patience=args.plateau_patience,
-                         backbone_lr_factor=args.backbone_lr_factor if source else 1.0,
-                         seed=args.seed, device=device, num_workers=args.num_workers,
-                         progress=not args.no_progress)
-    site = args.site_column if args.site_column in participants else None
-    if args.task == "classification":
-        column = label_column(participants, args.label_column, args.participants)
-        labels = binary_labels(participants[column], args.positive, args.negative,
-                               args.participants)
+                         plateau_patience=options.plateau_patience,
+                         backbone_lr_factor=options.backbone_lr_factor if source else 1.0,
+                         seed=options.seed, device=device, num_workers=options.num_workers,
+                         progress=not options.no_progress)
+    site = options.site_column if options.site_column in participants else None
+    if options.task == "classification":
+        column = label_column(participants, options.label_column, options.participants)
+        labels = binary_labels(participants[column], options.positive, options.negative,
+                               options.participants)
         jobs = [("classifier", column, labels)]
     else:
-        missing = [t for t in args.targets if t not in participants]
+        missing = [t for t in options.targets if t not in participants]
         if missing:
-            raise BidsMddError(f"{args.participants}: no column(s) {', '.join(missing)}; name "
+            raise BidsMddError(f"{options.participants}: no column(s) {', '.join(missing)}; name "
                                "the targets with --targets", ExitCode.USAGE)
         jobs = [(target, target, pd.to_numeric(participants[target], errors="coerce"))
-                for target in args.targets]
+                for target in options.targets]
     bundles = []
     volumes_cache: dict[str, tuple[np.ndarray, list[str]]] = {}
     for job, column, values in jobs:
@@ -131,39 +131,39 @@ def train_from_args(args: argparse.Namespace) -> list[Bundle]:
         volumes, hashes = volumes_cache[key]
         print_ = fingerprint(kept, hashes)
         if source is not None:
-            check_no_shared_data(source, print_, args.allow_shared_ids)
-        bundles.append(_train_one(args, protocol, config, spec, source, job, column, values,
+            check_no_shared_data(source, print_, options.allow_shared_ids)
+        bundles.append(_train_one(options, protocol, config, spec, source, job, column, values,
                                   kept, volumes, print_, participants, site))
     return bundles
 
 
-def _train_one(args: argparse.Namespace, protocol: dict[str, Any], config: TrainConfig,
+def _train_one(options: TrainOptions, protocol: dict[str, Any], config: TrainConfig,
                spec: InputSpec, source: Bundle | None, job: str, column: str,
                values: pd.Series, samples: list[Sample], volumes: np.ndarray,
                print_: dict[str, list[str]], participants: pd.DataFrame,
                site: str | None) -> Bundle:
-    task = args.task
+    task = options.task
     y = np.array([values[s.participant] for s in samples], dtype=float)
     groups = np.array([str(participants.at[s.participant, site]) if site else s.participant
                        for s in samples])
     folds = make_folds(y, groups, task, protocol["folds"], protocol["repeats"],
-                       args.val_fraction, args.seed)
+                       options.val_fraction, options.seed)
     architecture = protocol["architecture"]
     n_out = 2 if task == "classification" else 1
     kwargs = (dict(source.meta["kwargs"], out_channels=n_out) if source else
-              network_kwargs(architecture, n_out, args.width, args.growth_rate))
+              network_kwargs(architecture, n_out, options.width, options.growth_rate))
     make_net = (transfer_factory(source, n_out) if source else
                 (lambda: build_network(architecture, **kwargs)))
-    name = args.name or (f"{architecture}-classifier" if task == "classification"
+    name = options.name or (f"{architecture}-classifier" if task == "classification"
                          else f"{architecture}-{job}")
-    if task == "regression" and args.name and len(args.targets) > 1:
-        name = f"{args.name}-{job}"
+    if task == "regression" and options.name and len(options.targets) > 1:
+        name = f"{options.name}-{job}"
     work = None
-    if args.work_dir:
+    if options.work_dir:
         settings = json.dumps([name, architecture, kwargs, spec.to_json(), asdict(config),
-                               [f.test.tolist() for f in folds], str(args.pretrain_from)],
+                               [f.test.tolist() for f in folds], str(options.pretrain_from)],
                               sort_keys=True, default=str)
-        work = args.work_dir / f"{name}-{hashlib.sha256(settings.encode()).hexdigest()[:12]}"
+        work = options.work_dir / f"{name}-{hashlib.sha256(settings.encode()).hexdigest()[:12]}"
         work.mkdir(parents=True, exist_ok=True)
     LOGGER.info("%s: %d inputs, %d folds x %d repeats, %s %s on %s", name, len(samples),
                 protocol["folds"], protocol["repeats"], architecture, kwargs, spec.shape)
@@ -172,12 +172,12 @@ def _train_one(args: argparse.Namespace, protocol: dict[str, Any], config: Train
     results = {f"3D {architecture}" + (" + transfer" if source else ""): cv}
     extra_files = {"cv_predictions.tsv": cv.predictions.to_csv(sep="\t", index=False),
                    "cv_folds.tsv": cv.per_fold.to_csv(sep="\t", index=False)}
-    permutation = _permutation(args, cv, make_net, volumes, y, samples, folds, config)
-    if args.compare:
+    permutation = _permutation(options, cv, make_net, volumes, y, samples, folds, config)
+    if options.compare:
         gm_spec = replace(GM_INPUT, zoom=spec.zoom, normalization="none")  # volumes in mL
-        gm = volumes if spec == gm_spec else _gm_volumes(args.derivatives_dir, samples,
+        gm = volumes if spec == gm_spec else _gm_volumes(options.derivatives_dir, samples,
                                                           gm_spec, config.progress)
-        width = {"init_features": args.width or 64, "growth_rate": args.growth_rate or 32}
+        width = {"init_features": options.width or 64, "growth_rate": options.growth_rate or 32}
         names = (compare.BASELINES_CLASSIFICATION if task == "classification"
                  else compare.BASELINES_REGRESSION)
         for baseline in names:
@@ -188,22 +188,22 @@ def _train_one(args: argparse.Namespace, protocol: dict[str, Any], config: Train
         note = (f"# {name}: cross-validated comparison ({len(samples)} inputs, "
                 f"{protocol['folds']} folds x {protocol['repeats']} repeats, same folds for "
                 f"every method; mean ± SD across folds)")
-        if _is_synthetic(args.derivatives_dir):
+        if _is_synthetic(options.derivatives_dir):
             note += "\n\nSYNTHETIC DATA: figures describe the generator, not depression."
         extra_files["comparison.tsv"] = table.to_csv(sep="\t", index=False)
         extra_files["comparison.md"] = f"{note}\n\n{table.to_markdown(index=False)}\n"
         LOGGER.info("comparison:\n%s", table.to_string(index=False))
     first_repeat = [i for i, f in enumerate(folds) if f.repeat == 0]
-    synthetic = _is_synthetic(args.derivatives_dir)
+    synthetic = _is_synthetic(options.derivatives_dir)
     outputs = list(CLASS_NAMES) if task == "classification" else [column]
     meta = {
-        "name": name, "version": args.model_version, "architecture": architecture,
+        "name": name, "version": options.model_version, "architecture": architecture,
         "kwargs": kwargs, "task": task,
         "outputs": outputs, "input": spec.to_json(),
         "synthetic": synthetic, "intended_use": SYNTHETIC_USE if synthetic else NOT_CLINICAL,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "training": {"protocol": protocol, "config": asdict(config),
-                     "val_fraction": args.val_fraction, "label_column": column,
+                     "val_fraction": options.val_fraction, "label_column": column,
                      "site_column": site, "n_inputs": len(samples),
                      "n_participants": len({s.participant for s in samples}),
                      "class_counts": ({outputs[0]: int((y == 0).sum()),
@@ -219,8 +219,8 @@ def _train_one(args: argparse.Namespace, protocol: dict[str, Any], config: Train
     }
     fold_meta = [{"target_scaling": cv.fold_meta[i]["target_scaling"],
                   "best_epoch": cv.fold_meta[i]["best_epoch"]} for i in first_repeat]
-    bundle = write_bundle(args.models_dir / name, meta, [cv.fold_states[i] for i in first_repeat],
-                          overwrite=args.overwrite, fold_meta=fold_meta, extra_files=extra_files)
+    bundle = write_bundle(options.models_dir / name, meta, [cv.fold_states[i] for i in first_repeat],
+                          overwrite=options.overwrite, fold_meta=fold_meta, extra_files=extra_files)
     _log_summary(name, cv, permutation)
     return bundle
 
@@ -238,10 +238,10 @@ def _gm_volumes(derivatives_dir: Path, samples: list[Sample], gm_spec: InputSpec
                         progress)[0]
 
 
-def _permutation(args: argparse.Namespace, cv: CVResult, make_net, volumes: np.ndarray,
+def _permutation(options: TrainOptions, cv: CVResult, make_net, volumes: np.ndarray,
                  y: np.ndarray, samples: list[Sample], folds, config: TrainConfig,
                  ) -> dict[str, Any] | None:
-    if args.permutations <= 0:
+    if options.permutations <= 0:
         return None
     statistic_name = "accuracy" if cv.task == "classification" else "pearson_r"
 
@@ -250,16 +250,16 @@ def _permutation(args: argparse.Namespace, cv: CVResult, make_net, volumes: np.n
 
     predictions = cv.predictions
     observed = statistic(predictions["y_true"].to_numpy(), predictions["score"].to_numpy())
-    if args.permutation_mode == "outputs":
+    if options.permutation_mode == "outputs":
         blocks = (predictions["repeat"] * 1000 + predictions["fold"]).to_numpy()
         null = permuted_outputs_null(predictions["y_true"].to_numpy(),
-                                     predictions["score"].to_numpy(), blocks, args.permutations,
-                                     args.seed, statistic)
+                                     predictions["score"].to_numpy(), blocks, options.permutations,
+                                     options.seed, statistic)
     else:
-        rng = np.random.default_rng(args.seed)
+        rng = np.random.default_rng(options.seed)
         quiet = replace(config, progress=False)
         null = []
-        for k in range(args.permutations):
+        for k in range(options.permutations):
             permuted = y[rng.permutation(len(y))]
             result = cross_validate_network(make_net, volumes, permuted, samples, folds,
                                             cv.task, quiet, desc=f"permutation {k + 1}")
@@ -267,7 +267,7 @@ def _permutation(args: argparse.Namespace, cv: CVResult, make_net, volumes: np.n
                                   result.predictions["score"].to_numpy()))
         null = np.array(null)
     return {"statistic": f"pooled out-of-fold {statistic_name}", "observed": observed,
-            "mode": args.permutation_mode, "n_permutations": args.permutations,
+            "mode": options.permutation_mode, "n_permutations": options.permutations,
             "null_mean": float(np.mean(null)), "null_sd": float(np.std(null)),
             "p_value": permutation_p_value(observed, null)}
 

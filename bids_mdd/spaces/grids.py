@@ -7,6 +7,9 @@ from dataclasses import dataclass
 import nibabel as nib
 import numpy as np
 
+#: Largest difference (mm) between two affines of the same grid.
+AFFINE_TOLERANCE = 1e-3
+
 
 @dataclass(frozen=True)
 class Grid:
@@ -35,8 +38,20 @@ class Grid:
         image.header.set_xyzt_units("mm")
         return image
 
+    def holds(self, image: nib.Nifti1Image) -> bool:
+        """Whether ``image`` lies on this grid: the same shape, and an affine equal to within
+        :data:`AFFINE_TOLERANCE` (float32 headers round the origin by ~1e-5 mm)."""
+        return (tuple(image.shape[:3]) == self.shape
+                and np.allclose(image.affine, self.affine, atol=AFFINE_TOLERANCE))
+
+    def describe(self) -> str:
+        """``res-1p5 grid (121, 145, 121) at 1.5 mm``, for messages."""
+        return f"res-{self.res} grid {self.shape} at {self.zoom:g} mm"
+
 
 #: Paper A's classifier grid: SPM bounding box x -90..90, y -126..90, z -72..108 at 1.5 mm.
 CLASSIFIER_GRID = Grid(shape=(121, 145, 121), zoom=1.5, origin=(-90.0, -126.0, -72.0), res="1p5")
 #: Paper B's DFRN grid: FSL MNI152 bounding box x -90..91, y -126..91, z -72..109 at 1 mm.
 DFRN_GRID = Grid(shape=(182, 218, 182), zoom=1.0, origin=(-90.0, -126.0, -72.0), res="1")
+#: The model grids by their ``res-`` label.
+GRIDS: dict[str, Grid] = {grid.res: grid for grid in (CLASSIFIER_GRID, DFRN_GRID)}

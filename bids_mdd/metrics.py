@@ -7,8 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 from scipy.stats import pearsonr
-from sklearn.metrics import (accuracy_score, balanced_accuracy_score, recall_score,
-                             roc_auc_score)
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, recall_score, roc_auc_score
 
 CLASSIFICATION_METRICS = ("accuracy", "balanced_accuracy", "recall", "specificity", "auc")
 REGRESSION_METRICS = ("pearson_r", "pearson_p", "mae", "rmse")

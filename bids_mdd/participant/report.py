@@ -12,13 +12,8 @@ from bids_mdd import __version__
 from bids_mdd.bids.atomic import write_text
 from bids_mdd.bids.discovery import T1wInput
 from bids_mdd.bids.names import derivative_path, sidecar_path
-from bids_mdd.models.participant import PREDICTIONS, figure_entities
-from bids_mdd.preproc.sink import OUTPUTS
-
-_STYLE = """body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}
-table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px;text-align:left}
-.flag{color:#b00;font-weight:bold}.warn{background:#fee;padding:.5em;border:1px solid #b00}
-img{width:100%;border:1px solid #ddd;margin:.3em 0}"""
+from bids_mdd.bids.outputs import OUTPUTS, PREDICTIONS, attention_figure_entities
+from bids_mdd.html_page import page
 
 _METRICS = (("tiv_ml", "TIV (mL)"), ("gm_ml", "GM (mL)"), ("wm_ml", "WM (mL)"),
             ("csf_ml", "CSF (mL)"), ("gm_fraction", "GM / TIV"), ("wm_fraction", "WM / TIV"),
@@ -71,7 +66,7 @@ def _predictions(output_dir: Path, entities: dict[str, str]) -> str:
                  "guided backpropagation for regressors, the signed log-odds gradient for the "
                  "classifier; top 1 % of voxels shown.</p>")
     for target in rows["target"]:
-        figure = derivative_path(output_dir, **entities, **figure_entities(str(target)))
+        figure = derivative_path(output_dir, **entities, **attention_figure_entities(str(target)))
         if figure.is_file():
             source = figure.relative_to(output_dir).as_posix()
             parts.append(f"<h4>Attention: {escape(str(target))}</h4>"
@@ -82,7 +77,6 @@ def _predictions(output_dir: Path, entities: dict[str, str]) -> str:
 def write_participant_report(output_dir: Path, subject: str, inputs: list[T1wInput]) -> Path:
     """Write OUTPUT_DIR/sub-<subject>.html for the participant's T1w images."""
     sections = "\n".join(_section(output_dir, t1w) for t1w in inputs if t1w.subject == subject)
-    html = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>sub-{escape(subject)}"
-            f"</title><style>{_STYLE}</style></head><body><h1>bids_mdd {__version__}: "
-            f"sub-{escape(subject)}</h1>\n{sections}\n</body></html>\n")
+    html = page(f"sub-{subject}",
+                f"<h1>bids_mdd {__version__}: sub-{escape(subject)}</h1>\n{sections}")
     return write_text(derivative_path(output_dir, subject=subject, extension=".html"), html)

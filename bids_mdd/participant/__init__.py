@@ -1,0 +1,1 @@
+"""The participant level: preprocessing, then the models, then the report, for many participants at once."""

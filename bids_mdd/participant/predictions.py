@@ -1,0 +1,192 @@
+"""The participant level's model step: predictions.tsv, attention maps and their figures.
+
+Runs after preprocessing, on its derivatives, with models loaded once for the whole run and
+participants in batches. The
+predictions table's sidecar, listing the models' weights, is written last and so marks a
+complete step: a rerun with the same bundles skips the participant.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import pandas as pd
+from tqdm import tqdm
+
+from bids_mdd.bids.atomic import atomic_output, write_json
+from bids_mdd.bids.derivatives import copy_file, provenance, write_image
+from bids_mdd.bids.names import derivative_path, sidecar_path
+from bids_mdd.bids.outputs import (OUTPUTS, PREDICTIONS, attention_entities,
+                                   attention_figure_entities)
+from bids_mdd.errors import BidsMddError, ExitCode
+from bids_mdd.models.inference import (ATTENTION_METHOD, ATTENTION_UNITS, LoadedModel,
+                                       ModelResult, apply_models_batch, model_input)
+from bids_mdd.participant.figures import attention_figure
+
+LOGGER = logging.getLogger(__name__)
+
+COLUMNS = {
+    "model": "Name of the model bundle",
+    "target": "What is predicted: MDD (probability of major depressive disorder) or a "
+              "symptom-factor / score column",
+    "value": "Mean over the bundle's fold models: P(MDD) for the classifier, the predicted "
+             "score for a regressor",
+    "std": "Standard deviation across the fold models (ddof 0)",
+    "n_models": "Number of fold models averaged",
+}
+
+
+def _map_entities(model: LoadedModel) -> dict[str, Any]:
+    return attention_entities(model.target, model.spec.entities["res"])
+
+
+def _models_json(models: list[LoadedModel]) -> list[dict[str, Any]]:
+    return [model.to_json() for model in models]
+
+
+def up_to_date(output_dir: Path, entities: dict[str, Any], models: list[LoadedModel]) -> bool:
+    """Whether this T1w's predictions and maps exist and came from these same weights."""
+    table = derivative_path(output_dir, **entities, **PREDICTIONS)
+    try:
+        sidecar = json.loads(sidecar_path(table).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return False
+    same = ([m["weights"] for m in sidecar.get("Models", [])]
+            == [m["weights"] for m in _models_json(models)])
+    maps = all(derivative_path(output_dir, **entities, **_map_entities(m)).is_file()
+               for m in models)
+    return same and maps and table.is_file()
+
+
+def _image_of(output_dir: Path, entities: dict[str, Any], model: LoadedModel) -> Path:
+    image = derivative_path(output_dir, **entities, **model.spec.entities)
+    if not image.is_file():
+        raise BidsMddError(f"{image}: model {model.bundle.name} needs this preprocessing output, "
+                           "which is missing; run the participant level's preprocessing "
+                           "(without --preproc-only) first", ExitCode.MISSING_INPUT)
+    return image
+
+
+@dataclass(frozen=True)
+class ModelStepSettings:
+    """How the model step runs (recorded in its sidecars)."""
+
+    device: str = "cpu"
+    threads: int = 1  # torch's threads
+    batch_size: int = 1  # participants per forward pass
+    deterministic: bool = False
+
+    def parameters(self) -> dict[str, Any]:
+        return {"Device": self.device, "Threads": self.threads, "BatchSize": self.batch_size,
+                "Deterministic": self.deterministic}
+
+
+def _write_attention(output_dir: Path, entities: dict[str, Any], result: ModelResult,
+                     settings: ModelStepSettings) -> Path:
+    model = result.model
+    path = derivative_path(output_dir, **entities, **_map_entities(model))
+    image = nib.Nifti1Image(result.attention, model.spec.grid.affine)
+    image.header.set_xyzt_units("mm")
+    sidecar = provenance(
+        sources=[str(result.source)],
+        software={"torch": version("torch"), "monai": version("monai")},
+        parameters={"Method": ATTENTION_METHOD[model.bundle.task], **settings.parameters(),
+                    "NetworkGrid": list(model.spec.shape), "Zoom": model.spec.zoom},
+        Units=ATTENTION_UNITS, Target=model.target, Model=model.to_json(),
+        SyntheticModel=bool(model.bundle.meta.get("synthetic", False)))
+    write_image(path, image, sidecar)
+    t1w_mni = derivative_path(output_dir, **entities, **OUTPUTS["t1w_mni"])
+    if t1w_mni.is_file():
+        figure = derivative_path(output_dir, **entities, **attention_figure_entities(model.target))
+        with tempfile.TemporaryDirectory() as tmp:
+            svg = attention_figure(image, str(t1w_mni), str(Path(tmp) / "attention.svg"),
+                                   f"{model.target} attention ({model.bundle.name})")
+            copy_file(svg, figure)
+    return path
+
+
+def _write_table(output_dir: Path, entities: dict[str, Any], rows: list[dict[str, Any]],
+                 sources: list[str], models: list[LoadedModel],
+                 settings: ModelStepSettings) -> Path:
+    table = derivative_path(output_dir, **entities, **PREDICTIONS)
+    sidecar = provenance(sources=sorted(set(sources)),
+                         software={"torch": version("torch"), "monai": version("monai")},
+                         parameters=settings.parameters(),
+                         Columns=COLUMNS, Models=_models_json(models))
+    if any(m.bundle.meta.get("synthetic") for m in models):
+        sidecar["Warning"] = ("at least one model was trained on SYNTHETIC data: these "
+                              "predictions are not for clinical use")
+    with atomic_output(table) as tmp:
+        pd.DataFrame(rows, columns=list(COLUMNS)).to_csv(tmp, sep="\t", index=False)
+    write_json(sidecar_path(table), sidecar)  # last: it marks the step complete
+    return table
+
+
+def predict_participants(output_dir: Path, entities: list[dict[str, Any]],
+                         models: list[LoadedModel],
+                         settings: ModelStepSettings) -> list[Path | Exception]:
+    """Apply every model to each T1w's derivatives, ``settings.batch_size`` T1w per forward
+    pass; write maps and figures as each batch finishes, then each T1w's table.
+
+    Returns, per T1w, its predictions table or the error that stopped it (one T1w's error never
+    stops the others; an error of a whole batch is each of its T1w's).
+    """
+    outcomes: list[Path | Exception | None] = [None] * len(entities)
+    rows: list[list[dict[str, Any]]] = [[] for _ in entities]
+    sources: list[list[str]] = [[] for _ in entities]
+    progress = tqdm(total=len(models) * len(entities), desc="models", unit="T1w",
+                    disable=len(entities) < 2)
+    for model in models:
+        pending = [i for i, outcome in enumerate(outcomes) if outcome is None]
+        for start in range(0, len(pending), settings.batch_size):
+            batch, inputs = [], []
+            for i in pending[start:start + settings.batch_size]:
+                try:
+                    image = _image_of(output_dir, entities[i], model)
+                    inputs.append(model_input(model, image))
+                    batch.append((i, image))
+                except BidsMddError as error:
+                    outcomes[i] = error
+            try:
+                results = apply_models_batch(model, inputs, [image for _, image in batch])
+            except Exception as error:  # noqa: BLE001  (recorded per T1w, reported by caller)
+                results = [error] * len(batch)
+            for (i, image), result in zip(batch, results):
+                try:
+                    if isinstance(result, Exception):
+                        raise result
+                    _write_attention(output_dir, entities[i], result, settings)
+                except Exception as error:  # noqa: BLE001
+                    outcomes[i] = error
+                    continue
+                rows[i].append({"model": model.bundle.name, "target": model.target,
+                                "value": round(result.value, 6), "std": round(result.std, 6),
+                                "n_models": result.n_models})
+                sources[i].append(str(image))
+            del inputs, results  # one batch's arrays at a time
+            progress.update(len(pending[start:start + settings.batch_size]))
+    progress.close()
+    for i, outcome in enumerate(outcomes):
+        if outcome is None:
+            try:
+                outcomes[i] = _write_table(output_dir, entities[i], rows[i], sources[i], models,
+                                           settings)
+            except Exception as error:  # noqa: BLE001
+                outcomes[i] = error
+    return outcomes  # type: ignore[return-value]
+
+
+def predict_participant(output_dir: Path, entities: dict[str, Any], models: list[LoadedModel],
+                        device: str) -> Path:
+    """:func:`predict_participants` for one T1w; raises its error."""
+    outcome = predict_participants(output_dir, [entities], models, ModelStepSettings(device))[0]
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome

@@ -1,0 +1,124 @@
+"""The participant level: preprocess every T1w (one graph), apply the models (batched), write
+the reports; a failing participant never stops the others."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from bids_mdd.bids.derivatives import write_dataset_description
+from bids_mdd.bids.discovery import T1wInput
+from bids_mdd.errors import BidsMddError, ExitCode
+from bids_mdd.models.device import resolve_device
+from bids_mdd.models.inference import LoadedModel, load_models
+from bids_mdd.participant.failures import Failure, exit_code_for, from_error, write_crash
+from bids_mdd.participant.predictions import (ModelStepSettings, predict_participants,
+                                              up_to_date)
+from bids_mdd.participant.preprocessing import preprocess
+from bids_mdd.participant.report import write_participant_report
+from bids_mdd.participant.resources import Resources, plan_resources
+from bids_mdd.preproc.workflow import PreprocOptions
+
+LOGGER = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ParticipantOptions:
+    """Everything the participant level needs besides its inputs and folders."""
+
+    preproc: PreprocOptions
+    models: list[Path] | None = None  # bundle folders (None: the packaged demo bundles)
+    preproc_only: bool = False
+    device: str = "auto"
+    nprocs: int | None = None  # None: the CPUs this process may use
+    omp_nthreads: int | None = None  # None: chosen from nprocs and the number of T1w
+    mem_gb: float | None = None
+    model_batch_size: int | None = None
+    verbose: bool = False
+
+
+def apply_models(inputs: list[T1wInput], output_dir: Path, models: list[LoadedModel],
+                 settings: ModelStepSettings) -> list[Failure]:
+    """Apply the loaded models to each preprocessed T1w not yet up to date; return the
+    failures."""
+    logs = output_dir / "logs"
+    todo = []
+    for t1w in inputs:
+        if up_to_date(output_dir, t1w.output_entities(), models):
+            LOGGER.info("predictions of %s are up to date with these models", t1w.path)
+        else:
+            todo.append(t1w)
+    outcomes = predict_participants(output_dir, [t1w.output_entities() for t1w in todo], models,
+                                    settings)
+    failures = []
+    for t1w, outcome in zip(todo, outcomes):
+        if isinstance(outcome, BidsMddError):
+            failures.append(from_error(logs, t1w, outcome))
+        elif isinstance(outcome, Exception):
+            crash = write_crash(logs, t1w, "".join(traceback.format_exception(outcome)))
+            failures.append(Failure(t1w, f"{t1w.path}: applying the models failed; see "
+                                         f"{crash}", crash, False))
+        else:
+            LOGGER.info("wrote %s", outcome)
+            continue
+        LOGGER.error("%s", failures[-1].reason)
+    return failures
+
+
+def write_reports(output_dir: Path, inputs: list[T1wInput]) -> None:
+    """One HTML report per participant, covering all of its T1w images."""
+    for subject in dict.fromkeys(t1w.subject for t1w in inputs):
+        write_participant_report(output_dir, subject, inputs)
+
+
+def _load_models(options: ParticipantOptions, resources: Resources
+                 ) -> tuple[list[LoadedModel], ModelStepSettings]:
+    """The bundles on their device, and the model step's settings (a bad --models fails now,
+    not after hours of preprocessing)."""
+    device = resolve_device(options.device)
+    torch.set_num_threads(resources.model_threads)
+    if options.preproc.deterministic:
+        torch.use_deterministic_algorithms(True)
+    models = load_models(options.models, device)
+    LOGGER.info("%d model(s) on %s: %s", len(models), device,
+                ", ".join(f"{m.bundle.name} ({m.target}, {len(m.nets)} folds)" for m in models))
+    return models, ModelStepSettings(device=device, threads=resources.model_threads,
+                                     batch_size=resources.model_batch_size,
+                                     deterministic=options.preproc.deterministic)
+
+
+def run_participant_level(bids_dir: Path, output_dir: Path, work_dir: Path,
+                          inputs: list[T1wInput], options: ParticipantOptions) -> ExitCode:
+    """Check the models, preprocess every T1w, apply the models, write the reports."""
+    resources = plan_resources(nprocs=options.nprocs, omp_nthreads=options.omp_nthreads,
+                               mem_gb=options.mem_gb, n_inputs=len(inputs),
+                               deterministic=options.preproc.deterministic,
+                               model_batch_size=options.model_batch_size,
+                               device=options.device)
+    models, settings = [], ModelStepSettings()
+    if not options.preproc_only:
+        models, settings = _load_models(options, resources)
+    write_dataset_description(output_dir, [bids_dir])
+    LOGGER.info("%d T1w image(s) of %d participant(s) selected; %s", len(inputs),
+                len({item.subject for item in inputs}), resources.describe())
+    if options.preproc.sloppy:
+        LOGGER.warning("--sloppy: coarse registration for tests; do not use these outputs")
+    preproc = replace(options.preproc, omp_nthreads=resources.omp_nthreads)
+    failures = preprocess(inputs, bids_dir, output_dir, work_dir, preproc, resources,
+                          verbose=options.verbose)
+    if models:
+        failed = {failure.t1w.path for failure in failures}
+        failures += apply_models([t1w for t1w in inputs if t1w.path not in failed], output_dir,
+                                 models, settings)
+    write_reports(output_dir, inputs)
+    for failure in failures:
+        print(f"bids_mdd: failed: {failure.reason}", file=sys.stderr)
+    if failures:
+        LOGGER.error("%d of %d T1w image(s) failed; crash files in %s", len(failures),
+                     len(inputs), output_dir / "logs")
+    return exit_code_for(failures, len(inputs))

@@ -1,0 +1,1 @@
+"""Template space and the model grids, shared by every package."""

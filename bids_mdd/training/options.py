@@ -1,0 +1,64 @@
+"""The options of ``bids_mdd-train``, as the training package receives them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+#: Paper B's symptom factors: the default regression targets (participants.tsv columns).
+FACTORS = ("Anhedonia", "Appetite", "Sleep", "Suicidality", "Anxiety")
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Everything ``bids_mdd-train`` was asked to do (None: the task's protocol default)."""
+
+    derivatives_dir: Path
+    models_dir: Path
+    participants: Path
+    task: str = "classification"
+    name: str | None = None
+    model_version: str = "1.0.0"
+    # network and input
+    architecture: str | None = None
+    input: str | None = None
+    zoom: float = 1.0
+    normalization: str = "zscore"
+    width: int | None = None
+    growth_rate: int | None = None
+    # labels
+    label_column: str | None = None
+    positive: list[str] | None = None
+    negative: list[str] | None = None
+    targets: tuple[str, ...] = FACTORS
+    site_column: str = "site"
+    # protocol
+    folds: int | None = None
+    repeats: int | None = None
+    val_fraction: float = 0.1
+    epochs: int = 100
+    batch_size: int | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
+    plateau_patience: int = 10
+    # transfer learning
+    pretrain_from: Path | None = None
+    backbone_lr_factor: float = 0.001
+    allow_shared_ids: bool = False
+    # evaluation
+    permutations: int = 0
+    permutation_mode: str = "outputs"
+    compare: bool = False
+    # execution
+    seed: int = 0
+    device: str = "auto"
+    num_workers: int = 0
+    work_dir: Path | None = None
+    overwrite: bool = False
+    no_progress: bool = False
+
+    @classmethod
+    def from_values(cls, values: Any) -> TrainOptions:
+        """The options from any object with these attributes (an argparse namespace)."""
+        return cls(**{field.name: getattr(values, field.name) for field in fields(cls)})

@@ -1,0 +1,188 @@
+"""The participant package: resources from the allocation, the graph for every option, the
+packages' import direction, and deterministic mode (byte-identical derivatives across --nprocs)."""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import itertools
+import json
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from bids_mdd.bids.discovery import T1wInput
+from bids_mdd.cli.run import main
+from bids_mdd.participant import resources
+from bids_mdd.participant.resources import (available_cpus, available_mem_gb, nipype_plugin,
+                                            plan_resources)
+from bids_mdd.preproc.workflow import PreprocOptions, init_bids_mdd_wf
+from bids_mdd.synth.cohort import generate_cohort
+from bids_mdd.synth.model import CohortSpec
+
+PACKAGE = Path(__file__).resolve().parents[1] / "bids_mdd"
+
+
+# --- resources ---------------------------------------------------------------------------------
+
+def test_cpus_follow_affinity_slurm_and_quota(monkeypatch, tmp_path) -> None:
+    cgroup_cpus = resources._cgroup_cpus
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.setattr(resources, "_cgroup_cpus", lambda: None)
+    assert available_cpus({}) == 4
+    assert available_cpus({"SLURM_CPUS_PER_TASK": "2"}) == 2
+    assert available_cpus({"SLURM_CPUS_ON_NODE": "3"}) == 3
+    assert available_cpus({"SLURM_CPUS_PER_TASK": "16"}) == 4  # the affinity mask is smaller
+    assert available_cpus({"SLURM_CPUS_PER_TASK": "two"}) == 4
+    quota = tmp_path / "cpu.max"
+    quota.write_text("150000 100000\n")
+    assert cgroup_cpus(str(quota)) == 2  # docker --cpus 1.5
+    quota.write_text("max 100000\n")
+    assert cgroup_cpus(str(quota)) is None
+
+
+def test_memory_from_slurm() -> None:
+    assert available_mem_gb({"SLURM_MEM_PER_NODE": "8192"}) == 8.0
+    assert available_mem_gb({"SLURM_MEM_PER_CPU": "2048", "SLURM_CPUS_PER_TASK": "4"}) == 8.0
+    assert available_mem_gb({}) is None
+
+
+def test_plan_resources() -> None:
+    common = {"mem_gb": None, "deterministic": False, "model_batch_size": None, "device": "cpu",
+              "environ": {}}
+    many = plan_resources(nprocs=2, omp_nthreads=None, n_inputs=8, **common)
+    assert (many.nprocs, many.omp_nthreads, many.model_threads, many.model_batch_size) == (
+        2, 1, 2, 1)
+    one = plan_resources(nprocs=16, omp_nthreads=None, n_inputs=1, **common)
+    assert (one.nprocs, one.omp_nthreads) == (16, 8)
+    asked = plan_resources(nprocs=2, omp_nthreads=4, n_inputs=1, **common)
+    assert asked.omp_nthreads == 2  # never more threads per node than processes
+    cuda = plan_resources(nprocs=4, omp_nthreads=None, n_inputs=2, **{**common, "device": "cuda"})
+    assert cuda.model_batch_size == 4
+    fixed = plan_resources(nprocs=4, omp_nthreads=4, n_inputs=1,
+                           **{**common, "deterministic": True, "model_batch_size": 8})
+    assert (fixed.nprocs, fixed.omp_nthreads, fixed.model_threads, fixed.model_batch_size) == (
+        4, 1, 1, 1)
+    assert nipype_plugin(plan_resources(nprocs=1, omp_nthreads=None, n_inputs=3,
+                                        **common)) == ("Linear", {})
+    assert nipype_plugin(plan_resources(nprocs=2, omp_nthreads=None, n_inputs=3,
+                                        **{**common, "mem_gb": 3.0})) == (
+        "MultiProc", {"n_procs": 2, "raise_insufficient": False, "memory_gb": 3.0})
+
+
+# --- the graph ---------------------------------------------------------------------------------
+
+def _t1ws(root: Path) -> list[T1wInput]:
+    paths = [root / "sub-01_T1w.nii.gz", root / "sub-02_ses-1_T1w.nii.gz"]
+    for path in paths:
+        nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4)), path)
+    return [T1wInput(paths[0], "01"), T1wInput(paths[1], "02", "1")]
+
+
+@pytest.mark.parametrize("skull_strip,segmentation,sloppy,deterministic", list(itertools.product(
+    ("auto", "force", "skip"), ("priors", "kmeans"), (False, True), (False, True))))
+def test_graph_builds_for_every_option(templateflow_home, tmp_path, skull_strip, segmentation,
+                                       sloppy, deterministic) -> None:
+    options = PreprocOptions(skull_strip=skull_strip, segmentation=segmentation, sloppy=sloppy,
+                             deterministic=deterministic, omp_nthreads=3)
+    workflow = init_bids_mdd_wf(t1ws=_t1ws(tmp_path), bids_dir=tmp_path,
+                                output_dir=tmp_path / "out", options=options)
+    graph = workflow._create_flat_graph()
+    names = sorted(node.fullname for node in graph.nodes())
+    assert len(names) == 20 and len(set(names)) == 20
+    assert {name.split(".")[1] for name in names} == {"anat_preproc_subject01",
+                                                      "anat_preproc_subject02_session1"}
+    register = workflow.get_node("anat_preproc_subject01.register")
+    assert register.n_procs == 3 and register.inputs.num_threads == 3
+    assert register.inputs.sloppy is sloppy
+    uses_inverse = any(target.fullname.endswith("subject01.segment")
+                       and ("inverse", "inverse") in data["connect"]
+                       for _, target, data in graph.edges(data=True))
+    assert uses_inverse is (segmentation == "priors")
+    parameters = json.loads(workflow.get_node("anat_preproc_subject01.derivatives")
+                            .inputs.parameters)
+    assert parameters["Deterministic"] is deterministic
+    assert parameters["RandomSeed"]["antsRegistration"] == 1  # seed 0, shifted: 0 is "random"
+
+
+def test_threads_do_not_enter_the_cache_hash(templateflow_home, tmp_path) -> None:
+    t1ws = _t1ws(tmp_path)
+
+    def hashes(**options) -> dict[str, str]:
+        workflow = init_bids_mdd_wf(t1ws=t1ws, bids_dir=tmp_path, output_dir=tmp_path / "out",
+                                    options=PreprocOptions(**options))
+        return {node.fullname: node.inputs.get_hashval()[1]
+                for node in workflow._create_flat_graph().nodes()}
+
+    one = hashes(omp_nthreads=1)
+    assert hashes(omp_nthreads=4) == one
+    seeded = hashes(omp_nthreads=1, seed=5)
+    changed = sorted(name.split(".")[-1] for name in one if seeded[name] != one[name])
+    assert changed == ["derivatives", "derivatives", "register", "register"]
+
+
+# --- import direction --------------------------------------------------------------------------
+
+#: Packages by floor: a module may import its own package and lower floors only.
+FLOORS = {"_version": 0, "errors": 0, "spaces": 1, "atlas": 1, "metrics": 1,
+          "html_page": 1, "bids": 2,
+          "preproc": 3, "models": 3, "synth": 4, "training": 4, "participant": 5, "group": 5,
+          "cli": 6}
+
+
+def _imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(
+                "bids_mdd"):
+            parts = node.module.split(".")
+            found |= ({parts[1]} if len(parts) > 1 else {alias.name for alias in node.names})
+        elif isinstance(node, ast.Import):
+            found |= {a.name.split(".")[1] for a in node.names
+                      if a.name.startswith("bids_mdd.")}
+    return found
+
+
+def test_packages_import_downwards_only() -> None:
+    wrong = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        if parts[0] == "__init__":
+            continue
+        own = parts[0]
+        for imported in _imports(path) - {own, "__version__"}:
+            if FLOORS[imported] >= FLOORS[own]:
+                wrong.append(f"{path.relative_to(PACKAGE)} imports {imported}")
+    assert set(FLOORS) >= {p.stem if p.is_file() else p.name for p in PACKAGE.iterdir()
+                           if p.suffix == ".py" or (p / "__init__.py").is_file()} - {"__init__"}
+    assert wrong == []
+
+
+# --- deterministic mode ------------------------------------------------------------------------
+
+def _digests(out: Path) -> dict[str, str]:
+    return {str(path.relative_to(out)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(out.rglob("*.nii.gz"))}
+
+
+def test_deterministic_mode_is_byte_identical_across_nprocs(templateflow_home, tmp_path) -> None:
+    bids = tmp_path / "bids"
+    generate_cohort(bids, CohortSpec(n_mdd=1, n_hc=1, seed=11, resolution=4.0), n_jobs=1)
+    digests = []
+    for nprocs in ("1", "2"):
+        out = tmp_path / f"out{nprocs}"
+        assert main([str(bids), str(out), "participant", "-w", str(tmp_path / f"work{nprocs}"),
+                     "--sloppy", "--deterministic", "--nprocs", nprocs]) == 0
+        digests.append(_digests(out))
+    # per participant: 8 preprocessing images and 6 attention maps (the demo bundles)
+    assert len(digests[0]) == 2 * 14
+    assert digests[0] == digests[1]
+    sidecar = json.loads(next((tmp_path / "out2").rglob("*_label-GM_probseg.json")).read_text())
+    assert sidecar["Parameters"]["Deterministic"] is True
+    assert set(sidecar["Parameters"]["Threads"].values()) == {1}
+    attention = json.loads(next((tmp_path / "out2").rglob("*_attention.json")).read_text())
+    assert attention["Parameters"]["Threads"] == 1
+    assert attention["Parameters"]["BatchSize"] == 1
