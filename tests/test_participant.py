@@ -185,4 +185,6 @@ def test_deterministic_mode_is_byte_identical_across_nprocs(templateflow_home, t
     assert set(sidecar["Parameters"]["Threads"].values()) == {1}
     attention = json.loads(next((tmp_path / "out2").rglob("*_attention.json")).read_text())
     assert attention["Parameters"]["Threads"] == 1
-    assert attention["Parameters"]["BatchSize"] == 1
+    assert (attention["Parameters"]["BatchSize"], attention["Parameters"]["RandomSeed"]) == (1, 0)
+    assert sidecar["Parameters"]["RandomSeed"]["antsRegistration"] == 1
+    assert not (tmp_path / "work2" / "bids_mdd_wf" / "graph.json").exists()  # no nipype report

@@ -236,7 +236,8 @@ def _permutations(output_dir: Path, paths: Sequence[Path], design: np.ndarray,
                                  n_jobs=options.n_jobs)
     fwe = logp > -np.log10(FWE_ALPHA)
     sidecar = provenance(sources, {**parameters, "Permutations": options.permutations,
-                                   "Method": method, "Seed": options.seed},
+                                   "Method": method, "Seed": options.seed,
+                                   "Jobs": options.n_jobs},
                          _software(), Description=f"-log10 family-wise-error p ({method}, "
                                                   "nilearn permuted_ols, two-sided)")
     space = {"space": TEMPLATE, "res": grid.res, "contrast": CONTRAST}
@@ -263,7 +264,11 @@ def attention(output_dir: Path, files: Sequence[ParticipantFiles],
     for target in targets:
         paths = [item.attention[target] for item in files if target in item.attention]
         grid = GRIDS[parse_path(paths[0])["res"]]  # found through a grid's res- entity
-        image = mean_map(paths, grid)
+        try:
+            image = mean_map(paths, grid)
+        except BidsMddError as error:  # a map off its grid: reported, the others go on
+            results.notes.append(f"{target}: attention maps not averaged: {error}")
+            continue
         desc = attention_desc(target)
         entities = {"space": TEMPLATE, "res": grid.res, "desc": desc}
         sidecar = provenance([str(p) for p in paths], {"Participants": len(paths)},

@@ -1,1 +1,2 @@
-"""The participant level: preprocessing, then the models, then the report, for many participants at once."""
+"""The participant level: preprocessing, then the models, then the report, for many
+participants at once."""

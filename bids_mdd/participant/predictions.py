@@ -82,10 +82,11 @@ class ModelStepSettings:
     threads: int = 1  # torch's threads
     batch_size: int = 1  # participants per forward pass
     deterministic: bool = False
+    seed: int = 0  # torch's seed (inference draws no random number; recorded all the same)
 
     def parameters(self) -> dict[str, Any]:
         return {"Device": self.device, "Threads": self.threads, "BatchSize": self.batch_size,
-                "Deterministic": self.deterministic}
+                "Deterministic": self.deterministic, "RandomSeed": self.seed}
 
 
 def _write_attention(output_dir: Path, entities: dict[str, Any], result: ModelResult,

@@ -24,13 +24,17 @@ LOGGER = logging.getLogger(__name__)
 
 
 def configure_nipype(verbose: bool) -> None:
-    """nipype's logging (warnings unless verbose), text crash files, every output kept."""
+    """nipype's logging (warnings unless verbose), text crash files, every output kept, no
+    workflow report."""
     level = "INFO" if verbose else "WARNING"
     for key in ("workflow_level", "interface_level", "utils_level"):
         nipype_config.set("logging", key, level)
     nipype_logging.update_logging(nipype_config)
     nipype_config.set("execution", "crashfile_format", "txt")
     nipype_config.set("execution", "remove_unnecessary_outputs", "false")
+    # no graph report in the work dir's top folder: HPC array tasks sharing a work dir would
+    # all write the same files there
+    nipype_config.set("execution", "create_report", "false")
 
 
 def _progress(t1ws: list[T1wInput]) -> tuple[Callable, Callable[[], None]]:

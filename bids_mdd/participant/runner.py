@@ -82,6 +82,7 @@ def _load_models(options: ParticipantOptions, resources: Resources
     not after hours of preprocessing)."""
     device = resolve_device(options.device)
     torch.set_num_threads(resources.model_threads)
+    torch.manual_seed(options.preproc.seed)
     if options.preproc.deterministic:
         torch.use_deterministic_algorithms(True)
     models = load_models(options.models, device)
@@ -89,7 +90,8 @@ def _load_models(options: ParticipantOptions, resources: Resources
                 ", ".join(f"{m.bundle.name} ({m.target}, {len(m.nets)} folds)" for m in models))
     return models, ModelStepSettings(device=device, threads=resources.model_threads,
                                      batch_size=resources.model_batch_size,
-                                     deterministic=options.preproc.deterministic)
+                                     deterministic=options.preproc.deterministic,
+                                     seed=options.preproc.seed)
 
 
 def run_participant_level(bids_dir: Path, output_dir: Path, work_dir: Path,
