@@ -76,11 +76,10 @@ def write_reports(output_dir: Path, inputs: list[T1wInput]) -> None:
         write_participant_report(output_dir, subject, inputs)
 
 
-def _load_models(options: ParticipantOptions, resources: Resources
+def _load_models(options: ParticipantOptions, resources: Resources, device: str
                  ) -> tuple[list[LoadedModel], ModelStepSettings]:
     """The bundles on their device, and the model step's settings (a bad --models fails now,
     not after hours of preprocessing)."""
-    device = resolve_device(options.device)
     torch.set_num_threads(resources.model_threads)
     torch.manual_seed(options.preproc.seed)
     if options.preproc.deterministic:
@@ -97,14 +96,14 @@ def _load_models(options: ParticipantOptions, resources: Resources
 def run_participant_level(bids_dir: Path, output_dir: Path, work_dir: Path,
                           inputs: list[T1wInput], options: ParticipantOptions) -> ExitCode:
     """Check the models, preprocess every T1w, apply the models, write the reports."""
+    device = "cpu" if options.preproc_only else resolve_device(options.device)
     resources = plan_resources(nprocs=options.nprocs, omp_nthreads=options.omp_nthreads,
                                mem_gb=options.mem_gb, n_inputs=len(inputs),
                                deterministic=options.preproc.deterministic,
-                               model_batch_size=options.model_batch_size,
-                               device=options.device)
+                               model_batch_size=options.model_batch_size, device=device)
     models, settings = [], ModelStepSettings()
     if not options.preproc_only:
-        models, settings = _load_models(options, resources)
+        models, settings = _load_models(options, resources, device)
     write_dataset_description(output_dir, [bids_dir])
     LOGGER.info("%d T1w image(s) of %d participant(s) selected; %s", len(inputs),
                 len({item.subject for item in inputs}), resources.describe())
