@@ -182,11 +182,11 @@ def model_input(model: LoadedModel, image: Path) -> np.ndarray:
 
 
 def apply_model(model: LoadedModel, image: Path) -> ModelResult:
-    """:func:`apply_models_batch` on one image."""
-    return apply_models_batch(model, [model_input(model, image)], [image])[0]
+    """:func:`apply_model_batch` on one image."""
+    return apply_model_batch(model, [model_input(model, image)], [image])[0]
 
 
-def apply_models_batch(model: LoadedModel, inputs: list[np.ndarray],
+def apply_model_batch(model: LoadedModel, inputs: list[np.ndarray],
                        sources: list[Path]) -> list[ModelResult]:
     """Run every fold model on a batch of inputs (from :func:`model_input`); return, for each,
     the mean, SD (ddof 0) and mean attention map over the fold models.

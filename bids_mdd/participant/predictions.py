@@ -27,7 +27,7 @@ from bids_mdd.bids.outputs import (OUTPUTS, PREDICTIONS, attention_entities,
                                    attention_figure_entities)
 from bids_mdd.errors import BidsMddError, ExitCode
 from bids_mdd.models.inference import (ATTENTION_METHOD, ATTENTION_UNITS, LoadedModel,
-                                       ModelResult, apply_models_batch, model_input)
+                                       ModelResult, apply_model_batch, model_input)
 from bids_mdd.participant.figures import attention_figure
 
 LOGGER = logging.getLogger(__name__)
@@ -156,7 +156,7 @@ def predict_participants(output_dir: Path, entities: list[dict[str, Any]],
                 except BidsMddError as error:
                     outcomes[i] = error
             try:
-                results = apply_models_batch(model, inputs, [image for _, image in batch])
+                results = apply_model_batch(model, inputs, [image for _, image in batch])
             except Exception as error:  # noqa: BLE001  (recorded per T1w, reported by caller)
                 results = [error] * len(batch)
             for (i, image), result in zip(batch, results):
