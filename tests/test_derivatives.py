@@ -29,11 +29,20 @@ def test_dataset_description(real_bids, tmp_path, monkeypatch) -> None:
     assert description["SourceDatasets"][0]["DOI"] == "10.18112/openneuro.ds002748.v1.0.5"
 
 
-def test_no_container_outside_one(monkeypatch) -> None:
-    for name in ("BIDS_MDD_CONTAINER_TYPE", "APPTAINER_CONTAINER", "SINGULARITY_CONTAINER"):
+def test_container_only_from_markers_that_prove_it(monkeypatch, tmp_path) -> None:
+    for name in ("BIDS_MDD_CONTAINER_TYPE", "BIDS_MDD_CONTAINER_TAG", "APPTAINER_CONTAINER",
+                 "SINGULARITY_CONTAINER"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(derivatives, "DOCKERENV", Path("/nonexistent/.dockerenv"))
-    assert derivatives.container_info() is None
+    marker = tmp_path / ".containerenv"
+    monkeypatch.setattr(derivatives, "PODMAN_MARKER", marker)
+    assert derivatives.container_info() is None  # whether or not this host has /.dockerenv
+    marker.touch()
+    assert derivatives.container_info()["Type"] == "podman"
+    monkeypatch.setenv("BIDS_MDD_CONTAINER_TYPE", "docker")
+    monkeypatch.setenv("BIDS_MDD_CONTAINER_TAG", "bids_mdd/bids_mdd:9")
+    assert derivatives.container_info() == {"Type": "docker", "Tag": "bids_mdd/bids_mdd:9"}
+    monkeypatch.setenv("APPTAINER_CONTAINER", "/images/bids_mdd.sif")  # our image, by Apptainer
+    assert derivatives.container_info() == {"Type": "singularity", "Tag": "bids_mdd/bids_mdd:9"}
 
 
 def test_other_pipelines_description_is_kept(tmp_path) -> None:

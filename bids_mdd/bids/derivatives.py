@@ -20,23 +20,26 @@ from bids_mdd.errors import BidsMddError, ExitCode
 PIPELINE_NAME = "bids_mdd"
 BIDS_VERSION = "1.10.0"
 CODE_URL = "https://github.com/bids-mdd/bids_mdd"
-DOCKERENV = Path("/.dockerenv")
+#: podman writes this file into every container it runs (docker's /.dockerenv is no evidence: it
+#: is left on hosts that once ran a build, and bids_mdd outside any image would claim one).
+PODMAN_MARKER = Path("/run/.containerenv")
 
 
 def container_info() -> dict[str, str] | None:
     """Describe the container bids_mdd runs in (BIDS ``GeneratedBy.Container``), if any.
 
-    The Dockerfile and singularity.def set ``BIDS_MDD_CONTAINER_TYPE`` and ``..._TAG``; a
-    container built another way is still recognised by its runtime's marker.
+    Only markers that prove it: ``BIDS_MDD_CONTAINER_TYPE``/``..._TAG``, which the Dockerfile and
+    singularity.def set; Apptainer's own ``APPTAINER_CONTAINER`` (set inside every container
+    it runs; it also names the runtime when our Docker image is run by Apptainer); podman's
+    ``/run/.containerenv``. Never ``/.dockerenv`` alone.
     """
     kind = os.environ.get("BIDS_MDD_CONTAINER_TYPE")
+    if os.environ.get("APPTAINER_CONTAINER") or os.environ.get("SINGULARITY_CONTAINER"):
+        kind = "singularity"
+    elif kind is None and PODMAN_MARKER.exists():
+        kind = "podman"
     if kind is None:
-        if os.environ.get("APPTAINER_CONTAINER") or os.environ.get("SINGULARITY_CONTAINER"):
-            kind = "singularity"
-        elif DOCKERENV.exists():
-            kind = "docker"
-        else:
-            return None
+        return None
     tag = os.environ.get("BIDS_MDD_CONTAINER_TAG", f"bids_mdd/bids_mdd:{__version__}")
     return {"Type": kind, "Tag": tag}
 
