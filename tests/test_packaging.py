@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
+import subprocess
+import sys
 import tomllib
+from pathlib import Path
+
+import pytest
 
 from bids_mdd import __version__
-from bids_mdd.cli.parser import ANALYSIS_LEVELS, build_parser
+from bids_mdd.cli.parser import ANALYSIS_LEVELS, build_parser, positive_int
 from bids_mdd.errors import ExitCode
 from conftest import REPO
 
@@ -42,20 +48,57 @@ def test_singularity_def() -> None:
         assert (REPO / line.split()[0]).exists(), line
 
 
-def test_boutiques_matches_the_parser() -> None:
+def _parser_options() -> dict[str, argparse.Action]:
+    return {a.dest: a for a in build_parser()._actions
+            if not isinstance(a, (argparse._HelpAction, argparse._VersionAction))}
+
+
+def test_boutiques_matches_the_parser_both_ways() -> None:
     descriptor = json.loads((REPO / "boutiques.json").read_text())
     assert descriptor["tool-version"] == __version__
     keys = re.findall(r"\[[A-Z_]+\]", descriptor["command-line"])
-    inputs = {i["value-key"]: i for i in descriptor["inputs"]}
-    assert sorted(keys) == sorted(inputs)
-    actions = {s: a for a in build_parser()._actions for s in a.option_strings}
-    for item in inputs.values():
-        if "command-line-flag" in item:
-            action = actions[item["command-line-flag"]]
-            assert item.get("list", False) == (action.nargs in ("+", "*")), item["id"]
-    assert inputs["[ANALYSIS_LEVEL]"]["value-choices"] == list(ANALYSIS_LEVELS)
+    inputs = {i["id"]: i for i in descriptor["inputs"]}
+    assert sorted(keys) == sorted(i["value-key"] for i in inputs.values())
+    actions = _parser_options()
+    assert sorted(inputs) == sorted(actions)  # every option described, nothing else
+    for name, action in actions.items():
+        item = inputs[name]
+        assert item.get("command-line-flag") == next(
+            (s for s in action.option_strings if s.startswith("--")), None), name
+        assert item.get("list", False) == (action.nargs in ("+", "*")), name
+        if action.choices:
+            assert item["value-choices"] == list(action.choices), name
+        if action.type is Path:  # so that bosh mounts it
+            assert item["type"] == "File", name
+        if action.type is positive_int:
+            assert item["minimum"] == 1 and item["integer"], name
+        if "default-value" in item:
+            assert item["default-value"] == action.default, name
+        elif item["type"] != "Flag" and action.option_strings:
+            assert action.default is None or isinstance(action.default, Path), name
+    assert inputs["analysis_level"]["value-choices"] == list(ANALYSIS_LEVELS)
+    assert inputs["mem_gb"]["minimum"] == 0 and inputs["mem_gb"]["exclusive-minimum"]
     codes = {e["code"] for e in descriptor["error-codes"]}
     assert codes == {int(c) for c in ExitCode if c != ExitCode.OK}
+
+
+def test_bosh_validates_and_simulates_a_command_the_parser_accepts() -> None:
+    bosh = Path(sys.executable).with_name("bosh")
+    if not bosh.exists():
+        pytest.skip("boutiques is not installed (pip install -e '.[test]')")
+    descriptor, example = REPO / "boutiques.json", REPO / "boutiques" / "example_invocation.json"
+    checked = subprocess.run([bosh, "validate", descriptor], capture_output=True, text=True)
+    assert checked.returncode == 0 and checked.stdout.strip().endswith("OK"), checked.stderr
+    simulated = subprocess.run([bosh, "exec", "simulate", descriptor, "-i", example],
+                               capture_output=True, text=True)
+    assert simulated.returncode == 0, simulated.stderr
+    command = simulated.stdout.split("Generated Command:")[1].split()
+    assert command[0] == "bids_mdd"
+    args = build_parser().parse_args(command[1:])
+    invocation = json.loads(example.read_text())
+    assert args.participant_label == invocation["participant_label"]
+    assert (args.nprocs, args.omp_nthreads, args.mem_gb, args.seed) == (4, 1, 16.0, 0)
+    assert args.work_dir == Path(invocation["work_dir"])
 
 
 def test_readme_documents_the_two_commands_and_exit_codes() -> None:
