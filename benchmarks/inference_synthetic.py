@@ -34,10 +34,7 @@ import pandas as pd  # noqa: E402
 from scipy.stats import pearsonr  # noqa: E402
 from sklearn.metrics import accuracy_score, roc_auc_score  # noqa: E402
 
-from bids_mdd.atlas import (
-    atlas_labels_on_grid,  # noqa: E402
-    load_aal2,  # noqa: E402
-)
+from bids_mdd.atlas import atlas_labels_on_grid, load_aal2  # noqa: E402
 from bids_mdd.bids.names import derivative_path  # noqa: E402
 from bids_mdd.bids.outputs import PREDICTIONS, attention_entities  # noqa: E402
 from bids_mdd.cli.synth import main as synth  # noqa: E402

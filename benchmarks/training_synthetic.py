@@ -30,10 +30,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy.stats import pearsonr  # noqa: E402
 
-from bids_mdd.atlas import (
-    atlas_labels_on_grid,  # noqa: E402
-    load_aal2,  # noqa: E402
-)
+from bids_mdd.atlas import atlas_labels_on_grid, load_aal2  # noqa: E402
 from bids_mdd.bids.names import derivative_path  # noqa: E402
 from bids_mdd.cli.synth import main as synth  # noqa: E402
 from bids_mdd.cli.train import main as train  # noqa: E402

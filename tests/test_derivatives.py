@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from bids_mdd import __version__
+from bids_mdd.cli import parser as cli_parser
 from bids_mdd.cli.parser import ANALYSIS_LEVELS, build_parser, positive_int
 from bids_mdd.errors import ExitCode
 from conftest import REPO
@@ -53,6 +54,12 @@ def _parser_options() -> dict[str, argparse.Action]:
             if not isinstance(a, (argparse._HelpAction, argparse._VersionAction))}
 
 
+#: The descriptor's bounds of each bounded argparse type.
+BOUNDS = {positive_int: {"minimum": 1}, cli_parser._non_negative_int: {"minimum": 0},
+          cli_parser.positive_float: {"minimum": 0, "exclusive-minimum": True},
+          cli_parser._fraction: {"minimum": 0, "exclusive-minimum": True, "maximum": 1}}
+
+
 def test_boutiques_matches_the_parser_both_ways() -> None:
     descriptor = json.loads((REPO / "boutiques.json").read_text())
     assert descriptor["tool-version"] == __version__
@@ -72,6 +79,9 @@ def test_boutiques_matches_the_parser_both_ways() -> None:
             assert item["type"] == "File", name
         if action.type is positive_int:
             assert item["minimum"] == 1 and item["integer"], name
+        bounds = {key: item[key] for key in ("minimum", "maximum", "exclusive-minimum",
+                                             "exclusive-maximum") if key in item}
+        assert bounds == BOUNDS.get(action.type, {}), name
         if "default-value" in item:
             assert item["default-value"] == action.default, name
         elif item["type"] != "Flag" and action.option_strings:

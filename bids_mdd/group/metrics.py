@@ -398,7 +398,8 @@ def group_metrics(predictions: pd.DataFrame, participants: pd.DataFrame,
         ``ci_low``, ``ci_high``, ``n``, ``n_bootstrap``), in the predictions' model/target order.
         ``.attrs["notes"]`` lists the skipped targets and undefined metrics (str each);
         ``.attrs["classifier_scores"]`` maps each classifier model to the (diagnosis, P(MDD))
-        arrays it was scored on, one entry per participant (for :func:`bids_mdd.group.figures.roc_figure`).
+        arrays it was scored on, one entry per participant (for
+        :func:`bids_mdd.group.figures.roc_figure`).
 
     Raises
     ------

@@ -1,9 +1,8 @@
 """The participant level's model step: predictions.tsv, attention maps and their figures.
 
 Runs after preprocessing, on its derivatives, with models loaded once for the whole run and
-participants in batches. The
-predictions table's sidecar, listing the models' weights, is written last and so marks a
-complete step: a rerun with the same bundles skips the participant.
+participants in batches. The predictions table's sidecar, listing the models' weights, is
+written last and so marks a complete step: a rerun with the same bundles skips the participant.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import pandas as pd
 from tqdm import tqdm
 
@@ -93,8 +91,7 @@ def _write_attention(output_dir: Path, entities: dict[str, Any], result: ModelRe
                      settings: ModelStepSettings) -> Path:
     model = result.model
     path = derivative_path(output_dir, **entities, **_map_entities(model))
-    image = nib.Nifti1Image(result.attention, model.spec.grid.affine)
-    image.header.set_xyzt_units("mm")
+    image = model.spec.grid.image(result.attention)
     sidecar = provenance(
         sources=[str(result.source)],
         software={"torch": version("torch"), "monai": version("monai")},
@@ -147,22 +144,24 @@ def predict_participants(output_dir: Path, entities: list[dict[str, Any]],
     for model in models:
         pending = [i for i, outcome in enumerate(outcomes) if outcome is None]
         for start in range(0, len(pending), settings.batch_size):
-            batch, inputs = [], []
-            for i in pending[start:start + settings.batch_size]:
+            chunk = pending[start:start + settings.batch_size]
+            ready = {}  # T1w index -> (image, its checked data)
+            for i in chunk:
                 try:
                     image = _image_of(output_dir, entities[i], model)
-                    inputs.append(model_input(model, image))
-                    batch.append((i, image))
+                    ready[i] = (image, model_input(model, image))
                 except BidsMddError as error:
                     outcomes[i] = error
-            try:
-                results = apply_model_batch(model, inputs, [image for _, image in batch])
-            except Exception as error:  # noqa: BLE001  (recorded per T1w, reported by caller)
-                results = [error] * len(batch)
-            for (i, image), result in zip(batch, results):
+            results: list[ModelResult] = []
+            if ready:
                 try:
-                    if isinstance(result, Exception):
-                        raise result
+                    results = apply_model_batch(model, [data for _, data in ready.values()],
+                                                [image for image, _ in ready.values()])
+                except Exception as error:  # noqa: BLE001  (recorded per T1w, reported by caller)
+                    for i in ready:
+                        outcomes[i] = error
+            for i, result in zip(ready, results):
+                try:
                     _write_attention(output_dir, entities[i], result, settings)
                 except Exception as error:  # noqa: BLE001
                     outcomes[i] = error
@@ -170,9 +169,9 @@ def predict_participants(output_dir: Path, entities: list[dict[str, Any]],
                 rows[i].append({"model": model.bundle.name, "target": model.target,
                                 "value": round(result.value, 6), "std": round(result.std, 6),
                                 "n_models": result.n_models})
-                sources[i].append(str(image))
-            del inputs, results  # one batch's arrays at a time
-            progress.update(len(pending[start:start + settings.batch_size]))
+                sources[i].append(str(result.source))
+            del ready, results  # one batch's arrays at a time
+            progress.update(len(chunk))
     progress.close()
     for i, outcome in enumerate(outcomes):
         if outcome is None:

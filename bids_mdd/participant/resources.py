@@ -6,6 +6,7 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 LOGGER = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ def _positive_int(text: str | None) -> int | None:
 def _cgroup_cpus(path: str = "/sys/fs/cgroup/cpu.max") -> int | None:
     """The CPU quota of a cgroup-v2 container (``docker --cpus``), rounded up; None if none."""
     try:
-        quota, period = open(path, encoding="ascii").read().split()[:2]
+        quota, period = Path(path).read_text(encoding="ascii").split()[:2]
     except (OSError, ValueError):
         return None
     if quota == "max":

@@ -6,7 +6,7 @@ import json
 import os
 
 from nipype.interfaces.base import (BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec,
-                                     isdefined, traits)
+                                    isdefined, traits)
 
 from bids_mdd.preproc import ants_steps
 from bids_mdd.spaces.grids import CLASSIFIER_GRID, DFRN_GRID

@@ -16,9 +16,10 @@ from bids_mdd.bids.names import derivative_path
 from bids_mdd.bids.outputs import OUTPUTS
 
 
-#: Sink input suffix -> the step's name in the sidecars' ``Parameters.Threads``.
-THREADED_STEPS = {"n4": "N4", "registration": "Registration", "brain_mask": "BrainMask",
-                  "segmentation": "Segmentation", "gm_to_mni": "ModulatedGM",
+#: Workflow node with threads (its sink input is ``threads_<node>``) -> the step's name in the
+#: sidecars' ``Parameters.Threads``.
+THREADED_STEPS = {"n4": "N4", "register": "Registration", "brain_mask": "BrainMask",
+                  "segment": "Segmentation", "gm_to_mni": "ModulatedGM",
                   "t1w_to_mni": "NormalizedT1w"}
 
 
@@ -32,10 +33,11 @@ class _SinkIn(BaseInterfaceInputSpec):
     sources = traits.List(traits.Str, mandatory=True, desc="BIDS URIs of the inputs")
     parameters = traits.Str(mandatory=True, desc="JSON of the workflow parameters")
     brain_extraction = traits.Str(mandatory=True, desc="how the brain mask was made")
-    threads_n4 = traits.Int(mandatory=True, desc="threads that computed the N4 result")
-    threads_registration = traits.Int(mandatory=True)
+    # threads that computed each step's result (THREADED_STEPS)
+    threads_n4 = traits.Int(mandatory=True)
+    threads_register = traits.Int(mandatory=True)
     threads_brain_mask = traits.Int(mandatory=True)
-    threads_segmentation = traits.Int(mandatory=True)
+    threads_segment = traits.Int(mandatory=True)
     threads_gm_to_mni = traits.Int(mandatory=True)
     threads_t1w_to_mni = traits.Int(mandatory=True)
     t1w_preproc = File(exists=True, mandatory=True)
@@ -64,11 +66,11 @@ class DerivativesSink(SimpleInterface):
 
     def _run_interface(self, runtime):
         entities = json.loads(self.inputs.source_entities)
-        threads = {step: getattr(self.inputs, f"threads_{step}") for step in THREADED_STEPS}
         parameters = {**json.loads(self.inputs.parameters),
                       "BrainExtraction": self.inputs.brain_extraction,
                       # the threads of the run that computed each (possibly cached) result
-                      "Threads": {name: threads[step] for step, name in THREADED_STEPS.items()}}
+                      "Threads": {name: getattr(self.inputs, f"threads_{node}")
+                                  for node, name in THREADED_STEPS.items()}}
         sidecar = provenance(self.inputs.sources, parameters, software=software_versions())
         written = []
         for name, extra in OUTPUTS.items():

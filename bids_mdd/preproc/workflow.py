@@ -13,7 +13,7 @@ from bids_mdd.bids.discovery import T1wInput
 from bids_mdd.preproc import interfaces as ifc
 from bids_mdd.preproc.ants_steps import (RegistrationSettings, SegmentationSettings,
                                          ants_registration_seed)
-from bids_mdd.preproc.sink import DerivativesSink
+from bids_mdd.preproc.sink import THREADED_STEPS, DerivativesSink
 from bids_mdd.spaces.templates import TEMPLATE, template_brain_mask, template_t1w
 
 
@@ -130,13 +130,9 @@ def init_anat_preproc_wf(*, t1w: T1wInput, bids_dir: Path, output_dir: Path,
         (normalize, figures, [("out_file", "t1w_mni")]),
         (figures, sink, [("segmentation", "fig_segmentation"),
                          ("registration", "fig_registration")]),
-        (n4, sink, [("num_threads", "threads_n4")]),
-        (register, sink, [("num_threads", "threads_registration")]),
-        (mask, sink, [("num_threads", "threads_brain_mask")]),
-        (segment, sink, [("num_threads", "threads_segmentation")]),
-        (modulate, sink, [("num_threads", "threads_gm_to_mni")]),
-        (normalize, sink, [("num_threads", "threads_t1w_to_mni")]),
     ])
+    for name in THREADED_STEPS:
+        workflow.connect(workflow.get_node(name), "num_threads", sink, f"threads_{name}")
     return workflow
 
 

@@ -98,8 +98,8 @@ def train(options: TrainOptions) -> list[Bundle]:
     if not samples:
         raise BidsMddError(f"{options.participants}: no participant has derivatives in "
                            f"{options.derivatives_dir}", ExitCode.NO_FILES)
-    config = TrainConfig(epochs=options.epochs, batch_size=protocol["batch_size"], lr=protocol["lr"],
-                         weight_decay=protocol["weight_decay"],
+    config = TrainConfig(epochs=options.epochs, batch_size=protocol["batch_size"],
+                         lr=protocol["lr"], weight_decay=protocol["weight_decay"],
                          plateau_patience=options.plateau_patience,
                          backbone_lr_factor=options.backbone_lr_factor if source else 1.0,
                          seed=options.seed, device=device, num_workers=options.num_workers,
@@ -219,8 +219,9 @@ def _train_one(options: TrainOptions, protocol: dict[str, Any], config: TrainCon
     }
     fold_meta = [{"target_scaling": cv.fold_meta[i]["target_scaling"],
                   "best_epoch": cv.fold_meta[i]["best_epoch"]} for i in first_repeat]
-    bundle = write_bundle(options.models_dir / name, meta, [cv.fold_states[i] for i in first_repeat],
-                          overwrite=options.overwrite, fold_meta=fold_meta, extra_files=extra_files)
+    bundle = write_bundle(options.models_dir / name, meta,
+                          [cv.fold_states[i] for i in first_repeat], overwrite=options.overwrite,
+                          fold_meta=fold_meta, extra_files=extra_files)
     _log_summary(name, cv, permutation)
     return bundle
 
