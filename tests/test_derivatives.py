@@ -26,6 +26,12 @@ def test_dataset_description(real_bids, tmp_path, monkeypatch) -> None:
         "Name": "bids_mdd", "Version": __version__, "CodeURL": derivatives.CODE_URL,
         "Container": {"Type": "singularity", "Tag": "bids_mdd_0.1.0.sif"}}]
     assert description["SourceDatasets"][0]["DOI"] == "10.18112/openneuro.ds002748.v1.0.5"
+    # bids:raw: URIs in the sidecars resolve through DatasetLinks
+    assert description["DatasetLinks"] == {"raw": real_bids.resolve().as_uri()}
+    ignored = (tmp_path / ".bidsignore").read_text().splitlines()
+    assert ignored[1:] == ["*.html", "figures", "logs", "group", "*_xfm.*", "*_metrics.*",
+                           "*_predictions.*", "*_attention.*"]
+    assert (tmp_path / "README").read_text().startswith(f"Outputs of bids_mdd {__version__}")
 
 
 def test_container_only_from_markers_that_prove_it(monkeypatch, tmp_path) -> None:
@@ -71,7 +77,8 @@ def test_image_and_sidecar(tmp_path) -> None:
     assert np.array_equal(nib.load(path).get_fdata(), image.get_fdata())
     sidecar = json.loads(path.with_name("sub-01_label-GM_probseg.json").read_text())
     assert sidecar["Parameters"] == {"fwhm": 8}
-    assert sidecar["SoftwareVersions"]["bids_mdd"] == __version__
+    # a string, as BIDS requires: "name version, ..."
+    assert sidecar["SoftwareVersions"].startswith(f"bids_mdd {__version__}, python 3.")
 
 
 def _participant_job(args: tuple[str, str, int]) -> None:
@@ -95,5 +102,5 @@ def test_eight_concurrent_participant_jobs(tiny_bids, tmp_path) -> None:
         assert np.all(nib.load(path).get_fdata() == index)
         assert json.loads(path.with_name(path.name.replace(".nii.gz", ".json")).read_text())
     assert not [p for p in out.rglob("*") if p.name.startswith(TEMP_MARK)]
-    assert sorted(p.name for p in out.iterdir()) == ["dataset_description.json"] + [
-        f"sub-{i:02d}" for i in range(8)]
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".bidsignore", "README", "dataset_description.json"] + [f"sub-{i:02d}" for i in range(8)]

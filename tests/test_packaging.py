@@ -29,24 +29,89 @@ def test_torch_is_pinned_to_the_cpu_wheel_release() -> None:
     assert install < makefile.index("pip install --quiet -e")
 
 
+DIGEST = re.compile(r"python:3\.11-slim-bookworm@sha256:[0-9a-f]{64}$")
+
+
+def _def_sections(text: str) -> list[tuple[str, str]]:
+    """singularity.def's ``%section`` bodies in order (both stages)."""
+    parts = re.split(r"^%(\w+)(?: from \w+)?[ \t]*$", text, flags=re.M)
+    return list(zip(parts[1::2], parts[2::2]))
+
+
+def _def_environment(text: str) -> dict[str, str]:
+    body = dict(_def_sections(text))["environment"]
+    return dict(re.findall(r"^\s*export (\w+)=(\S*)$", body, re.M))
+
+
 def test_dockerfile() -> None:
-    text = (REPO / "Dockerfile").read_text()
-    assert re.search(r"^FROM python:3\.1[1-9]", text, re.M)
-    assert "torch==2.13.0" in text and 'ENTRYPOINT ["bids_mdd"]' in text
-    assert "TEMPLATEFLOW_AUTOUPDATE=0" in text and "BIDS_MDD_CONTAINER_TYPE=docker" in text
-    for source in re.findall(r"^COPY (.+) /src", text, re.M):
-        for path in source.split():
-            assert (REPO / path).exists(), path
-    assert ".venv" in (REPO / ".dockerignore").read_text().split()
+    from dockerfile_parse import DockerfileParser
+
+    dockerfile = DockerfileParser(str(REPO / "Dockerfile"))
+    instructions = [item["instruction"] for item in dockerfile.structure]
+    assert instructions.count("FROM") == 2  # build stage, then a runtime stage without pip caches
+    assert all(DIGEST.match(image) for image in dockerfile.parent_images), dockerfile.parent_images
+    assert dockerfile.structure[-1]["value"] == '["bids_mdd"]' and instructions[-1] == "ENTRYPOINT"
+    users = [item["value"] for item in dockerfile.structure if item["instruction"] == "USER"]
+    assert users == ["bidsapp"]
+    assert {"org.opencontainers.image.version", "org.opencontainers.image.source",
+            "org.opencontainers.image.licenses", "org.opencontainers.image.title"
+            } <= set(dockerfile.labels)
+    environment = dockerfile.envs
+    assert environment["PYTHONNOUSERSITE"] == "1" and environment["TEMPLATEFLOW_AUTOUPDATE"] == "0"
+    assert environment["MPLCONFIGDIR"].startswith("/opt/cache/")
+    assert not {"OMP_NUM_THREADS", "MKL_NUM_THREADS", "HOME"} & set(environment)
+    for item in dockerfile.structure:
+        if item["instruction"] == "COPY" and "--from" not in item["value"]:
+            for path in item["value"].split()[:-1]:
+                assert (REPO / path).exists(), path
+    assert {".venv", ".git"} <= set((REPO / ".dockerignore").read_text().split())
 
 
-def test_singularity_def() -> None:
+def test_singularity_def_matches_the_dockerfile() -> None:
+    from dockerfile_parse import DockerfileParser
+
     text = (REPO / "singularity.def").read_text()
-    assert text.count("Bootstrap: docker") == 1 and "From: python:3.11" in text
-    assert 'exec bids_mdd "$@"' in text and "BIDS_MDD_CONTAINER_TYPE=singularity" in text
-    files = text.split("%files")[1].split("%")[0].split("\n")
-    for line in filter(str.strip, files):
-        assert (REPO / line.split()[0]).exists(), line
+    dockerfile = DockerfileParser(str(REPO / "Dockerfile"))
+    sections = _def_sections(text)
+    names = [name for name, _ in sections]
+    assert {"help", "test", "runscript", "labels", "environment"} <= set(names)
+    assert dict(sections)["runscript"].strip() == 'exec bids_mdd "$@"'
+    assert set(re.findall(r"^From: (\S+)$", text, re.M)) == set(dockerfile.parent_images)
+    environment = _def_environment(text)
+    docker_environment = dict(dockerfile.envs)
+    assert environment.pop("BIDS_MDD_CONTAINER_TYPE") == "singularity"
+    assert docker_environment.pop("BIDS_MDD_CONTAINER_TYPE") == "docker"
+    assert environment.pop("PATH") == "/opt/venv/bin:$PATH"
+    assert docker_environment.pop("PATH") == "/opt/venv/bin:"  # $PATH, as the parser reads it
+    assert environment == docker_environment
+    # the same install steps, and every file the build copies exists
+    for script in ("docker/install-python-packages.sh", "docker/install-templates.sh"):
+        assert f"/build/{script}" in text and f"/build/{script}" in dockerfile.content
+    for name, body in sections:
+        if name == "files":
+            for line in filter(str.strip, body.splitlines()):
+                source = line.split()[0]
+                assert source.startswith("/opt/") or (REPO / source).exists(), line
+
+
+def test_one_version_and_a_lock_that_satisfies_the_project() -> None:
+    from packaging.requirements import Requirement
+
+    version = subprocess.run([REPO / "tools" / "version"], capture_output=True, text=True,
+                             check=True).stdout.strip()
+    assert version == __version__
+    assert __version__ not in (REPO / "Dockerfile").read_text()
+    assert __version__ not in (REPO / "singularity.def").read_text()
+    pins = {}
+    for line in (REPO / "docker" / "requirements.lock").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, pinned = line.split("==")
+            pins[name.lower().replace("_", "-")] = pinned
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    for dependency in map(Requirement, project["dependencies"]):
+        name = dependency.name.lower().replace("_", "-")
+        assert name in pins, f"{name}: rerun tools/lock-image-requirements"
+        assert dependency.specifier.contains(pins[name]), (name, pins[name])
 
 
 def _parser_options() -> dict[str, argparse.Action]:
@@ -90,6 +155,26 @@ def test_boutiques_matches_the_parser_both_ways() -> None:
     assert inputs["mem_gb"]["minimum"] == 0 and inputs["mem_gb"]["exclusive-minimum"]
     codes = {e["code"] for e in descriptor["error-codes"]}
     assert codes == {int(c) for c in ExitCode if c != ExitCode.OK}
+
+
+def test_boutiques_outputs_are_the_registry_names() -> None:
+    """Every participant-level image and table, by the name the sink gives it, and the group
+    report; outputs of one level only are optional (bosh checks the others exist)."""
+    from bids_mdd.bids.names import derivative_path
+    from bids_mdd.bids.outputs import OUTPUTS, PREDICTIONS
+
+    outputs = {o["id"]: o for o in json.loads((REPO / "boutiques.json").read_text())[
+        "output-files"]}
+    expected = {name: entities for name, entities in OUTPUTS.items()
+                if not name.startswith("fig_")}
+    expected["predictions"] = PREDICTIONS
+    for name, entities in expected.items():
+        template = derivative_path(Path("[OUTPUT_DIR]"), subject="*", **entities)
+        assert outputs[name]["path-template"] == str(template), name
+        assert outputs[name]["optional"] is True and "participant level" in outputs[name]["name"]
+    assert outputs["group_report"]["path-template"] == "[OUTPUT_DIR]/group/group.html"
+    required = [o["id"] for o in outputs.values() if not o.get("optional")]
+    assert required == ["dataset_description"]
 
 
 def test_bosh_validates_and_simulates_a_command_the_parser_accepts() -> None:

@@ -50,7 +50,7 @@ def test_memory_from_slurm() -> None:
     assert available_mem_gb({}) is None
 
 
-def test_plan_resources() -> None:
+def test_plan_resources(monkeypatch) -> None:
     common = {"mem_gb": None, "deterministic": False, "model_batch_size": None, "device": "cpu",
               "environ": {}}
     many = plan_resources(nprocs=2, omp_nthreads=None, n_inputs=8, **common)
@@ -58,6 +58,12 @@ def test_plan_resources() -> None:
         2, 1, 2, 1)
     one = plan_resources(nprocs=16, omp_nthreads=None, n_inputs=1, **common)
     assert (one.nprocs, one.omp_nthreads) == (16, 8)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    with resources.thread_environment(one) as values:
+        assert values == {name: "8" for name in resources.THREAD_VARIABLES}
+        assert os.environ["OMP_NUM_THREADS"] == os.environ["MKL_NUM_THREADS"] == "8"
+    assert os.environ["OMP_NUM_THREADS"] == "1" and "MKL_NUM_THREADS" not in os.environ
     asked = plan_resources(nprocs=2, omp_nthreads=4, n_inputs=1, **common)
     assert asked.omp_nthreads == 2  # never more threads per node than processes
     cuda = plan_resources(nprocs=4, omp_nthreads=None, n_inputs=2, **{**common, "device": "cuda"})

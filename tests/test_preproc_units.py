@@ -93,7 +93,8 @@ def test_bids_uri_keeps_symlinked_inputs_inside_the_dataset(tmp_path) -> None:
     link = tmp_path / "bids" / "sub-01" / "anat" / "sub-01_T1w.nii.gz"
     link.parent.mkdir(parents=True)
     link.symlink_to(store)
-    assert bids_uri(T1wInput(link, "01"), tmp_path / "bids") == "bids::sub-01/anat/sub-01_T1w.nii.gz"
+    assert (bids_uri(T1wInput(link, "01"), tmp_path / "bids")
+            == "bids:raw:sub-01/anat/sub-01_T1w.nii.gz")
 
 
 def test_segmentation_leaves_no_temporary_files(tmp_path, monkeypatch) -> None:

@@ -68,7 +68,7 @@ def test_every_output_with_sidecar(preprocessed) -> None:
             continue
         sidecar = json.loads(path.with_name(path.name.split(".")[0] + ".json").read_text())
         assert sidecar["Parameters"]["Sloppy"] is True
-        assert sidecar["Sources"] == ["bids::sub-001/anat/sub-001_T1w.nii.gz"]
+        assert sidecar["Sources"] == ["bids:raw:sub-001/anat/sub-001_T1w.nii.gz"]
         assert "antspyx" in sidecar["SoftwareVersions"]
     assert nib.load(output(out, "gm_modulated")).shape == (121, 145, 121)
     assert nib.load(output(out, "t1w_mni")).shape == (182, 218, 182)

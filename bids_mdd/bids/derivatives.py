@@ -13,7 +13,7 @@ from typing import Any
 import nibabel as nib
 
 from bids_mdd import __version__
-from bids_mdd.bids.atomic import atomic_output, write_json
+from bids_mdd.bids.atomic import atomic_output, write_json, write_text
 from bids_mdd.bids.names import sidecar_path
 from bids_mdd.errors import BidsMddError, ExitCode
 
@@ -23,6 +23,14 @@ CODE_URL = "https://github.com/bids-mdd/bids_mdd"
 #: podman writes this file into every container it runs (docker's /.dockerenv is no evidence: it
 #: is left on hosts that once ran a build, and bids_mdd outside any image would claim one).
 PODMAN_MARKER = Path("/run/.containerenv")
+#: BIDS URIs of input files name the input dataset ``raw`` (``DatasetLinks``).
+RAW_URI_PREFIX = "bids:raw:"
+#: Outputs BIDS (1.10) has no names for, so that the BIDS validator skips them: reports and
+#: figures, logs, transforms (BEP014), QC metrics, predictions, attention maps, and the group
+#: level (statistical maps are BEP041, not in the specification yet). Folders without a trailing
+#: slash: bids-validator-deno 3 reports the folder itself for "figures/".
+BIDSIGNORE = ("*.html", "figures", "logs", "group", "*_xfm.*", "*_metrics.*",
+              "*_predictions.*", "*_attention.*")
 
 
 def container_info() -> dict[str, str] | None:
@@ -81,12 +89,13 @@ def dataset_description(source_dirs: Sequence[str | Path] = ()) -> dict[str, Any
     }
     if source_dirs:
         description["SourceDatasets"] = [source_dataset_entry(d) for d in source_dirs]
+        description["DatasetLinks"] = {"raw": description["SourceDatasets"][0]["URL"]}
     return description
 
 
 def write_dataset_description(output_dir: str | Path,
                               source_dirs: Sequence[str | Path] = ()) -> Path:
-    """Atomically write OUTPUT_DIR/dataset_description.json.
+    """Atomically write OUTPUT_DIR/dataset_description.json, its README and .bidsignore.
 
     Safe under concurrent participant jobs: every job writes the same content with one rename.
     An existing description from another pipeline is never overwritten.
@@ -104,6 +113,13 @@ def write_dataset_description(output_dir: str | Path,
                 "choose an empty OUTPUT_DIR for bids_mdd",
                 ExitCode.CANNOT_CREATE_OUTPUT,
             )
+    write_text(path.with_name(".bidsignore"),
+               "# bids_mdd outputs BIDS has no names for\n" + "\n".join(BIDSIGNORE) + "\n")
+    write_text(path.with_name("README"),
+               f"Outputs of bids_mdd {__version__} ({CODE_URL}): per participant, preprocessed "
+               "T1w images, tissue maps and model inputs in MNI152NLin2009cAsym space, model "
+               "predictions and attention maps, with an HTML report; group/ holds the group "
+               "level. .bidsignore lists what BIDS has no names for.\n")
     return write_json(path, dataset_description(source_dirs))
 
 
@@ -112,14 +128,20 @@ def provenance(sources: Sequence[str | Path] = (), parameters: Mapping[str, Any]
     """A sidecar dictionary saying what made a file: software, sources and parameters."""
     sidecar: dict[str, Any] = {
         "GeneratedBy": [generated_by()],
-        "SoftwareVersions": {"bids_mdd": __version__, "python": platform.python_version(),
-                             "nibabel": nib.__version__, **(software or {})},
+        "SoftwareVersions": software_versions_text({
+            "bids_mdd": __version__, "python": platform.python_version(),
+            "nibabel": nib.__version__, **(software or {})}),
         "Sources": [str(s) for s in sources],
     }
     if parameters:
         sidecar["Parameters"] = dict(parameters)
     sidecar.update(extra)
     return sidecar
+
+
+def software_versions_text(versions: Mapping[str, str]) -> str:
+    """BIDS' ``SoftwareVersions`` is a string: "name version, name version, ..."."""
+    return ", ".join(f"{name} {number}" for name, number in versions.items())
 
 
 def _write_with_sidecar(path: str | Path, sidecar: Mapping[str, Any] | None,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from bids_mdd.bids.names import attention_desc
-from bids_mdd.spaces.grids import CLASSIFIER_GRID, DFRN_GRID
+from bids_mdd.spaces.grids import CLASSIFIER_GRID, DFRN_GRID, GRIDS
 from bids_mdd.spaces.templates import TEMPLATE
 
 #: preprocessing output -> entities of its derivative (besides the source T1w's own entities)
@@ -30,6 +30,48 @@ OUTPUTS: dict[str, dict[str, Any]] = {
     "fig_segmentation": {"datatype": "figures", "desc": "segmentation", "extension": ".svg"},
     "fig_registration": {"datatype": "figures", "desc": "registration", "extension": ".svg"},
 }
+
+#: BIDS ``Description`` of each image output.
+DESCRIPTIONS: dict[str, str] = {
+    "t1w_preproc": "T1w after N4 bias-field correction, in the input T1w's space",
+    "brain_mask": "Brain mask in the input T1w's space (how it was made: "
+                  "Parameters.BrainExtraction)",
+    "csf": "Cerebrospinal-fluid partial-volume fraction in the input T1w's space",
+    "gm": "Grey-matter partial-volume fraction in the input T1w's space",
+    "wm": "White-matter partial-volume fraction in the input T1w's space",
+    "gm_modulated": "Grey-matter fraction warped to the template and modulated by the "
+                    "Jacobian determinant of the warp (GM volume per voxel)",
+    "gm_smoothed": "The modulated grey-matter map smoothed with a Gaussian of "
+                   "Parameters.SmoothingFWHM mm FWHM: the 3D-DenseNet's input",
+    "t1w_mni": "Brain-masked T1w, z-scored inside the brain, warped to the template: the "
+               "DFRN's input",
+}
+
+#: The template image every ``space-`` output is aligned to (BIDS ``SpatialReference``).
+TEMPLATE_URI = (f"https://templateflow.s3.amazonaws.com/tpl-{TEMPLATE}/"
+                f"tpl-{TEMPLATE}_res-01_T1w.nii.gz")
+
+
+def image_metadata(name: str, source_uri: str, input_skull_stripped: bool) -> dict[str, Any]:
+    """The BIDS sidecar keys of the image output ``name`` of a T1w whose BIDS URI is
+    ``source_uri``: Description, SpatialReference, Resolution (files with ``res-``),
+    SkullStripped (T1w) and Type (masks)."""
+    entities = OUTPUTS[name]
+    metadata: dict[str, Any] = {"Description": DESCRIPTIONS[name]}
+    if "space" in entities:
+        grid = GRIDS[entities["res"]]
+        metadata["SpatialReference"] = TEMPLATE_URI
+        metadata["Resolution"] = {grid.res: (
+            f"{grid.zoom:g} mm isotropic, {' x '.join(map(str, grid.shape))} voxels, "
+            f"origin {tuple(float(v) for v in grid.origin)} mm in {TEMPLATE}")}
+    else:
+        metadata["SpatialReference"] = source_uri
+    if entities["suffix"] == "T1w":
+        metadata["SkullStripped"] = "space" in entities or input_skull_stripped
+    if entities["suffix"] == "mask":
+        metadata["Type"] = "Brain"
+    return metadata
+
 
 #: Preprocessing outputs a model bundle may read: the MNI-space images.
 MODEL_INPUTS = {key: entities for key, entities in OUTPUTS.items() if "space" in entities}

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from bids_mdd import __version__
 from bids_mdd.bids.discovery import (T1wInput, check_is_bids, discover_t1w, load_bids_filters,
                                      open_layout)
+from bids_mdd.bids.validation import validate_dataset
+from bids_mdd.cli.caches import ensure_writable_caches
 from bids_mdd.cli.parser import ANALYSIS_LEVELS, build_parser
 from bids_mdd.cli.paths import check_bids_dir, check_not_inside, ensure_writable_dir
 from bids_mdd.errors import BidsMddError, ExitCode
@@ -40,6 +42,7 @@ def collect_inputs(args: argparse.Namespace) -> list[T1wInput]:
     ensure_writable_dir(args.output_dir, "output_dir")
     if not args.skip_bids_validation:
         check_is_bids(bids_dir)
+        validate_dataset(bids_dir)
     filters = load_bids_filters(args.bids_filter_file)
     layout = open_layout(bids_dir, validate=not args.skip_bids_validation,
                          database_dir=args.bids_database_dir)
@@ -81,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
     LOGGER.info("bids_mdd %s, %s level", __version__, args.analysis_level)
+    for variable, copy in ensure_writable_caches().items():
+        LOGGER.info("%s is read-only: using a copy in %s", variable, copy)
     try:
         inputs = collect_inputs(args)
         if args.analysis_level == "participant":

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,6 +100,29 @@ def plan_resources(*, nprocs: int | None, omp_nthreads: int | None, mem_gb: floa
     return Resources(nprocs=cpus, omp_nthreads=min(omp, cpus),
                      mem_gb=mem_gb or available_mem_gb(environ), model_threads=model_threads,
                      model_batch_size=batch)
+
+
+#: The numerical libraries' thread variables (OpenMP, MKL, OpenBLAS). The images set none of
+#: them: bids_mdd sets them from --omp-nthreads, so a run has the same threads in Docker,
+#: Apptainer and a virtual environment.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+@contextmanager
+def thread_environment(resources: Resources) -> Iterator[dict[str, str]]:
+    """Set the thread variables to one node's share of the CPUs for the processes started
+    inside (nipype's node processes, deepbet's); restore them after."""
+    saved = {variable: os.environ.get(variable) for variable in THREAD_VARIABLES}
+    values = {variable: str(resources.omp_nthreads) for variable in THREAD_VARIABLES}
+    os.environ.update(values)
+    try:
+        yield values
+    finally:
+        for variable, value in saved.items():
+            if value is None:
+                os.environ.pop(variable, None)
+            else:
+                os.environ[variable] = value
 
 
 def nipype_plugin(resources: Resources) -> tuple[str, dict]:

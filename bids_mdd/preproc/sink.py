@@ -13,7 +13,7 @@ from nipype.interfaces.base import (BaseInterfaceInputSpec, File, SimpleInterfac
 from bids_mdd.bids.atomic import write_json
 from bids_mdd.bids.derivatives import copy_file, provenance, write_image
 from bids_mdd.bids.names import derivative_path
-from bids_mdd.bids.outputs import OUTPUTS
+from bids_mdd.bids.outputs import OUTPUTS, image_metadata
 
 
 #: Workflow node with threads (its sink input is ``threads_<node>``) -> the step's name in the
@@ -33,6 +33,7 @@ class _SinkIn(BaseInterfaceInputSpec):
     sources = traits.List(traits.Str, mandatory=True, desc="BIDS URIs of the inputs")
     parameters = traits.Str(mandatory=True, desc="JSON of the workflow parameters")
     brain_extraction = traits.Str(mandatory=True, desc="how the brain mask was made")
+    skull_stripped = traits.Bool(mandatory=True, desc="the input T1w was skull-stripped")
     # threads that computed each step's result (THREADED_STEPS)
     threads_n4 = traits.Int(mandatory=True)
     threads_register = traits.Int(mandatory=True)
@@ -84,7 +85,8 @@ class DerivativesSink(SimpleInterface):
             elif name.startswith("fig_"):
                 copy_file(source, path)
             else:
-                write_image(path, nib.load(source), sidecar)
+                write_image(path, nib.load(source), {**sidecar, **image_metadata(
+                    name, self.inputs.sources[0], self.inputs.skull_stripped)})
             written.append(str(path))
         self._results["out_files"] = written
         return runtime

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from nipype.pipeline import engine as pe
 
+from bids_mdd.bids.derivatives import RAW_URI_PREFIX
 from bids_mdd.bids.discovery import T1wInput
 from bids_mdd.preproc import interfaces as ifc
 from bids_mdd.preproc.ants_steps import (RegistrationSettings, SegmentationSettings,
@@ -49,7 +50,8 @@ class PreprocOptions:
 
 
 def bids_uri(t1w: T1wInput, bids_dir: Path) -> str:
-    """The BIDS URI of an input file (``bids::sub-01/anat/...``).
+    """The BIDS URI of an input file (``bids:raw:sub-01/anat/...``; ``raw`` is the input
+    dataset in dataset_description.json's ``DatasetLinks``).
 
     Symlinks are not followed: in DataLad/git-annex datasets every file links elsewhere.
     """
@@ -58,7 +60,7 @@ def bids_uri(t1w: T1wInput, bids_dir: Path) -> str:
         path, root = t1w.path.resolve(), bids_dir.resolve()
     if not path.is_relative_to(root):
         return path.as_uri()
-    return f"bids::{path.relative_to(root).as_posix()}"
+    return f"{RAW_URI_PREFIX}{path.relative_to(root).as_posix()}"
 
 
 def workflow_name(t1w: T1wInput) -> str:
@@ -104,6 +106,7 @@ def init_anat_preproc_wf(*, t1w: T1wInput, bids_dir: Path, output_dir: Path,
         (validate, register, [("skull_stripped", "skull_stripped")]),
         (n4, register, [("out_file", "in_file")]),
         (validate, mask, [("skull_stripped", "skull_stripped")]),
+        (validate, sink, [("skull_stripped", "skull_stripped")]),
         (n4, mask, [("out_file", "in_file")]),
         (register, mask, [("inverse", "inverse")]),
         (n4, segment, [("out_file", "in_file")]),

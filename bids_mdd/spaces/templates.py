@@ -55,3 +55,9 @@ def template_t1w(resolution: int = 1) -> Path:
 def template_brain_mask(resolution: int = 1) -> Path:
     """The MNI152NLin2009cAsym brain mask."""
     return template_file(resolution=resolution, suffix="mask", desc="brain")
+
+
+def required_templates() -> list[Path]:
+    """Every template file bids_mdd reads (downloaded when missing and online): what a container
+    image must hold to run offline."""
+    return [template_t1w(1), template_brain_mask(1)]

@@ -93,21 +93,25 @@ def generate_cohort(out_dir: str | Path, spec: CohortSpec, n_jobs: int = 2) -> d
     regions = {**planted_map, **{f: factor_map[r] for f, r in FACTOR_REGIONS.items()}}
     planted = {i for idx in planted_map.values() for i in idx}
 
-    LOGGER.info("preparing the template at %.2g mm", spec.resolution)
-    space = prepare_template(nib.load(template_t1w()), nib.load(template_brain_mask()), atlas,
-                             spec.resolution, seed=spec.seed)
-    draws = draw_subjects(spec, atlas.hemisphere_stems())
-    mni = None
-    if spec.mni_derivatives:
-        LOGGER.info("preparing the 1 mm template for MNI-space model inputs")
-        mni = prepare_mni_space(prepare_template(nib.load(template_t1w()),
-                                                 nib.load(template_brain_mask()), atlas,
-                                                 resolution=1.0, seed=spec.seed))
-
     tmp = out_dir.with_name(f".{out_dir.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
     try:
+        tmp.mkdir()
+    except OSError as exc:
+        raise BidsMddError(f"cannot create {tmp} ({exc.strerror}): the cohort is written beside "
+                           f"{out_dir} and renamed into place, so {out_dir.parent} must be "
+                           "writable", ExitCode.CANNOT_CREATE_OUTPUT) from exc
+    try:  # the partial folder goes whatever fails
+        LOGGER.info("preparing the template at %.2g mm", spec.resolution)
+        space = prepare_template(nib.load(template_t1w()), nib.load(template_brain_mask()), atlas,
+                                 spec.resolution, seed=spec.seed)
+        draws = draw_subjects(spec, atlas.hemisphere_stems())
+        mni = None
+        if spec.mni_derivatives:
+            LOGGER.info("preparing the 1 mm template for MNI-space model inputs")
+            mni = prepare_mni_space(prepare_template(nib.load(template_t1w()),
+                                                     nib.load(template_brain_mask()), atlas,
+                                                     resolution=1.0, seed=spec.seed))
         with ProcessPoolExecutor(max_workers=max(1, n_jobs), initializer=_init_worker,
                                  initargs=(space, spec, str(tmp), regions, planted, mni)) as pool:
             results = list(tqdm(pool.map(_make_subject, draws), total=len(draws),

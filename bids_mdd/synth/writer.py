@@ -41,7 +41,8 @@ def write_subject(root: Path, draw: SubjectDraw, images: SubjectImages, spec: Co
 
 def write_dataset_files(root: Path, spec: CohortSpec, draws: list[SubjectDraw],
                         truth: dict[str, Any]) -> None:
-    """dataset_description.json, README, participants.tsv/.json, ground_truth.json."""
+    """dataset_description.json, README, participants.tsv/.json, ground_truth.json (listed in
+    .bidsignore: BIDS has no name for it)."""
     write_json(root / "dataset_description.json", {
         "Name": f"bids_mdd synthetic MDD cohort (SYNTHETIC, seed {spec.seed}, "
                 f"d = {spec.effect_size:g})",
@@ -68,6 +69,7 @@ def write_dataset_files(root: Path, spec: CohortSpec, draws: list[SubjectDraw],
                                           "model of regional GM volume, see ground_truth.json)"}
     write_json(root / "participants.json", columns)
     write_json(root / "ground_truth.json", truth)
+    write_text(root / ".bidsignore", "ground_truth.json\n")
     if spec.mni_derivatives:
         write_json(root / MNI_DIR / "dataset_description.json", {
             **dataset_description([root]), "Name": "SYNTHETIC bids_mdd model inputs in MNI space",
