@@ -203,3 +203,14 @@ def test_readme_documents_the_two_commands_and_exit_codes() -> None:
         if code:
             assert f"`{int(code)}`" in readme, code
     assert "TEMPLATEFLOW_HOME" in readme
+
+
+def test_build_scripts_parse() -> None:
+    """The scripts CI and the image builds run (they run for real in tools/container-test)."""
+    for shell, script in (("bash", "tools/container-test"), ("bash", ".ci/run"),
+                          ("bash", "tools/lock-image-requirements"), ("sh", "tools/version"),
+                          ("sh", "docker/install-python-packages.sh"),
+                          ("sh", "docker/install-templates.sh")):
+        checked = subprocess.run([shell, "-n", REPO / script], capture_output=True, text=True)
+        assert checked.returncode == 0, (script, checked.stderr)
+        assert (REPO / script).stat().st_mode & 0o111, f"{script} is not executable"
