@@ -43,8 +43,10 @@ def test_skip_bids_validation_goes_on(tiny_bids, tmp_path, capsys) -> None:
     assert main([str(tiny_bids), str(tmp_path / "out"), "group"]) == 16
     capsys.readouterr()
     code = main([str(tiny_bids), str(tmp_path / "out"), "group", "--skip-bids-validation"])
-    assert code not in (0, 16)  # the validator is skipped; the group level then finds no maps
-    assert "not valid BIDS" not in capsys.readouterr().err
+    err = capsys.readouterr().err
+    # past the validator, the group level stops where it should: no participant-level maps
+    assert code == ExitCode.MISSING_INPUT == 66 and "not valid BIDS" not in err
+    assert "has a GM map; run the participant level first" in err
 
 
 def test_synthetic_dataset_is_valid(templateflow_home, tmp_path) -> None:
