@@ -23,7 +23,8 @@ def test_torch_is_pinned_to_the_cpu_wheel_release() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert "torch==2.13.0" in project["dependencies"]
     assert project["requires-python"] == ">=3.11"
-    assert set(project["scripts"]) == {"bids_mdd", "bids_mdd-synth", "bids_mdd-train"}
+    assert set(project["scripts"]) == {"bids_mdd", "bids_mdd-synth", "bids_mdd-train",
+                                       "bids_mdd-slurm"}
     makefile = (REPO / "Makefile").read_text()
     install = makefile.index("pip install --quiet torch==2.13.0")
     assert install < makefile.index("pip install --quiet -e")

@@ -136,6 +136,7 @@ def test_threads_do_not_enter_the_cache_hash(templateflow_home, tmp_path) -> Non
 FLOORS = {"_version": 0, "errors": 0, "spaces": 1, "atlas": 1, "metrics": 1,
           "html_page": 1, "bids": 2,
           "preproc": 3, "models": 3, "synth": 4, "training": 4, "participant": 5, "group": 5,
+          "hpc": 5,
           "cli": 6}
 
 

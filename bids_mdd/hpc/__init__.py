@@ -1,0 +1,1 @@
+"""Running bids_mdd on a cluster: job folders for SLURM."""
