@@ -30,8 +30,8 @@ def test_job_folder_and_what_each_task_runs(tiny_bids, tmp_path, capsys) -> None
     for name in ("participant.sbatch", "group.sbatch"):
         assert (jobs / name).read_text() == (PACKAGE_SCRIPTS / name).read_text()
     submit = (jobs / "submit.sh").read_text()
-    assert ("sbatch --parsable --array=0-2%2 --cpus-per-task=2 --mem=3G --time=12:00:00 "
-            "participant.sbatch") in submit
+    assert ('sbatch --parsable --array="${1:-0-2}%2" --cpus-per-task=2 --mem=3G '
+            "--time=12:00:00 participant.sbatch") in submit
     assert '--dependency=afterok:"${array%%;*}" group.sbatch' in submit
     assert (jobs / "logs").is_dir()
 

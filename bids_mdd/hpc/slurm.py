@@ -57,14 +57,18 @@ class SlurmJob:
         return "\n".join(lines) + "\n"
 
     def submit_script(self) -> str:
-        """submit.sh: the array, then the group job once every task has succeeded."""
+        """submit.sh [INDICES]: the array (every participant, or only the task indices given,
+        e.g. ``3,7`` to rerun failed tasks), then the group job once every task succeeded."""
         limit = f"%{self.max_parallel}" if self.max_parallel else ""
         return (
             "#!/bin/bash\n"
             "# Submit the participant array, then the group level after every task succeeded.\n"
+            "#   ./submit.sh          every participant (line N of participants.txt = task N-1)\n"
+            "#   ./submit.sh 3,7      only tasks 3 and 7 (rerun failed ones; finished steps of\n"
+            "#                        their work folders are reused), then the group level again\n"
             "set -euo pipefail\n"
             'cd "$(dirname "$0")"\n'
-            f"array=$(sbatch --parsable --array=0-{len(self.labels) - 1}{limit} "
+            f'array=$(sbatch --parsable --array="${{1:-0-{len(self.labels) - 1}}}{limit}" '
             f"--cpus-per-task={self.cpus} --mem={self.mem_gb}G --time={self.time} "
             "participant.sbatch)\n"
             'group=$(sbatch --parsable --dependency=afterok:"${array%%;*}" group.sbatch)\n'
