@@ -71,3 +71,12 @@ def test_unknown_label_and_missing_sbatch(tiny_bids, tmp_path, capsys, monkeypat
     assert main([str(tiny_bids), str(tmp_path / "out"), str(tmp_path / "jobs"),
                  "--submit"]) == 66
     assert "sbatch is not on PATH" in capsys.readouterr().err
+
+
+def test_doc_shows_the_package_scripts() -> None:
+    """docs/hpc.md shows the job scripts as they are in the package, and the README links it."""
+    doc = (REPO / "docs" / "hpc.md").read_text()
+    for name in ("participant.sbatch", "group.sbatch"):
+        shown = doc.split(f"`bids_mdd/data/slurm/{name}`:\n```bash\n")[1].split("\n```")[0]
+        assert shown + "\n" == (PACKAGE_SCRIPTS / name).read_text(), name
+    assert "(docs/hpc.md)" in (REPO / "README.md").read_text()
