@@ -4,11 +4,9 @@ group levels of 4 SYNTHETIC participants give 0 errors, and only the warnings th
 from __future__ import annotations
 
 import json
-import subprocess
 from collections import Counter
-from pathlib import Path
 
-from bids_mdd.bids.validation import validator_executable
+from bids_mdd.bids.validation import run_validator
 from bids_mdd.cli.run import main
 from bids_mdd.synth.cohort import CohortSpec, generate_cohort
 from conftest import REPO
@@ -17,19 +15,13 @@ from conftest import REPO
 KNOWN_WARNINGS = {"TOO_FEW_AUTHORS"}
 
 
-def _issues(folder: Path) -> list[dict]:
-    result = subprocess.run([validator_executable(), str(folder), "--format", "json"],
-                            capture_output=True, text=True, check=False)
-    return json.loads(result.stdout)["issues"]["issues"]
-
-
 def test_demo_size_output_passes_the_bids_validator(templateflow_home, tmp_path) -> None:
     bids, out, work = tmp_path / "bids", tmp_path / "out", tmp_path / "work"
     generate_cohort(bids, CohortSpec(n_mdd=2, n_hc=2, seed=1, resolution=4.0), n_jobs=2)
     assert main([str(bids), str(out), "participant", "-w", str(work), "--sloppy",
                  "--nprocs", "2"]) == 0
     assert main([str(bids), str(out), "group", "-w", str(work)]) == 0
-    issues = _issues(out)
+    issues = run_validator(out, warnings=True)
     counts = Counter((issue["severity"], issue["code"]) for issue in issues)
     errors = {code: n for (severity, code), n in counts.items() if severity == "error"}
     assert errors == {}, [i for i in issues if i["severity"] == "error"][:5]

@@ -33,9 +33,12 @@ def validator_executable() -> str:
     return found
 
 
-def run_validator(bids_dir: Path) -> list[dict[str, Any]]:
-    """The validator's issues for ``bids_dir`` (each a dict with code, severity, location)."""
-    command = [validator_executable(), str(bids_dir), "--format", "json", "--ignoreWarnings"]
+def run_validator(bids_dir: Path, warnings: bool = False) -> list[dict[str, Any]]:
+    """The validator's issues for ``bids_dir`` (each a dict with code, severity, location);
+    errors only unless ``warnings``."""
+    command = [validator_executable(), str(bids_dir), "--format", "json"]
+    if not warnings:
+        command.append("--ignoreWarnings")
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S,
                                 check=False)
