@@ -47,11 +47,25 @@ def _config(root: Path, cpus: int, mem_mb: int) -> str:
         "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP", ""])
 
 
-def _stop(pid_file: Path) -> None:
+def _running(pid: int) -> bool:
+    """Whether ``pid`` lives (a zombie, left for a parent that never reaps, does not)."""
     try:
-        os.kill(int(pid_file.read_text().split()[0]), signal.SIGTERM)
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def _stop(pid_file: Path, wait_s: float = 30) -> None:
+    """SIGTERM the daemon, then wait until it has exited (munged writes its seed file last)."""
+    try:
+        pid = int(pid_file.read_text().split()[0])
+        os.kill(pid, signal.SIGTERM)
     except (OSError, ValueError):
-        pass
+        return
+    deadline = time.monotonic() + wait_s
+    while _running(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 @contextmanager

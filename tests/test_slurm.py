@@ -63,6 +63,48 @@ def test_job_folder_and_what_each_task_runs(tiny_bids, tmp_path, capsys) -> None
     assert past.returncode == 64 and "no participant at line 4" in past.stderr
 
 
+def test_apptainer_branch_binds_and_node_local_work(tiny_bids, tmp_path, capsys) -> None:
+    """With --image the tasks run ``apptainer run --cleanenv`` (a stand-in on PATH records its
+    arguments): the input bound read-only, the output, the task's work folder (here node-local
+    scratch named by a variable, expanded on the node) and the extra --bind."""
+    image, models = tmp_path / "bids_mdd.sif", tmp_path / "models"
+    image.write_bytes(b"SIF")
+    jobs, out = tmp_path / "jobs", tmp_path / "out"
+    assert main([str(tiny_bids), str(out), str(jobs), "--image", str(image), "--bind",
+                 str(models), "--work-root", "$NODE_SCRATCH/bids_mdd",
+                 "--participant-args=--models " + str(models)]) == 0, capsys.readouterr().err
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    _fake_bids_mdd(tmp_path).rename(bin_dir / "apptainer")
+    scratch, record = tmp_path / "node scratch", tmp_path / "args.txt"
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RECORD": str(record),
+           "NODE_SCRATCH": str(scratch), "SLURM_SUBMIT_DIR": str(jobs),
+           "SLURM_ARRAY_TASK_ID": "2", "SLURM_ARRAY_JOB_ID": "41", "SLURM_CPUS_PER_TASK": "4",
+           "SLURM_MEM_PER_NODE": "16384"}
+    subprocess.run(["bash", jobs / "participant.sbatch"], env=env, check=True,
+                   capture_output=True)
+    work = scratch / "bids_mdd" / "sub-03"
+    assert record.read_text().splitlines() == [
+        "run", "--cleanenv", "-B", f"{tiny_bids}:{tiny_bids}:ro,{out},{work},{models}",
+        str(image), str(tiny_bids), str(out), "participant", "--participant-label", "03",
+        "-w", str(work), "--nprocs", "4", "--mem-gb", "16", "--models", str(models)]
+    assert work.is_dir() and out.is_dir()  # bind sources must exist before apptainer starts
+    subprocess.run(["bash", jobs / "group.sbatch"], env=env, check=True, capture_output=True)
+    group_work = scratch / "bids_mdd" / "group"
+    assert record.read_text().splitlines() == [
+        "run", "--cleanenv", "-B", f"{tiny_bids}:{tiny_bids}:ro,{out},{group_work},{models}",
+        str(image), str(tiny_bids), str(out), "group", "-w", str(group_work), "--nprocs", "4"]
+
+    # what apptainer cannot bind, and a missing image, are refused before anything is written
+    assert main([str(tiny_bids), str(tmp_path / "a,b"), str(tmp_path / "jobs2"), "--image",
+                 str(image)]) == 64
+    assert "cannot bind a path with ',' or ':'" in capsys.readouterr().err
+    assert main([str(tiny_bids), str(out), str(tmp_path / "jobs3"), "--image",
+                 str(tmp_path / "missing.sif")]) == 66
+    assert "no such Apptainer image" in capsys.readouterr().err
+    assert not (tmp_path / "jobs2").exists() and not (tmp_path / "jobs3").exists()
+
+
 def test_unknown_label_and_missing_sbatch(tiny_bids, tmp_path, capsys, monkeypatch) -> None:
     assert main([str(tiny_bids), str(tmp_path / "out"), str(tmp_path / "jobs"),
                  "--participant-label", "09"]) == 18

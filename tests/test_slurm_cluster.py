@@ -1,10 +1,13 @@
 """bids_mdd-slurm on a real one-node SLURM (slurm-wlm + munge, started by the test): an array of
-3 SYNTHETIC participants and the dependent group job; then a task killed and rerun through
-submit.sh INDICES, whose outputs equal the uninterrupted run's."""
+3 SYNTHETIC participants, two at once into one OUTPUT_DIR, and the dependent group job; then the
+same through the Apptainer branch of the job scripts (a stand-in ``apptainer`` that runs this
+bids_mdd with a clean environment) with a task killed and rerun through submit.sh INDICES, whose
+outputs equal the uninterrupted run's."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import subprocess
 import sys
@@ -15,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from bids_mdd.bids.validation import run_validator
 from bids_mdd.cli.slurm import main as slurm_main
 from bids_mdd.synth.cohort import CohortSpec, generate_cohort
 from slurm_cluster import job_times, missing, slurm_cluster
@@ -39,6 +43,33 @@ def _wait(env: dict[str, str], until, what: str) -> None:
 def _queue_empty(env: dict[str, str]) -> bool:
     return not subprocess.run(["squeue", "-h"], env=env, capture_output=True,
                               text=True).stdout.strip()
+
+
+def _stand_in_apptainer(folder: Path, templateflow_home: Path) -> Path:
+    """``apptainer run --cleanenv -B BINDS IMAGE ARGS``: checks the call and that every bind
+    source exists (as apptainer does), records the binds, runs bids_mdd with a clean
+    environment holding only what the image sets."""
+    folder.mkdir()
+    fake = folder / "apptainer"
+    fake.write_text(f"""#!/bin/bash
+set -eu
+[[ $1 == run && $2 == --cleanenv && $3 == -B && -f $5 ]] || {{ echo "bad call: $*" >&2; exit 255; }}
+IFS=, read -ra binds <<< "$4"
+for bind in "${{binds[@]}}"; do
+    [[ -d ${{bind%%:*}} ]] || {{ echo "bind source ${{bind%%:*}} does not exist" >&2; exit 255; }}
+done
+echo "$4" >> {folder}/binds.txt
+shift 5
+exec env -i HOME=/tmp PATH={Path(sys.executable).parent}:/usr/bin:/bin \\
+    TEMPLATEFLOW_HOME={templateflow_home} bids_mdd "$@"
+""")
+    fake.chmod(0o755)
+    return folder / "binds.txt"
+
+
+def _overlap(first: dict[str, str], second: dict[str, str]) -> bool:
+    return max(first["StartTime"], second["StartTime"]) < min(first["EndTime"],
+                                                               second["EndTime"])
 
 
 def _digests(out: Path) -> dict[str, str]:
@@ -77,15 +108,26 @@ def test_array_then_group_and_recovery(cluster, templateflow_home, tmp_path) -> 
     grouped = job_times(group, env)
     assert grouped["JobState"] == "COMPLETED", grouped
     assert grouped["StartTime"] >= max(t["EndTime"] for t in tasks)  # afterok
+    # two tasks wrote into one OUTPUT_DIR at once: still a valid dataset, nothing half-written
+    assert _overlap(tasks[0], tasks[1]), tasks
     out = tmp_path / "outA"
     for label in ("001", "002", "003"):
         assert (out / f"sub-{label}" / "anat" / f"sub-{label}_predictions.tsv").is_file()
     assert (out / "group" / "group.html").is_file()
+    description = json.loads((out / "dataset_description.json").read_text())
+    assert description["DatasetType"] == "derivative"
+    assert description["GeneratedBy"][0]["Name"] == "bids_mdd"
     assert not [p for p in out.rglob("*") if p.name.startswith(".bids_mdd-tmp")]
+    assert run_validator(out) == []  # the official validator: no error
 
-    # task 1 killed after its registration: the group job never starts; rerun task 1 only
+    # through the Apptainer branch; task 1 killed after its registration: the group job never
+    # starts; rerun task 1 only
+    image = tmp_path / "bids_mdd.sif"
+    image.write_bytes(b"stand-in image")
+    binds = _stand_in_apptainer(tmp_path / "bin", templateflow_home)
+    env["PATH"] = f"{binds.parent}:{env['PATH']}"
     assert slurm_main([str(bids), str(tmp_path / "outB"), str(tmp_path / "jobsB"),
-                       *common]) == 0
+                       "--image", str(image), *common]) == 0
     array, group = _submit(tmp_path / "jobsB", env)
     register = (tmp_path / "jobsB" / "work" / "sub-002" / "bids_mdd_wf" /
                 "anat_preproc_subject002" / "register")
@@ -101,3 +143,9 @@ def test_array_then_group_and_recovery(cluster, templateflow_home, tmp_path) -> 
     assert next(register.glob("result_*.pklz")).stat().st_mtime_ns == stamp  # not recomputed
     assert _digests(tmp_path / "outB") == _digests(out)  # participant and group images
     assert len(_digests(out)) > 3 * 14
+    # 3 tasks, the rerun of task 1 and the group job; the input always read-only
+    bound = binds.read_text().splitlines()
+    prefix = f"{bids}:{bids}:ro,{tmp_path / 'outB'},{tmp_path / 'jobsB' / 'work'}/"
+    assert all(line.startswith(prefix) for line in bound), bound
+    assert sorted(line[len(prefix):] for line in bound) == [
+        "group", "sub-001", "sub-002", "sub-002", "sub-003"]

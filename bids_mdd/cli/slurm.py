@@ -30,8 +30,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="participants to submit (default: every one with a T1w)")
     parser.add_argument("--image", type=Path, help="an Apptainer image of bids_mdd (default: "
                         "the bids_mdd of this environment)")
-    parser.add_argument("--work-root", type=Path, help="shared folder for one work folder per "
-                        "participant, so that a rerun task resumes (default: JOB_DIR/work)")
+    parser.add_argument("--work-root", help="folder for one work folder per participant: on "
+                        "shared storage a rerun task resumes (default: JOB_DIR/work); "
+                        "$VARIABLES expand on the node, e.g. '$TMPDIR/bids_mdd' for node-local "
+                        "scratch, where a rerun task starts over")
+    parser.add_argument("--bind", type=Path, action="append", default=[], metavar="PATH",
+                        help="with --image: one more host folder the image must see (e.g. "
+                             "the --models folder); the input, output and work folders are "
+                             "bound already")
     parser.add_argument("--cpus", type=positive_int, default=4, help="CPUs per array task")
     parser.add_argument("--mem-gb", type=positive_int, default=16, help="memory per array task")
     parser.add_argument("--time", default="12:00:00", help="time limit per array task")
@@ -48,18 +54,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _work_root(given: str | None, job_dir: Path) -> str:
+    """The work root as settings.sh holds it: absolute, unless it names $VARIABLES."""
+    if given is None:
+        return str(job_dir / "work")
+    return given if "$" in given else str(Path(given).resolve())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Write (and maybe submit) the job folder; return an exit code."""
     args = build_parser().parse_args(argv)
     try:
         bids_dir = args.bids_dir.resolve()
+        if args.image is not None and not args.image.is_file():
+            raise BidsMddError(f"{args.image}: no such Apptainer image; build it from "
+                               "singularity.def (see README)", ExitCode.MISSING_INPUT)
         inputs = discover_t1w(open_layout(bids_dir), args.participant_label)
         job_dir = args.job_dir.resolve()
         job = SlurmJob(
             bids_dir=bids_dir, output_dir=args.output_dir.resolve(),
             labels=list(dict.fromkeys(t1w.subject for t1w in inputs)),
-            work_root=(args.work_root or job_dir / "work").resolve(),
+            work_root=_work_root(args.work_root, job_dir),
             image=args.image.resolve() if args.image else None,
+            binds=[path.resolve() for path in args.bind],
             participant_args=shlex.split(args.participant_args),
             group_args=shlex.split(args.group_args), cpus=args.cpus, mem_gb=args.mem_gb,
             time=args.time, max_parallel=args.max_parallel)

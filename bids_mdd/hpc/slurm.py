@@ -4,11 +4,14 @@ The job scripts are package files (``bids_mdd/data/slurm/*.sbatch``), copied unc
 differs per dataset goes into ``settings.sh`` (paths, image, bids_mdd options) and
 ``participants.txt`` (one label per array task), so nobody hand-edits a participant list.
 ``submit.sh`` submits the array and then the group job with ``--dependency=afterok``.
+With an Apptainer image the job scripts bind the input read-only, the output folder, the task's
+work folder and the extra ``binds``; the templates are the image's own.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -29,8 +32,9 @@ class SlurmJob:
     bids_dir: Path
     output_dir: Path
     labels: list[str]
-    work_root: Path
+    work_root: str  # may name $VARIABLES, expanded on the node when a task starts
     image: Path | None = None  # an Apptainer image; None: the bids_mdd of this environment
+    binds: list[Path] = field(default_factory=list)  # more host folders the image must see
     participant_args: list[str] = field(default_factory=list)
     group_args: list[str] = field(default_factory=list)
     cpus: int = 4
@@ -41,13 +45,12 @@ class SlurmJob:
     def settings(self) -> str:
         """settings.sh: shell assignments the job scripts source."""
         bids_mdd = shutil.which("bids_mdd") or "bids_mdd"
-        binds = sorted({str(p) for p in (self.bids_dir, self.output_dir, self.work_root)})
         lines = [f"# written by bids_mdd-slurm {__version__}; sourced by the job scripts",
                  f"BIDS_DIR={shlex.quote(str(self.bids_dir))}",
                  f"OUTPUT_DIR={shlex.quote(str(self.output_dir))}",
-                 f"WORK_ROOT={shlex.quote(str(self.work_root))}",
+                 f"WORK_ROOT={_expandable(self.work_root)}",
                  f"IMAGE={shlex.quote(str(self.image or ''))}",
-                 f"BIND={shlex.quote(','.join(binds))}",
+                 f"BIND={shlex.quote(','.join(str(p) for p in self.binds))}",
                  f"BIDS_MDD={shlex.quote(bids_mdd)}",
                  f"EXTRA_ARGS=({shlex.join(self.participant_args)})",
                  f"GROUP_ARGS=({shlex.join(self.group_args)})"]
@@ -75,10 +78,20 @@ class SlurmJob:
             'echo "participant array ${array%%;*}, group job ${group%%;*}"\n')
 
 
+def _expandable(value: str) -> str:
+    """``value`` double-quoted for bash: ``$VARIABLES`` expand when settings.sh is sourced."""
+    return '"' + re.sub(r'([\\"`])', r"\\\1", value) + '"'
+
+
 def write_job_folder(job: SlurmJob, job_dir: Path) -> Path:
     """Write the job folder (scripts, settings, participants, logs/); return submit.sh."""
     if not job.labels:
         raise BidsMddError(f"{job.bids_dir}: no participant to submit", ExitCode.NO_FILES)
+    if job.image is not None:
+        for path in (job.bids_dir, job.output_dir, job.work_root, *job.binds):
+            if any(char in str(path) for char in ",:"):  # apptainer -B separators
+                raise BidsMddError(f"{path}: Apptainer cannot bind a path with ',' or ':'; "
+                                   "use a symlink without them", ExitCode.USAGE)
     job_dir.mkdir(parents=True, exist_ok=True)
     (job_dir / "logs").mkdir(exist_ok=True)
     for name in SCRIPTS:
