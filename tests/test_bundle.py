@@ -102,3 +102,70 @@ def test_existing_bundle_needs_overwrite_and_find_bundles(bundle):
     write_bundle(written.path.parent / "other", _meta("other"), states[:1])
     assert [b.name for b in find_bundles(written.path.parent)] == ["other", "tiny"]
     assert [b.name for b in find_bundles(written.path)] == ["tiny"]
+
+
+class _CreatesFile:
+    """A pickle payload: unpickling it would create ``path`` (it must never be unpickled)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def _relist(bundle_dir, name: str) -> None:
+    """Record ``name``'s new sha256 in model.json, as a hostile bundle would."""
+    from bids_mdd.models.bundle import sha256_of
+
+    meta = json.loads((bundle_dir / "model.json").read_text())
+    for fold in meta["folds"]:
+        if fold["file"] == name:
+            fold["sha256"] = sha256_of(bundle_dir / name)
+    (bundle_dir / "model.json").write_text(json.dumps(meta))
+
+
+def test_pickle_renamed_safetensors_is_refused_unexecuted(tmp_path, bundle):
+    written, _ = bundle
+    created = tmp_path / "pwned"
+    torch.save({"w": _CreatesFile(str(created))}, written.path / "fold-1.safetensors")
+    _relist(written.path, "fold-1.safetensors")
+    loaded = load_bundle(written.path)  # the checksum matches: the format check comes next
+    with pytest.raises(BidsMddError, match=r"fold-1.safetensors: not a safetensors file "
+                                           r"\(.*\); export the weights") as error:
+        loaded.load_fold(0)
+    assert error.value.exit_code == 65 and "\n" not in str(error.value)
+    assert not created.exists()
+
+
+def test_weights_of_another_architecture_are_refused(bundle):
+    from safetensors.torch import save_file
+
+    from bids_mdd.models.networks import build_network
+
+    written, _ = bundle
+    other = build_network("densenet121", init_features=8, growth_rate=4,
+                          block_config=[1, 1, 1, 1]).state_dict()
+    save_file(other, str(written.path / "fold-2.safetensors"))
+    _relist(written.path, "fold-2.safetensors")
+    with pytest.raises(BidsMddError, match=r"fold-2.safetensors: weights do not fit "
+                                           r"architecture 'densenet121' of model.json \(.*size "
+                                           r"mismatch") as error:
+        load_bundle(written.path).load_fold(1)
+    assert error.value.exit_code == 65 and "\n" not in str(error.value)
+
+
+def test_oversized_or_malformed_model_json_is_refused_unread(bundle):
+    written, _ = bundle
+    meta_path = written.path / "model.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "padding": "x" * (2 << 20)}))
+    with pytest.raises(BidsMddError, match=r"model.json: \d+ bytes, larger than any model.json"):
+        load_bundle(written.path)
+    meta_path.write_text(json.dumps({**meta, "folds": ["fold-1.safetensors"]}))
+    with pytest.raises(BidsMddError, match=r"folds must be a list of \{\"file\", \"sha256\"\}"):
+        load_bundle(written.path)
+    meta_path.write_text(json.dumps({**meta, "kwargs": {"no_such_argument": 1}}))
+    with pytest.raises(BidsMddError, match=r"architecture 'densenet121' with kwargs .* cannot "
+                                           r"be built"):
+        load_bundle(written.path).network()

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -28,6 +29,8 @@ FORMAT_VERSION = 1
 MODEL_JSON = "model.json"
 TASKS = ("classification", "regression")
 _PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
+#: A model.json is a few kB; a larger one is refused unread (no JSON bomb reaches the parser).
+MAX_MODEL_JSON_BYTES = 1 << 20
 _REQUIRED = ("format_version", "name", "architecture", "kwargs", "task", "outputs", "input",
              "folds")
 
@@ -71,13 +74,35 @@ class Bundle:
 
     def network(self) -> nn.Module:
         """A freshly initialised network of the bundle's architecture."""
-        return build_network(self.meta["architecture"], **self.meta["kwargs"])
+        try:
+            return build_network(self.meta["architecture"], **self.meta["kwargs"])
+        except (TypeError, ValueError) as exc:
+            raise _fail(self.path / MODEL_JSON, f"architecture {self.meta['architecture']!r} "
+                        f"with kwargs {self.meta['kwargs']!r} cannot be built ({exc}); "
+                        "restore the bundle") from exc
 
     def load_fold(self, index: int, device: str | torch.device = "cpu") -> nn.Module:
-        """Fold ``index`` (0-based) in eval mode; its sha256 was checked when the bundle loaded."""
-        fold = self.meta["folds"][index]
+        """Fold ``index`` (0-based) in eval mode; its sha256 was checked when the bundle loaded.
+
+        Raises BidsMddError (65) for a file that is not safetensors, and for weights that do
+        not fit the architecture model.json names.
+        """
+        weights = self.path / self.meta["folds"][index]["file"]
         net = self.network()
-        net.load_state_dict(load_file(str(self.path / fold["file"]), device=str(device)))
+        try:
+            state = load_file(str(weights), device=str(device))
+        except (SafetensorError, OSError) as exc:
+            why = " ".join(str(exc).split())[:120]
+            raise _fail(weights, f"not a safetensors file ({why}); export the weights with "
+                                 "bids_mdd-train or safetensors.torch.save_file") from exc
+        try:
+            net.load_state_dict(state)
+        except RuntimeError as exc:
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            why = "; ".join(lines[1:3])[:160] or lines[0][:160]
+            raise _fail(weights, f"weights do not fit architecture "
+                                 f"{self.meta['architecture']!r} of {MODEL_JSON} ({why}); use the "
+                                 "model.json they were trained with") from exc
         return net.to(device).eval()
 
     def ensemble(self, device: str | torch.device = "cpu") -> list[nn.Module]:
@@ -102,13 +127,27 @@ def load_bundle(path: str | Path) -> Bundle:
                               " pickle files are refused: export the weights to safetensors")
         raise BidsMddError(f"{meta_path}: not found; --models must name bundle folders with a "
                            f"{MODEL_JSON}", ExitCode.MISSING_INPUT)
+    size = meta_path.stat().st_size
+    if size > MAX_MODEL_JSON_BYTES:
+        raise _fail(meta_path, f"{size} bytes, larger than any model.json "
+                               f"({MAX_MODEL_JSON_BYTES} at most); not a bids_mdd model bundle")
     try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise _fail(meta_path, f"unreadable JSON ({exc}); restore the bundle") from exc
+    if not isinstance(meta, dict):
+        raise _fail(meta_path, "is not a JSON object; not a bids_mdd model bundle")
     missing = [key for key in _REQUIRED if key not in meta]
     if missing:
         raise _fail(meta_path, f"lacks {', '.join(missing)}; not a bids_mdd model bundle")
+    folds = meta["folds"]
+    if not isinstance(folds, list) or not all(
+            isinstance(fold, dict) and isinstance(fold.get("file"), str)
+            and isinstance(fold.get("sha256"), str) for fold in folds):
+        raise _fail(meta_path, "folds must be a list of {\"file\", \"sha256\"} objects; "
+                               "restore the bundle")
+    if not isinstance(meta["kwargs"], dict):
+        raise _fail(meta_path, "kwargs must be a JSON object; restore the bundle")
     if meta["format_version"] != FORMAT_VERSION:
         raise _fail(meta_path, f"format_version {meta['format_version']} is not supported by "
                                f"bids_mdd {__version__} (expects {FORMAT_VERSION})")
