@@ -3,6 +3,8 @@ training read it the same way)."""
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 from pathlib import Path
 
@@ -21,16 +23,84 @@ SITE_COLUMN = "site"
 
 
 def read_participants(path: str | Path) -> pd.DataFrame:
-    """participants.tsv indexed by participant label (without 'sub-'), all columns as read."""
+    """participants.tsv indexed by participant label (without 'sub-'), all columns as read.
+
+    Validated on read, each problem a one-line exit 65 naming the line and the column: rows
+    with more or fewer fields than the header, a missing or repeated participant_id, and words
+    in a numeric column (one whose non-missing values are mostly numbers, e.g. "fifty-nine" in
+    age: pandas would read the whole column as text, and the covariate would silently drop).
+    """
     path = Path(path)
     if not path.is_file():
         raise BidsMddError(f"{path}: participants.tsv not found; give it with --participants",
                            ExitCode.MISSING_INPUT)
-    table = pd.read_csv(path, sep="\t", dtype={"participant_id": str}, na_values=["n/a"])
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BidsMddError(f"{path}: cannot be read as UTF-8 text ({exc}); save it as a UTF-8 "
+                           "tab-separated file", ExitCode.BAD_DATA) from exc
+    _check_shape(path, text)
+    table = pd.read_csv(io.StringIO(text), sep="\t", dtype=str, keep_default_na=False,
+                        quoting=csv.QUOTE_NONE)
     if "participant_id" not in table:
-        raise BidsMddError(f"{path}: has no participant_id column", ExitCode.BAD_DATA)
-    table.index = table.pop("participant_id").str.removeprefix("sub-")
+        raise BidsMddError(f"{path}: has no participant_id column (columns: "
+                           f"{', '.join(table.columns)}); name the first column participant_id",
+                           ExitCode.BAD_DATA)
+    ids = table.pop("participant_id").str.strip()
+    for row, label in enumerate(ids):
+        if label in MISSING or label == "sub-":
+            raise BidsMddError(f"{path} line {row + 2}: participant_id is empty; write sub-<label>"
+                               " or remove the row", ExitCode.BAD_DATA)
+    repeated = ids[ids.duplicated(keep=False)]
+    if not repeated.empty:
+        lines = ", ".join(str(i + 2) for i in repeated.index[:6])
+        raise BidsMddError(f"{path} lines {lines}: participant_id {repeated.iloc[0]} appears "
+                           f"{int((ids == repeated.iloc[0]).sum())} times; keep one row per "
+                           "participant", ExitCode.BAD_DATA)
+    table.index = ids.str.removeprefix("sub-")
+    table.index.name = None
+    table = table.replace(MISSING, np.nan)
+    for column in table.columns:
+        table[column] = _typed(table[column], path, str(column))
     return table
+
+
+#: Cells that mean "no value" (BIDS writes n/a).
+MISSING = ("n/a", "", "NaN", "nan", "NA")
+
+
+def _check_shape(path: Path, text: str) -> None:
+    """Every row has as many tab-separated fields as the header."""
+    lines = text.splitlines()
+    if not lines or not lines[0].strip():
+        raise BidsMddError(f"{path}: empty; write a header line starting with participant_id",
+                           ExitCode.BAD_DATA)
+    width = len(lines[0].split("\t"))
+    for number, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        fields = len(line.split("\t"))
+        if fields != width:
+            raise BidsMddError(f"{path} line {number}: {fields} tab-separated field(s), the "
+                               f"header has {width}; fix the row (n/a for a missing value, tabs "
+                               "between fields)", ExitCode.BAD_DATA)
+
+
+def _typed(values: pd.Series, path: Path, column: str) -> pd.Series:
+    """Numbers where the column is numeric; an error for words among mostly numbers."""
+    present = values.dropna()
+    numbers = pd.to_numeric(present, errors="coerce")
+    if present.empty or numbers.isna().all():
+        return values
+    words = present[numbers.isna()]
+    if words.empty:
+        return pd.to_numeric(values)
+    if len(words) < len(present) / 2 and column.lower() not in LABEL_COLUMNS:
+        row = int(np.flatnonzero(values.index == words.index[0])[0]) + 2
+        raise BidsMddError(f"{path} line {row}: column {column!r} holds numbers, but "
+                           f"{words.iloc[0]!r} is not one; write a number or n/a",
+                           ExitCode.BAD_DATA)
+    return values
 
 
 def find_column(table: pd.DataFrame, name: str) -> str | None:
