@@ -104,3 +104,57 @@ def test_eight_concurrent_participant_jobs(tiny_bids, tmp_path) -> None:
     assert not [p for p in out.rglob("*") if p.name.startswith(TEMP_MARK)]
     assert sorted(p.name for p in out.iterdir()) == [
         ".bidsignore", "README", "dataset_description.json"] + [f"sub-{i:02d}" for i in range(8)]
+
+
+def test_failed_image_write_leaves_neither_image_nor_sidecar(tmp_path) -> None:
+    """A write that fails (here: the disk fills up) leaves no sidecar without its image, no
+    temporary file, and an earlier version of both untouched."""
+    path = tmp_path / "sub-01" / "anat" / "sub-01_desc-preproc_T1w.nii.gz"
+    image = nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4))
+    derivatives.write_image(path, image, {"Version": 1})
+
+    def disk_full(tmp) -> None:
+        tmp.write_bytes(b"\x1f\x8b partial")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        derivatives.write_file(path, disk_full, {"Version": 2})
+    assert json.loads(path.with_name("sub-01_desc-preproc_T1w.json").read_text()) == {
+        "Version": 1}
+    assert np.all(nib.load(path).get_fdata() == 1)
+    assert sorted(p.name for p in path.parent.iterdir()) == [
+        "sub-01_desc-preproc_T1w.json", "sub-01_desc-preproc_T1w.nii.gz"]
+    fresh = tmp_path / "sub-02_desc-preproc_T1w.nii.gz"
+    with pytest.raises(OSError):
+        derivatives.write_file(fresh, disk_full, {"Version": 2})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sub-01"]
+
+
+def test_stale_temporaries_of_killed_runs_are_removed(tmp_path) -> None:
+    """Left by SIGKILL: a dead process's file on this host goes; a live process's stays; a
+    foreign host's goes when this run owns the participant or after a day."""
+    import os
+    import subprocess
+    import time
+
+    from bids_mdd.bids.atomic import remove_stale_temporaries, temporary_path
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    anat = tmp_path / "sub-01" / "anat"
+    anat.mkdir(parents=True)
+    mine_dead = temporary_path(anat / "sub-01_T1w.nii.gz")
+    mine_dead = mine_dead.with_name(mine_dead.name.replace(f"{os.getpid()}@", f"{dead.pid}@"))
+    alive = temporary_path(tmp_path / "dataset_description.json")  # this process: writing
+    foreign = tmp_path / (f"{TEMP_MARK}17@othernode-{'a' * 32}-sub-02_desc-x_T1w.nii.gz")
+    foreign_top = tmp_path / f"{TEMP_MARK}17@othernode-{'b' * 32}-README"
+    foreign_old = tmp_path / f"{TEMP_MARK}17@othernode-{'c' * 32}-dataset_description.json"
+    for path in (mine_dead, alive, foreign, foreign_top, foreign_old):
+        path.write_bytes(b"")
+    day_ago = time.time() - 25 * 3600
+    os.utime(foreign_old, (day_ago, day_ago))
+    removed = remove_stale_temporaries(tmp_path, lambda rel: rel.startswith("sub-02"))
+    assert sorted(p.name for p in removed) == sorted(
+        p.name for p in (mine_dead, foreign, foreign_old))
+    assert sorted(p.name for p in tmp_path.rglob(f"{TEMP_MARK}*")) == sorted(
+        [alive.name, foreign_top.name])

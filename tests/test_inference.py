@@ -22,6 +22,7 @@ from bids_mdd.bids.outputs import PREDICTIONS
 from bids_mdd.cli.run import main as run_main
 from bids_mdd.cli.train import main as train_main
 from bids_mdd.errors import BidsMddError
+from bids_mdd.models.bundle import sha256_of
 from bids_mdd.models.inference import load_models
 from bids_mdd.models.inputs import GM_INPUT, load_input
 from bids_mdd.participant.predictions import (ModelStepSettings, predict_participant,
@@ -133,13 +134,44 @@ def test_rerun_skips_only_when_the_same_weights_made_the_outputs(applied) -> Non
     path = sidecar_path(derivative_path(out, subject="h02", **PREDICTIONS))
     original = path.read_text()
     changed = json.loads(original)
-    changed["Models"][0]["weights"]["fold-1.safetensors"] = "0" * 64
+    changed["Fingerprint"]["Weights"][0]["fold-1.safetensors"] = "0" * 64
     path.write_text(json.dumps(changed))
     try:
         assert not up_to_date(out, {"subject": "h02"}, models)
     finally:
         path.write_text(original)
     assert not up_to_date(out, {"subject": "h99"}, models)
+
+
+def test_rerun_recomputes_when_an_input_changed(applied, tmp_path) -> None:
+    """A model input with new content (same name), or another T1w behind it: not up to date;
+    the rerun writes the new input's prediction."""
+    out = tmp_path / "derivatives"
+    shutil.copytree(applied["out"] / "sub-h02", out / "sub-h02")
+    models, entities = applied["models"], {"subject": "h02"}
+    t1w = tmp_path / "sub-h02_T1w.nii.gz"
+    t1w.write_bytes(b"first T1w")
+    settings = ModelStepSettings(device="cpu")
+    predict_participants(out, [entities], models, settings, [t1w])
+    assert up_to_date(out, entities, models, t1w)
+    before = pd.read_csv(derivative_path(out, **entities, **PREDICTIONS), sep="\t")
+    t1w.write_bytes(b"replaced T1w")
+    assert not up_to_date(out, entities, models, t1w)
+    t1w.write_bytes(b"first T1w")
+    gm = derivative_path(out, **entities, **GM_INPUT.entities)  # now another person's GM
+    shutil.copyfile(derivative_path(applied["out"], subject="h03", **GM_INPUT.entities), gm)
+    assert not up_to_date(out, entities, models, t1w)
+    predict_participants(out, [entities], models, settings, [t1w])
+    assert up_to_date(out, entities, models, t1w)
+    after = pd.read_csv(derivative_path(out, **entities, **PREDICTIONS), sep="\t")
+    assert not np.allclose(after["value"], before["value"])
+    fingerprint = json.loads(sidecar_path(derivative_path(out, **entities, **PREDICTIONS))
+                             .read_text())["Fingerprint"]
+    assert set(fingerprint) == {"Version", "Weights", "Inputs", "T1w"}
+    assert sorted(fingerprint["Inputs"]) == sorted(
+        {derivative_path(out, **entities, **m.spec.entities).relative_to(out).as_posix()
+         for m in models})
+    assert fingerprint["Inputs"][gm.relative_to(out).as_posix()] == sha256_of(gm)
 
 
 def test_batches_give_the_single_participant_results(applied, tmp_path) -> None:

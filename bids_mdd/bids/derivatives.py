@@ -13,7 +13,8 @@ from typing import Any
 import nibabel as nib
 
 from bids_mdd import __version__
-from bids_mdd.bids.atomic import atomic_output, write_json, write_text
+from bids_mdd.bids.atomic import (atomic_output, atomic_outputs, json_text, write_json,
+                                 write_text)
 from bids_mdd.bids.names import sidecar_path
 from bids_mdd.errors import BidsMddError, ExitCode
 
@@ -144,24 +145,29 @@ def software_versions_text(versions: Mapping[str, str]) -> str:
     return ", ".join(f"{name} {number}" for name, number in versions.items())
 
 
-def _write_with_sidecar(path: str | Path, sidecar: Mapping[str, Any] | None,
-                        write: Callable[[Path], object]) -> Path:
-    """Write the JSON sidecar (if any) first, then the file itself atomically via ``write``."""
+def write_file(path: str | Path, write: Callable[[Path], object],
+               sidecar: Mapping[str, Any] | None = None) -> Path:
+    """Write the file via ``write`` and its JSON sidecar (if any) to temporary files, then
+    rename the file and then the sidecar: a failed write (a full disk) leaves neither, and a
+    sidecar never describes a file that is not there."""
     path = Path(path)
-    if sidecar is not None:
-        write_json(sidecar_path(path), dict(sidecar))
-    with atomic_output(path) as tmp:
+    if sidecar is None:
+        with atomic_output(path) as tmp:
+            write(tmp)
+        return path
+    with atomic_outputs(path, sidecar_path(path)) as (tmp, tmp_sidecar):
         write(tmp)
+        tmp_sidecar.write_text(json_text(dict(sidecar)), encoding="utf-8")
     return path
 
 
 def copy_file(source: str | Path, path: str | Path,
               sidecar: Mapping[str, Any] | None = None) -> Path:
     """Atomically copy a non-image output (a transform, a figure) and write its sidecar."""
-    return _write_with_sidecar(path, sidecar, lambda tmp: shutil.copyfile(source, tmp))
+    return write_file(path, lambda tmp: shutil.copyfile(source, tmp), sidecar)
 
 
 def write_image(path: str | Path, image: nib.spatialimages.SpatialImage,
                 sidecar: Mapping[str, Any] | None = None) -> Path:
     """Atomically write a NIfTI image and, when given, its JSON sidecar (written first)."""
-    return _write_with_sidecar(path, sidecar, lambda tmp: nib.save(image, tmp))
+    return write_file(path, lambda tmp: nib.save(image, tmp), sidecar)

@@ -113,3 +113,11 @@ def parse_path(path: str | Path) -> dict[str, Any]:
 def crash_name(entities: dict[str, Any]) -> str:
     """The name of the crash file written under OUTPUT_DIR/logs for the T1w with ``entities``."""
     return "crash-" + "_".join(f"{key}-{value}" for key, value in entities.items()) + ".txt"
+
+
+def names_participant(relative: str, subject: str) -> bool:
+    """Whether the output at ``relative`` ('/'-separated, under OUTPUT_DIR) is participant
+    ``subject``'s: in its folder, or a figure or report named after it."""
+    parts = relative.split("/")
+    return parts[0] == f"sub-{subject}" or parts[-1].startswith((f"sub-{subject}_",
+                                                                 f"sub-{subject}."))

@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from bids_mdd.bids.atomic import atomic_output, write_json
+from bids_mdd.bids.atomic import remove_stale_temporaries
 from bids_mdd.bids.derivatives import (copy_file, provenance, write_dataset_description,
-                                       write_image)
+                                       write_file, write_image)
 from bids_mdd.bids.discovery import T1wInput, select_one_per_participant
 from bids_mdd.bids.names import attention_desc, derivative_path, parse_path, sidecar_path
 from bids_mdd.errors import BidsMddError, ExitCode
@@ -91,10 +91,8 @@ def _software() -> dict[str, str]:
 
 
 def _write_table(path: Path, table: pd.DataFrame, sidecar: dict[str, Any]) -> Path:
-    write_json(sidecar_path(path), sidecar)
-    with atomic_output(path) as tmp:
-        table.to_csv(tmp, sep="\t", index=False, na_rep="n/a", float_format="%.10g")
-    return path
+    return write_file(path, lambda tmp: table.to_csv(tmp, sep="\t", index=False, na_rep="n/a",
+                                                     float_format="%.10g"), sidecar)
 
 
 def _figure(output_dir: Path, desc: str, make) -> Path:
@@ -351,6 +349,9 @@ def run_group_level(bids_dir: Path, output_dir: Path, inputs: Sequence[T1wInput]
     LOGGER.info("group level uses %d participant(s): one T1w each (first session, lowest run)",
                 len(chosen))
     write_dataset_description(output_dir, [bids_dir])
+    for stale in remove_stale_temporaries(output_dir,
+                                          lambda relative: relative.startswith("group/")):
+        LOGGER.info("removed %s, left by an interrupted run", stale)
     files = gather(output_dir, chosen)
     results = GroupResults(n_selected=len(chosen), missing=missing_outputs(files, output_dir),
                            qc=qc_table(files))

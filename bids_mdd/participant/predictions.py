@@ -1,8 +1,10 @@
 """The participant level's model step: predictions.tsv, attention maps and their figures.
 
 Runs after preprocessing, on its derivatives, with models loaded once for the whole run and
-participants in batches. The predictions table's sidecar, listing the models' weights, is
-written last and so marks a complete step: a rerun with the same bundles skips the participant.
+participants in batches. The predictions table's sidecar is written last and so marks a
+complete step; its ``Fingerprint`` holds what the predictions depend on (bids_mdd's version,
+every bundle's weights, the content of each derivative the models read and of the T1w): a rerun
+skips the participant only when all of it is unchanged.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from bids_mdd.bids.derivatives import copy_file, provenance, write_image
 from bids_mdd.bids.names import derivative_path, sidecar_path
 from bids_mdd.bids.outputs import (OUTPUTS, PREDICTIONS, attention_entities,
                                    attention_figure_entities)
+from bids_mdd import __version__
 from bids_mdd.errors import BidsMddError, ExitCode
+from bids_mdd.models.bundle import sha256_of
 from bids_mdd.models.inference import (ATTENTION_METHOD, ATTENTION_UNITS, LoadedModel,
                                        ModelResult, apply_model_batch, model_input)
 from bids_mdd.participant.figures import attention_figure
@@ -49,18 +53,34 @@ def _models_json(models: list[LoadedModel]) -> list[dict[str, Any]]:
     return [model.to_json() for model in models]
 
 
-def up_to_date(output_dir: Path, entities: dict[str, Any], models: list[LoadedModel]) -> bool:
-    """Whether this T1w's predictions and maps exist and came from these same weights."""
+def fingerprint(output_dir: Path, entities: dict[str, Any], models: list[LoadedModel],
+                t1w: Path | None = None) -> dict[str, Any] | None:
+    """What this T1w's predictions depend on; None when a model's input is missing."""
+    inputs = {}
+    for model in models:
+        image = derivative_path(output_dir, **entities, **model.spec.entities)
+        if not image.is_file():
+            return None
+        inputs[image.relative_to(output_dir).as_posix()] = sha256_of(image)
+    return {"Version": __version__, "Weights": [m["weights"] for m in _models_json(models)],
+            "Inputs": inputs, "T1w": sha256_of(t1w) if t1w is not None else None}
+
+
+def up_to_date(output_dir: Path, entities: dict[str, Any], models: list[LoadedModel],
+               t1w: Path | None = None) -> bool:
+    """Whether this T1w's predictions and maps exist and came from these same weights, inputs
+    and T1w (:func:`fingerprint`)."""
     table = derivative_path(output_dir, **entities, **PREDICTIONS)
     try:
         sidecar = json.loads(sidecar_path(table).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return False
-    same = ([m["weights"] for m in sidecar.get("Models", [])]
-            == [m["weights"] for m in _models_json(models)])
     maps = all(derivative_path(output_dir, **entities, **_map_entities(m)).is_file()
                for m in models)
-    return same and maps and table.is_file()
+    if not (maps and table.is_file()):
+        return False
+    current = fingerprint(output_dir, entities, models, t1w)
+    return current is not None and sidecar.get("Fingerprint") == current
 
 
 def _image_of(output_dir: Path, entities: dict[str, Any], model: LoadedModel) -> Path:
@@ -112,12 +132,12 @@ def _write_attention(output_dir: Path, entities: dict[str, Any], result: ModelRe
 
 def _write_table(output_dir: Path, entities: dict[str, Any], rows: list[dict[str, Any]],
                  sources: list[str], models: list[LoadedModel],
-                 settings: ModelStepSettings) -> Path:
+                 settings: ModelStepSettings, inputs: dict[str, Any] | None) -> Path:
     table = derivative_path(output_dir, **entities, **PREDICTIONS)
     sidecar = provenance(sources=sorted(set(sources)),
                          software={"torch": version("torch"), "monai": version("monai")},
                          parameters=settings.parameters(),
-                         Columns=COLUMNS, Models=_models_json(models))
+                         Columns=COLUMNS, Models=_models_json(models), Fingerprint=inputs)
     if any(m.bundle.meta.get("synthetic") for m in models):
         sidecar["Warning"] = ("at least one model was trained on SYNTHETIC data: these "
                               "predictions are not for clinical use")
@@ -128,15 +148,18 @@ def _write_table(output_dir: Path, entities: dict[str, Any], rows: list[dict[str
 
 
 def predict_participants(output_dir: Path, entities: list[dict[str, Any]],
-                         models: list[LoadedModel],
-                         settings: ModelStepSettings) -> list[Path | Exception]:
+                         models: list[LoadedModel], settings: ModelStepSettings,
+                         t1ws: list[Path] | None = None) -> list[Path | Exception]:
     """Apply every model to each T1w's derivatives, ``settings.batch_size`` T1w per forward
-    pass; write maps and figures as each batch finishes, then each T1w's table.
+    pass; write maps and figures as each batch finishes, then each T1w's table (its
+    fingerprint taken before the models read anything; ``t1ws``: the source images).
 
     Returns, per T1w, its predictions table or the error that stopped it (one T1w's error never
     stops the others; an error of a whole batch is each of its T1w's).
     """
     outcomes: list[Path | Exception | None] = [None] * len(entities)
+    inputs = [fingerprint(output_dir, item, models, t1w)
+              for item, t1w in zip(entities, t1ws or [None] * len(entities))]
     rows: list[list[dict[str, Any]]] = [[] for _ in entities]
     sources: list[list[str]] = [[] for _ in entities]
     progress = tqdm(total=len(models) * len(entities), desc="models", unit="T1w",
@@ -177,7 +200,7 @@ def predict_participants(output_dir: Path, entities: list[dict[str, Any]],
         if outcome is None:
             try:
                 outcomes[i] = _write_table(output_dir, entities[i], rows[i], sources[i], models,
-                                           settings)
+                                           settings, inputs[i])
             except Exception as error:  # noqa: BLE001
                 outcomes[i] = error
     return outcomes  # type: ignore[return-value]

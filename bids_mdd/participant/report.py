@@ -55,8 +55,12 @@ def _predictions(output_dir: Path, entities: dict[str, str]) -> str:
     table = derivative_path(output_dir, **entities, **PREDICTIONS)
     if not table.is_file():
         return "<h3>Predictions</h3><p>No predictions (--preproc-only, or see logs/).</p>"
-    rows = pd.read_csv(table, sep="\t")
-    sidecar = json.loads(sidecar_path(table).read_text(encoding="utf-8"))
+    try:  # the sidecar is written last: without it the table is from an interrupted run
+        sidecar = json.loads(sidecar_path(table).read_text(encoding="utf-8"))
+        rows = pd.read_csv(table, sep="\t")
+    except (OSError, ValueError):
+        return ("<h3>Predictions</h3><p class='flag'>Incomplete (the run that wrote them was "
+                "interrupted): rerun the participant level.</p>")
     parts = ["<h3>Predictions</h3>"]
     if "Warning" in sidecar:
         parts.append(f"<p class='warn'>{escape(sidecar['Warning'])}</p>")

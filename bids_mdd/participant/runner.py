@@ -11,8 +11,10 @@ from pathlib import Path
 
 import torch
 
+from bids_mdd.bids.atomic import remove_stale_temporaries
 from bids_mdd.bids.derivatives import write_dataset_description
 from bids_mdd.bids.discovery import T1wInput
+from bids_mdd.bids.names import names_participant
 from bids_mdd.errors import BidsMddError, ExitCode
 from bids_mdd.models.device import resolve_device
 from bids_mdd.models.inference import LoadedModel, load_models
@@ -49,12 +51,13 @@ def apply_models(inputs: list[T1wInput], output_dir: Path, models: list[LoadedMo
     logs = output_dir / "logs"
     todo = []
     for t1w in inputs:
-        if up_to_date(output_dir, t1w.output_entities(), models):
-            LOGGER.info("predictions of %s are up to date with these models", t1w.path)
+        if up_to_date(output_dir, t1w.output_entities(), models, t1w.path):
+            LOGGER.info("predictions of %s are up to date with these models and inputs",
+                        t1w.path)
         else:
             todo.append(t1w)
     outcomes = predict_participants(output_dir, [t1w.output_entities() for t1w in todo], models,
-                                    settings)
+                                    settings, [t1w.path for t1w in todo])
     failures = []
     for t1w, outcome in zip(todo, outcomes):
         if isinstance(outcome, BidsMddError):
@@ -105,6 +108,10 @@ def run_participant_level(bids_dir: Path, output_dir: Path, work_dir: Path,
     if not options.preproc_only:
         models, settings = _load_models(options, resources, device)
     write_dataset_description(output_dir, [bids_dir])
+    subjects = {t1w.subject for t1w in inputs}
+    for stale in remove_stale_temporaries(
+            output_dir, lambda relative: any(names_participant(relative, s) for s in subjects)):
+        LOGGER.info("removed %s, left by an interrupted run", stale)
     LOGGER.info("%d T1w image(s) of %d participant(s) selected; %s", len(inputs),
                 len({item.subject for item in inputs}), resources.describe())
     if options.preproc.sloppy:
@@ -117,10 +124,12 @@ def run_participant_level(bids_dir: Path, output_dir: Path, work_dir: Path,
         failed = {failure.t1w.path for failure in failures}
         failures += apply_models([t1w for t1w in inputs if t1w.path not in failed], output_dir,
                                  models, settings)
-    write_reports(output_dir, inputs)
-    for failure in failures:
-        print(f"bids_mdd: failed: {failure.reason}", file=sys.stderr)
-    if failures:
-        LOGGER.error("%d of %d T1w image(s) failed; crash files in %s", len(failures),
-                     len(inputs), output_dir / "logs")
+    try:
+        write_reports(output_dir, inputs)
+    finally:  # the failures are told even when a report cannot be written
+        for failure in failures:
+            print(f"bids_mdd: failed: {failure.reason}", file=sys.stderr)
+        if failures:
+            LOGGER.error("%d of %d T1w image(s) failed; crash files in %s", len(failures),
+                         len(inputs), output_dir / "logs")
     return exit_code_for(failures, len(inputs))
