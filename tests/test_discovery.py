@@ -76,3 +76,30 @@ def test_missing_labels_are_named(tiny_bids) -> None:
         discover_t1w(open_layout(tiny_bids), participant_labels=["04"])
     assert exc.value.exit_code == 18
     assert "participant label(s) not found" in str(exc.value) and "04" in str(exc.value)
+
+
+def test_no_participant_is_dropped_without_a_word(tiny_bids, caplog) -> None:
+    """Folders whose T1w pybids cannot take are named in one warning each with the reason;
+    without validation a label with a space is not read as another participant's."""
+    import shutil
+
+    source = tiny_bids / "sub-03" / "anat" / "sub-03_T1w.nii.gz"
+    placed = {"sub-0 4/anat/sub-0 4_T1w.nii.gz": "participant label '0 4' is not a BIDS label",
+              "sub-é5/anat/sub-é5_T1w.nii.gz": "participant label 'é5' is not a BIDS label",
+              "sub-06/sub-06_T1w.nii.gz": "not in an anat/ folder; move it",
+              "sub-07/anat/sub-07_T1weighted.nii.gz": "not a BIDS T1w name"}
+    for relative in placed:
+        (tiny_bids / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, tiny_bids / relative)
+    for validate in (True, False):
+        caplog.clear()
+        inputs = discover_t1w(open_layout(tiny_bids, validate=validate))
+        assert sorted({i.subject for i in inputs}) == ["01", "02", "03"]
+        warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert len(warned) == len(placed), warned
+        for relative, reason in placed.items():
+            assert any(m.startswith(f"{tiny_bids / relative}: not processed: {reason}")
+                       for m in warned), (relative, warned)
+    caplog.clear()  # a participant selection looks only at the selected folders
+    discover_t1w(open_layout(tiny_bids), participant_labels=["01"])
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]

@@ -17,7 +17,7 @@ import pytest
 from scipy import ndimage
 
 from bids_mdd.atlas import load_aal2
-from bids_mdd.bids.names import derivative_path
+from bids_mdd.bids.names import derivative_path, in_progress_path
 from bids_mdd.bids.outputs import PREDICTIONS, attention_entities
 from bids_mdd.cli.run import main
 from bids_mdd.errors import BidsMddError, ExitCode
@@ -160,7 +160,9 @@ def fake_predictions(out: Path, participants: pd.DataFrame) -> dict[str, float]:
     return values
 
 
-def test_metrics_and_attention(cohort, tmp_path) -> None:
+def output_with_predictions(cohort: dict, tmp_path: Path) -> Path:
+    """A copy of the cohort's participant outputs, without group outputs, with
+    :func:`fake_predictions`."""
     out = tmp_path / "out"
     shutil.copytree(cohort["out"], out)
     shutil.rmtree(out / "group")
@@ -168,6 +170,11 @@ def test_metrics_and_attention(cohort, tmp_path) -> None:
                                dtype={"participant_id": str})
     participants.index = participants.pop("participant_id").str.removeprefix("sub-")
     fake_predictions(out, participants)
+    return out
+
+
+def test_metrics_and_attention(cohort, tmp_path) -> None:
+    out = output_with_predictions(cohort, tmp_path)
     block = np.zeros(CLASSIFIER_GRID.shape, np.float32)
     block[20:30, 80:90, 40:50] = 1.0  # a block in one hemisphere
     for label in ("003", "004", "005"):
@@ -195,6 +202,31 @@ def test_metrics_and_attention(cohort, tmp_path) -> None:
     html = (out / "group" / "group.html").read_text()
     assert "SYNTHETIC" in html and "no covariate" in html
     assert html.count("src='data:image/svg+xml;base64,") == 4  # t-map x2, attention, ROC
+
+
+def test_unfinished_participant_level_is_refused(cohort, tmp_path, capsys) -> None:
+    """A participant killed between its predictions table and the table's sidecar, another
+    still being processed: exit 66 naming both, nothing written; --allow-partial runs and the
+    report names them."""
+    out = output_with_predictions(cohort, tmp_path)
+    derivative_path(out, subject="007", **PREDICTIONS).with_suffix("").with_suffix(
+        ".json").unlink()
+    in_progress_path(out, "012").write_text(json.dumps(
+        {"Host": "node7", "Pid": 4242, "Started": "2026-12-02T06:00:00+0000"}))
+    assert run_group(cohort["bids"], out) == 66
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error == (
+        f"bids_mdd: error: {out}: the participant level is not finished: sub-007 has a GM map "
+        "but no complete predictions; sub-012 is being processed (or its run was killed): "
+        "started 2026-12-02T06:00:00+0000 by pid 4242 on node7; finish it (rerun the "
+        "participant level for them) or pass --allow-partial")
+    assert not (out / "group").exists()
+    assert run_group(cohort["bids"], out, "--covariates", "--allow-partial") == 0
+    html = (out / "group" / "group.html").read_text()
+    assert "sub-007 has a GM map but no complete predictions" in html
+    predictions = pd.read_csv(group_file(out, suffix="predictions", extension=".tsv"),
+                              sep="\t")
+    assert len(predictions) == 2 * 59  # sub-007's incomplete table is not read
 
 
 def test_null_cohort_finds_nothing(cohort, tmp_path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,12 @@ DEFAULT_T1W_QUERY: dict[str, Any] = {
 }
 # Entities that label the output (besides subject/session) and so must reach derivative names.
 SOURCE_ENTITIES = ("acquisition", "ceagent", "reconstruction", "run")
+#: A BIDS label: letters and digits only.
+_LABEL = re.compile(r"[A-Za-z0-9]+")
+#: A BIDS T1w file name: sub-<label>, then key-value entities, then _T1w.nii[.gz].
+_T1W_NAME = re.compile(r"sub-[A-Za-z0-9]+(_[a-z]+-[A-Za-z0-9]+)*_T1w\.nii(\.gz)?")
+#: Files under sub-*/ that look like a T1w image, whether or not pybids takes them.
+_LOOKS_LIKE_T1W = ("sub-*/**/*T1w*.nii", "sub-*/**/*T1w*.nii.gz")
 
 
 @dataclass(frozen=True)
@@ -139,16 +146,61 @@ def discover_t1w(layout: BIDSLayout, participant_labels: Sequence[str] | None = 
         query["subject"] = participants
     if sessions:
         query["session"] = sessions
-    files = layout.get(return_type="object", **query)
+    files = [f for f in layout.get(return_type="object", **query) if _named_right(f, bids_dir)]
     inputs = [T1wInput(path=Path(f.path), subject=f.entities["subject"],
                        session=f.entities.get("session"), entities=dict(f.entities))
               for f in files]
+    for path, reason in unselected_t1w(layout, participants):
+        LOGGER.warning("%s: not processed: %s", path, reason)
     if not inputs:
         shown = {key: value for key, value in query.items() if key not in DEFAULT_T1W_QUERY}
         raise BidsMddError(f"no T1w image in {bids_dir} matches the selection {shown or 'given'} "
                            "(check --participant-label, --session-label and --bids-filter-file)",
                            ExitCode.NO_FILES)
     return sorted(inputs, key=_sort_key)
+
+
+def _named_right(bids_file: Any, root: Path) -> bool:
+    """Whether pybids' file has a subject entity that is its folder's whole, valid label
+    (without validation pybids reads 'sub-0 2/anat/sub-0 2_T1w.nii.gz' as subject '0')."""
+    subject = bids_file.entities.get("subject")
+    relative = Path(bids_file.path).relative_to(root)
+    return (subject is not None and _LABEL.fullmatch(str(subject)) is not None
+            and relative.parts[0] == f"sub-{subject}"
+            and relative.name.startswith(f"sub-{subject}_"))
+
+
+def unselected_t1w(layout: BIDSLayout, participants: Sequence[str] | None = None
+                   ) -> list[tuple[Path, str]]:
+    """Files under ``sub-*/`` that look like a T1w image but that pybids does not offer as
+    one, each with the reason and the fix (no participant is dropped without a word).
+
+    Files pybids does offer are not listed: session labels and filters leave them out on
+    purpose. With ``participants``, only their folders are looked at.
+    """
+    root = Path(layout.root)
+    offered = {Path(f.path) for f in layout.get(return_type="object", **DEFAULT_T1W_QUERY)
+               if _named_right(f, root)}
+    found = sorted({path for pattern in _LOOKS_LIKE_T1W for path in root.glob(pattern)})
+    unselected = []
+    for path in found:
+        relative = path.relative_to(root)
+        label = relative.parts[0].removeprefix("sub-")
+        if path in offered or (participants and label not in participants):
+            continue
+        if not _LABEL.fullmatch(label):
+            reason = (f"participant label {label!r} is not a BIDS label (letters and digits "
+                      "only); rename the folder and its files")
+        elif "anat" not in relative.parts[1:-1]:
+            reason = "not in an anat/ folder; move it to sub-<label>/[ses-<label>/]anat/"
+        elif not _T1W_NAME.fullmatch(path.name):
+            reason = ("not a BIDS T1w name (sub-<label>[_ses-<label>][_acq-<label>]"
+                      "[_run-<index>]_T1w.nii[.gz]); rename it")
+        else:
+            reason = ("pybids does not index it (.bidsignore, or an entity it does not know);"
+                      " check its name and .bidsignore")
+        unselected.append((path, reason))
+    return unselected
 
 
 def _sort_key(item: T1wInput) -> tuple:

@@ -121,3 +121,13 @@ def names_participant(relative: str, subject: str) -> bool:
     parts = relative.split("/")
     return parts[0] == f"sub-{subject}" or parts[-1].startswith((f"sub-{subject}_",
                                                                  f"sub-{subject}."))
+
+
+#: Written into sub-<label>/ while a participant level processes that participant; a run killed
+#: before it finished leaves it, and the group level then refuses the incomplete participant.
+IN_PROGRESS = ".bids_mdd-in-progress.json"
+
+
+def in_progress_path(output_dir: str | Path, subject: str) -> Path:
+    """The in-progress marker of participant ``subject`` (a dot file: BIDS tools skip it)."""
+    return Path(output_dir) / f"sub-{subject}" / IN_PROGRESS

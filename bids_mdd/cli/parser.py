@@ -130,6 +130,10 @@ def build_parser() -> BidsAppArgumentParser:
                      help="TFCE or cluster mass (cluster-forming p < 0.001)")
     grp.add_argument("--gm-threshold", type=_fraction, default=0.2, metavar="GM",
                      help="the group GM mask: voxels whose mean GM is at least this")
+    grp.add_argument("--allow-partial", action="store_true",
+                     help="run although the participant level is not finished (a participant "
+                          "being processed, or with a GM map but no predictions); they are "
+                          "listed in the report")
     grp.add_argument("--min-cluster-size", type=positive_int, default=10, metavar="VOXELS",
                      help="smallest cluster listed in group_clusters.tsv")
     return parser

@@ -73,7 +73,7 @@ def run_group(args: argparse.Namespace, inputs: list[T1wInput]) -> ExitCode:
         covariates=args.covariates, fdr_q=args.fdr_q, permutations=args.permutations,
         tfce=args.permutation_inference == "tfce", gm_threshold=args.gm_threshold,
         min_cluster_voxels=args.min_cluster_size, seed=args.seed,
-        n_jobs=args.nprocs or 1)
+        n_jobs=args.nprocs or 1, allow_partial=args.allow_partial)
     results = run_group_level(args.bids_dir, args.output_dir, inputs, options)
     LOGGER.info("group report: %s", results.report)
     return ExitCode.OK

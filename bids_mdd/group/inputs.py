@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from bids_mdd.bids.discovery import T1wInput
-from bids_mdd.bids.names import crash_name, derivative_path
+from bids_mdd.bids.names import (crash_name, derivative_path, in_progress_path,
+                                 sidecar_path)
 from bids_mdd.bids.outputs import OUTPUTS, PREDICTIONS, attention_entities
 from bids_mdd.bids.participants import (NEGATIVE_CODES, POSITIVE_CODES, binary_labels, find_column,
                                         label_column, read_participants)
@@ -40,8 +41,9 @@ class ParticipantFiles:
     t1w: T1wInput
     gm: Path | None
     qc: dict[str, Any] | None
-    predictions: Path | None
+    predictions: Path | None  # only complete ones: the table with its sidecar
     attention: dict[str, Path] = field(default_factory=dict)  # target -> map
+    in_progress: dict[str, Any] | None = None  # the participant level's marker, if left
 
     @property
     def name(self) -> str:
@@ -50,7 +52,7 @@ class ParticipantFiles:
                                            else "")
 
 
-def _qc(path: Path) -> dict[str, Any] | None:
+def _json(path: Path) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
@@ -70,8 +72,9 @@ def participant_files(output_dir: Path, t1w: T1wInput) -> ParticipantFiles:
     gm = derivative_path(output_dir, **entities, **OUTPUTS["gm_smoothed"])
     qc = derivative_path(output_dir, **entities, **OUTPUTS["qc"])
     predictions = derivative_path(output_dir, **entities, **PREDICTIONS)
+    complete = predictions.is_file() and sidecar_path(predictions).is_file()
     attention = {}
-    if predictions.is_file():
+    if complete:
         for target in _targets(predictions):
             for grid in (DFRN_GRID, CLASSIFIER_GRID):
                 path = derivative_path(output_dir, **entities,
@@ -79,10 +82,12 @@ def participant_files(output_dir: Path, t1w: T1wInput) -> ParticipantFiles:
                 if path.is_file():
                     attention[target] = path
                     break
+    marker = in_progress_path(output_dir, t1w.subject)
+    in_progress = (_json(marker) or {"Started": "?"}) if marker.is_file() else None
     return ParticipantFiles(t1w=t1w, gm=gm if gm.is_file() else None,
-                            qc=_qc(qc) if qc.is_file() else None,
-                            predictions=predictions if predictions.is_file() else None,
-                            attention=attention)
+                            qc=_json(qc) if qc.is_file() else None,
+                            predictions=predictions if complete else None,
+                            attention=attention, in_progress=in_progress)
 
 
 def gather(output_dir: Path, chosen: Sequence[T1wInput]) -> list[ParticipantFiles]:
@@ -95,6 +100,23 @@ def gather(output_dir: Path, chosen: Sequence[T1wInput]) -> list[ParticipantFile
                        len(lacking), len(files), output_dir, ", ".join(lacking[:10]),
                        ", ..." if len(lacking) > 10 else "")
     return files
+
+
+def incomplete_participants(files: Sequence[ParticipantFiles]) -> list[str]:
+    """Why the participant level looks unfinished, one reason per participant: it is being
+    processed (or was killed while it was), or it has a GM map but no complete predictions
+    while others have theirs (a run with --preproc-only has none, and is complete)."""
+    any_predictions = any(item.predictions is not None for item in files)
+    reasons = []
+    for item in files:
+        if item.in_progress is not None:
+            marker = item.in_progress
+            reasons.append(f"{item.name} is being processed (or its run was killed): started "
+                           f"{marker.get('Started', '?')} by pid {marker.get('Pid', '?')} on "
+                           f"{marker.get('Host', '?')}")
+        elif any_predictions and item.gm is not None and item.predictions is None:
+            reasons.append(f"{item.name} has a GM map but no complete predictions")
+    return reasons
 
 
 def missing_outputs(files: Sequence[ParticipantFiles], output_dir: Path) -> pd.DataFrame:

@@ -33,7 +33,8 @@ from bids_mdd.group.clusters import cluster_table, region_summary
 from bids_mdd.group.glm import (GlmResult, contrast_vector, design_matrix, fdr_mask, fit_glm,
                                 permutation_inference, search_region)
 from bids_mdd.group.inputs import (LabelOptions, ParticipantFiles, covariate_table, diagnosis,
-                                   gather, load_participants, missing_outputs)
+                                   gather, incomplete_participants, load_participants,
+                                   missing_outputs)
 from bids_mdd.group.metrics import METRIC_COLUMNS, collect_predictions, group_metrics
 from bids_mdd.group.qc import qc_table
 from bids_mdd.spaces.grids import CLASSIFIER_GRID, GRIDS, Grid
@@ -66,6 +67,7 @@ class GroupOptions:
     n_bootstrap: int = 2000
     seed: int = 0
     n_jobs: int = 1
+    allow_partial: bool = False  # run although the participant level looks unfinished
 
 
 @dataclass
@@ -348,13 +350,22 @@ def run_group_level(bids_dir: Path, output_dir: Path, inputs: Sequence[T1wInput]
     chosen = select_one_per_participant(list(inputs))
     LOGGER.info("group level uses %d participant(s): one T1w each (first session, lowest run)",
                 len(chosen))
+    files = gather(output_dir, chosen)
+    incomplete = incomplete_participants(files)
+    if incomplete and not options.allow_partial:
+        shown = "; ".join(incomplete[:3]) + (f"; and {len(incomplete) - 3} more"
+                                              if len(incomplete) > 3 else "")
+        raise BidsMddError(f"{output_dir}: the participant level is not finished: {shown}; "
+                           "finish it (rerun the participant level for them) or pass "
+                           "--allow-partial", ExitCode.MISSING_INPUT)
     write_dataset_description(output_dir, [bids_dir])
     for stale in remove_stale_temporaries(output_dir,
                                           lambda relative: relative.startswith("group/")):
         LOGGER.info("removed %s, left by an interrupted run", stale)
-    files = gather(output_dir, chosen)
     results = GroupResults(n_selected=len(chosen), missing=missing_outputs(files, output_dir),
                            qc=qc_table(files))
+    results.notes.extend(f"participant level not finished (--allow-partial): {reason}"
+                         for reason in incomplete)
     (output_dir / "group").mkdir(parents=True, exist_ok=True)
     if not results.qc.empty:
         _write_table(derivative_path(output_dir, desc="qc", suffix="metrics", extension=".tsv"),

@@ -22,6 +22,7 @@ from bids_mdd.participant.failures import Failure, exit_code_for, from_error, wr
 from bids_mdd.participant.predictions import (ModelStepSettings, predict_participants,
                                               up_to_date)
 from bids_mdd.participant.preprocessing import preprocess
+from bids_mdd.participant.progress import participants_in_progress
 from bids_mdd.participant.report import write_participant_report
 from bids_mdd.participant.resources import Resources, plan_resources, thread_environment
 from bids_mdd.preproc.workflow import PreprocOptions
@@ -117,13 +118,14 @@ def run_participant_level(bids_dir: Path, output_dir: Path, work_dir: Path,
     if options.preproc.sloppy:
         LOGGER.warning("--sloppy: coarse registration for tests; do not use these outputs")
     preproc = replace(options.preproc, omp_nthreads=resources.omp_nthreads)
-    with thread_environment(resources):
-        failures = preprocess(inputs, bids_dir, output_dir, work_dir, preproc, resources,
-                              verbose=options.verbose)
-    if models:
-        failed = {failure.t1w.path for failure in failures}
-        failures += apply_models([t1w for t1w in inputs if t1w.path not in failed], output_dir,
-                                 models, settings)
+    with participants_in_progress(output_dir, subjects):
+        with thread_environment(resources):
+            failures = preprocess(inputs, bids_dir, output_dir, work_dir, preproc, resources,
+                                  verbose=options.verbose)
+        if models:
+            failed = {failure.t1w.path for failure in failures}
+            failures += apply_models([t1w for t1w in inputs if t1w.path not in failed],
+                                     output_dir, models, settings)
     try:
         write_reports(output_dir, inputs)
     finally:  # the failures are told even when a report cannot be written

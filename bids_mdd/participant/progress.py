@@ -1,0 +1,34 @@
+"""In-progress markers: one per participant while a participant level runs, so that a group
+level started too early (or after a killed run) knows the participant is incomplete."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from bids_mdd.bids.atomic import write_json
+from bids_mdd.bids.names import in_progress_path
+
+
+@contextmanager
+def participants_in_progress(output_dir: Path, subjects: Iterable[str]) -> Iterator[None]:
+    """Mark ``subjects`` as being processed (host, pid, start time) until the block ends,
+    also when it raises; only a killed process leaves its markers."""
+    markers = [in_progress_path(output_dir, subject) for subject in dict.fromkeys(subjects)]
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    for marker in markers:
+        write_json(marker, {"Host": socket.gethostname(), "Pid": os.getpid(),
+                            "Started": started})
+    try:
+        yield
+    finally:
+        for marker in markers:
+            marker.unlink(missing_ok=True)
+            try:
+                marker.parent.rmdir()  # only when nothing was written for the participant
+            except OSError:
+                pass
