@@ -38,19 +38,48 @@ def save(tmp_path, data, affine=None, name="t1w.nii.gz"):
     return path
 
 
+TWO_MM = np.diag([2.0, 2.0, 2.0, 1.0])
+SHAPE = (45, 50, 45)  # 90 x 100 x 90 mm at 2 mm
+
+
 def test_single_volume_4d_is_squeezed_and_reoriented(tmp_path) -> None:
-    las = np.diag([-1.0, 1.0, 1.0, 1.0])
-    image = load_t1w(save(tmp_path, np.random.default_rng(0).random((5, 6, 7, 1)), las))
-    assert image.shape == (5, 6, 7)
+    las = np.diag([-2.0, 2.0, 2.0, 1.0])
+    image = load_t1w(save(tmp_path, np.random.default_rng(0).random((*SHAPE, 1)), las))
+    assert image.shape == SHAPE
     assert nib.aff2axcodes(image.affine) == ("R", "A", "S")
 
 
+def _sheared() -> np.ndarray:
+    affine = TWO_MM.copy()
+    affine[0, 1] = 0.3  # x also moves with j
+    return affine
+
+
+def _enclosed_nan(share: float) -> np.ndarray:
+    data = np.ones(SHAPE)
+    inner = np.zeros(SHAPE, bool)
+    inner[5:-5, 5:-5, 5:-5] = True
+    picks = np.random.default_rng(1).random(SHAPE) < share
+    data[inner & picks] = np.nan
+    return data
+
+
 @pytest.mark.parametrize(("data", "affine", "message"), [
-    (np.ones((5, 6, 7, 3)), None, "is 4D with 3 volumes"),
-    (np.ones((5, 6)), None, "must be a 3D volume"),
-    (np.zeros((5, 6, 7)), None, "all zero or NaN"),
-    (np.full((5, 6, 7), np.nan), None, "all zero or NaN"),
-    (np.ones((5, 6, 7)), np.diag([1.0, 1.0, 0.0, 1.0]), "singular or non-finite affine"),
+    (np.ones((*SHAPE, 3)), TWO_MM, "is 4D with 3 volumes"),
+    (np.ones((45, 50)), TWO_MM, "must be a 3D volume"),
+    (np.zeros(SHAPE), TWO_MM, "all zero or NaN"),
+    (np.full(SHAPE, np.nan), TWO_MM, "all zero or NaN"),
+    (np.ones(SHAPE), np.diag([1.0, 1.0, 0.0, 1.0]), "singular or non-finite affine"),
+    (np.ones(SHAPE), _sheared(), r"has a sheared affine \(axes 0.148 from orthogonal\); ANTs "
+                                 "needs orthonormal direction cosines: reslice"),
+    (np.ones(SHAPE), np.diag([10.0, 10.0, 10.0, 1.0]),
+     r"has 10 x 10 x 10 mm voxels, outside 0.3-4.0 mm; check the header's voxel size"),
+    (np.ones((200, 200, 200)), np.diag([0.05, 0.05, 0.05, 1.0]),
+     "has 0.05 x 0.05 x 0.05 mm voxels, outside 0.3-4.0 mm"),
+    (np.ones((45, 50, 10)), TWO_MM, "covers only 90 x 100 x 20 mm; a T1w must cover the whole "
+                                    "brain"),
+    (_enclosed_nan(0.01), TWO_MM, r"0.5 % of the voxels inside the image's data are NaN or Inf;"
+                                  " re-export"),
 ])
 def test_bad_images_get_one_line_reasons(tmp_path, data, affine, message) -> None:
     path = save(tmp_path, data, affine)
@@ -60,8 +89,25 @@ def test_bad_images_get_one_line_reasons(tmp_path, data, affine, message) -> Non
     assert "\n" not in str(exc.value)
 
 
+def test_nan_background_and_a_few_nan_voxels_are_zeroed_with_a_warning(tmp_path,
+                                                                       caplog) -> None:
+    data = _enclosed_nan(0.0002)
+    data[:3] = np.nan  # a NaN background along one edge
+    path = save(tmp_path, data, TWO_MM)
+    image = load_t1w(path)
+    assert np.isfinite(image.get_fdata()).all()
+    enclosed = int(np.isnan(data[3:]).sum())
+    assert 0 < enclosed < 0.001 * data.size
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path}: {int(np.isnan(data).sum())} NaN/Inf voxel(s) ({enclosed} inside the data) "
+        "set to 0"]
+    caplog.clear()
+    load_t1w(path, warn=False)
+    assert not caplog.records
+
+
 def test_truncated_file(tmp_path) -> None:
-    path = save(tmp_path, np.ones((20, 20, 20)))
+    path = save(tmp_path, np.ones(SHAPE), TWO_MM)
     raw = gzip.decompress(path.read_bytes())
     path.write_bytes(gzip.compress(raw[: len(raw) // 2]))
     with pytest.raises(BidsMddError, match="cannot be read as NIfTI") as exc:

@@ -80,7 +80,7 @@ def set_threads(n_threads: int | None) -> None:
 
 def validate_t1w(in_file: str, out_dir: str) -> str:
     """Checked, squeezed, RAS-reoriented float32 copy of the input T1w."""
-    image = load_t1w(in_file)
+    image = load_t1w(in_file, warn=False)  # the participant level warned already
     path = str(Path(out_dir) / "t1w_ras.nii.gz")
     nib.save(image, path)
     return path
