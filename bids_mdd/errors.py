@@ -13,6 +13,7 @@ class ExitCode(IntEnum):
     INVALID_BIDS = 16
     UNKNOWN_LEVEL = 17
     NO_FILES = 18
+    QC_FAILED = 19  # outputs written, but a participant failed the QC gate
     USAGE = 64
     BAD_DATA = 65
     MISSING_INPUT = 66

@@ -78,6 +78,11 @@ def build_parser() -> BidsAppArgumentParser:
                           "(recorded in every sidecar)")
     pre.add_argument("--preproc-only", action="store_true",
                      help="stop after preprocessing; do not apply the models")
+    pre.add_argument("--qc-fail-ok", action="store_true",
+                     help="exit 0 although a participant failed the QC gate (template "
+                          "correlation, brain-mask Dice, TIV and tissue fractions far outside "
+                          "real scans'); it is still named on stderr and left out by the group "
+                          "level")
 
     run = parser.add_argument_group("running")
     run.add_argument("-w", "--work-dir", type=Path, default=Path.cwd() / "work",
@@ -134,6 +139,9 @@ def build_parser() -> BidsAppArgumentParser:
                      help="run although the participant level is not finished (a participant "
                           "being processed, or with a GM map but no predictions); they are "
                           "listed in the report")
+    grp.add_argument("--include-qc-failures", action="store_true",
+                     help="keep participants that failed the participant level's QC gate "
+                          "(default: left out, and listed in the report)")
     grp.add_argument("--min-cluster-size", type=positive_int, default=10, metavar="VOXELS",
                      help="smallest cluster listed in group_clusters.tsv")
     return parser

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 from bids_mdd.errors import BidsMddError, ExitCode
@@ -23,7 +26,8 @@ def check_bids_dir(bids_dir: Path) -> Path:
 
 
 def check_not_inside(bids_dir: Path, path: Path, what: str) -> Path:
-    """Resolve ``path``; exit 64 when it is ``bids_dir`` or inside it (the input stays read only)."""
+    """Resolve ``path``; exit 64 when it is ``bids_dir`` or inside it (the input stays
+    read-only)."""
     resolved = path.resolve()
     if _is_within(resolved, bids_dir):
         raise BidsMddError(f"{what} {path} is inside bids_dir {bids_dir}: choose a folder outside "
@@ -31,14 +35,41 @@ def check_not_inside(bids_dir: Path, path: Path, what: str) -> Path:
     return resolved
 
 
+#: Fixes for the errors a folder can refuse a write with.
+_WRITE_FIXES = {
+    errno.EROFS: "is on a read-only file system: choose a writable folder (in a container, "
+                 "bind it without :ro)",
+    errno.EACCES: "is not writable by uid {uid} (permission denied): choose a folder you can "
+                  "write, or run as its owner (docker run -u $(id -u):$(id -g))",
+    errno.EPERM: "is not writable by uid {uid} (operation not permitted): choose a folder you "
+                 "can write",
+    errno.ENOSPC: "is on a full file system: free space or choose another folder",
+    errno.EDQUOT: "is over its disk quota: free space or choose another folder",
+}
+#: A folder with less free space than this is refused before any work starts.
+MIN_FREE_MB = 100
+
+
+def _write_error(path: Path, what: str, exc: OSError) -> BidsMddError:
+    fix = _WRITE_FIXES.get(exc.errno or 0)
+    message = (f"{what} {path} " + fix.format(uid=os.getuid()) if fix
+               else f"cannot create {what} {path}: {exc.strerror or exc}")
+    return BidsMddError(message, ExitCode.CANNOT_CREATE_OUTPUT)
+
+
 def ensure_writable_dir(path: Path, what: str) -> Path:
-    """Create ``path`` if needed; exit 73 when it cannot be created or written."""
+    """Create ``path`` if needed and write a probe file in it; exit 73 with the fix (read-only
+    file system, permissions, full disk or quota) when that fails or when less than
+    :data:`MIN_FREE_MB` is free."""
     try:
         path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".bids_mdd-write-test-"):
+            pass
     except OSError as exc:
-        raise BidsMddError(f"cannot create {what} {path}: {exc.strerror or exc}",
-                           ExitCode.CANNOT_CREATE_OUTPUT) from exc
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise BidsMddError(f"cannot write to {what} {path}: permission denied",
+        raise _write_error(path, what, exc) from exc
+    free_mb = shutil.disk_usage(path).free / 2**20
+    if free_mb < MIN_FREE_MB:
+        raise BidsMddError(f"{what} {path} has only {free_mb:.0f} MB free (bids_mdd needs at "
+                           f"least {MIN_FREE_MB} MB): free space or choose another folder",
                            ExitCode.CANNOT_CREATE_OUTPUT)
     return path

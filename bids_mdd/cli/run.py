@@ -40,6 +40,8 @@ def collect_inputs(args: argparse.Namespace) -> list[T1wInput]:
         args.bids_database_dir = check_not_inside(bids_dir, args.bids_database_dir,
                                                   "--bids-database-dir")
     ensure_writable_dir(args.output_dir, "output_dir")
+    if args.analysis_level == "participant":
+        ensure_writable_dir(args.work_dir, "work_dir")
     if not args.skip_bids_validation:
         check_is_bids(bids_dir)
         validate_dataset(bids_dir)
@@ -59,7 +61,8 @@ def run_participant(args: argparse.Namespace, inputs: list[T1wInput]) -> ExitCod
     options = ParticipantOptions(
         preproc=preproc, models=args.models, preproc_only=args.preproc_only, device=args.device,
         nprocs=args.nprocs, omp_nthreads=args.omp_nthreads, mem_gb=args.mem_gb,
-        model_batch_size=args.model_batch_size, verbose=args.verbose > 0)
+        model_batch_size=args.model_batch_size, verbose=args.verbose > 0,
+        qc_fail_ok=args.qc_fail_ok)
     return run_participant_level(args.bids_dir, args.output_dir, args.work_dir, inputs, options)
 
 
@@ -73,7 +76,8 @@ def run_group(args: argparse.Namespace, inputs: list[T1wInput]) -> ExitCode:
         covariates=args.covariates, fdr_q=args.fdr_q, permutations=args.permutations,
         tfce=args.permutation_inference == "tfce", gm_threshold=args.gm_threshold,
         min_cluster_voxels=args.min_cluster_size, seed=args.seed,
-        n_jobs=args.nprocs or 1, allow_partial=args.allow_partial)
+        n_jobs=args.nprocs or 1, allow_partial=args.allow_partial,
+        include_qc_failures=args.include_qc_failures)
     results = run_group_level(args.bids_dir, args.output_dir, inputs, options)
     LOGGER.info("group report: %s", results.report)
     return ExitCode.OK

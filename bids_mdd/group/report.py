@@ -39,6 +39,14 @@ def _table(table: pd.DataFrame, digits: int = 3) -> str:
                          else f"{v:.{digits}f}")
 
 
+def _table_with_links(table: pd.DataFrame, column: str) -> str:
+    """:func:`_table` with ``column``'s paths (relative to OUTPUT_DIR) as links from group/."""
+    linked = table.copy()
+    linked[column] = [f"<a href='../{escape(path)}'>{escape(path)}</a>" if path else ""
+                      for path in table[column]]
+    return linked.to_html(index=False, border=0, na_rep="n/a", escape=False)
+
+
 def methods_paragraph(results: GroupResults, options: GroupOptions) -> str:
     """The methods text, from the versions installed and the parameters used."""
     glm = results.glm or {}
@@ -92,10 +100,16 @@ def _participants_section(results: GroupResults) -> str:
         parts.append(f"<p class='flag'>{len(results.missing)} participant(s) lack outputs "
                      f"({escape(counts)}); left out where needed; crash files under "
                      "logs/:</p>")
-        table = _table(results.missing)
+        table = _table_with_links(results.missing, "crash")
         parts.append(table if len(results.missing) <= 10 else
                      f"<details><summary>the {len(results.missing)} participants</summary>"
                      f"{table}</details>")
+    if not results.qc_failed.empty:
+        fate = ("kept, as --include-qc-failures asks" if results.qc_failures_included
+                else "left out of every analysis (--include-qc-failures keeps them)")
+        parts.append(f"<p class='flag'>{len(results.qc_failed)} participant(s) failed the QC "
+                     f"gate (a metric far outside real scans'): {fate}.</p>")
+        parts.append(_table(results.qc_failed))
     parts.append("<h3>Quality control</h3>")
     if results.qc.empty:
         parts.append("<p>No QC metrics found.</p>")

@@ -37,6 +37,7 @@ from bids_mdd.group.inputs import (LabelOptions, ParticipantFiles, covariate_tab
                                    missing_outputs)
 from bids_mdd.group.metrics import METRIC_COLUMNS, collect_predictions, group_metrics
 from bids_mdd.group.qc import qc_table
+from bids_mdd.preproc.qc import gate_failures
 from bids_mdd.spaces.grids import CLASSIFIER_GRID, GRIDS, Grid
 from bids_mdd.spaces.templates import TEMPLATE
 
@@ -68,6 +69,7 @@ class GroupOptions:
     seed: int = 0
     n_jobs: int = 1
     allow_partial: bool = False  # run although the participant level looks unfinished
+    include_qc_failures: bool = False  # keep participants that failed the QC gate
 
 
 @dataclass
@@ -77,6 +79,9 @@ class GroupResults:
     n_selected: int
     missing: pd.DataFrame
     qc: pd.DataFrame
+    qc_failed: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(
+        columns=["participant", "qc_failures"]))
+    qc_failures_included: bool = False
     notes: list[str] = field(default_factory=list)
     glm: dict[str, Any] | None = None
     clusters: pd.DataFrame | None = None
@@ -342,6 +347,25 @@ def _synthetic(files: Sequence[ParticipantFiles]) -> bool:
 
 # --- the whole level ---------------------------------------------------------------------------
 
+def _qc_gate(files: list[ParticipantFiles], options: GroupOptions,
+             results: GroupResults) -> list[ParticipantFiles]:
+    """The participants to analyse: without those failing the QC gate, unless
+    ``options.include_qc_failures``; the failures are recorded for the report either way."""
+    gated = {item.name: gate_failures(item.qc) for item in files if item.qc}
+    failed = [item for item in files if gated.get(item.name)]
+    results.qc_failed = pd.DataFrame(
+        [{"participant": item.name, "qc_failures": "; ".join(gated[item.name])}
+         for item in failed], columns=["participant", "qc_failures"])
+    results.qc_failures_included = options.include_qc_failures
+    if not failed or options.include_qc_failures:
+        return files
+    LOGGER.warning("%d participant(s) failed the QC gate and are left out "
+                   "(--include-qc-failures keeps them): %s", len(failed),
+                   "; ".join(f"{item.name} ({', '.join(gated[item.name])})"
+                             for item in failed[:5]) + ("; ..." if len(failed) > 5 else ""))
+    return [item for item in files if not gated.get(item.name)]
+
+
 def run_group_level(bids_dir: Path, output_dir: Path, inputs: Sequence[T1wInput],
                     options: GroupOptions) -> GroupResults:
     """Run every group analysis on one T1w per participant (first session, lowest run)."""
@@ -373,6 +397,7 @@ def run_group_level(bids_dir: Path, output_dir: Path, inputs: Sequence[T1wInput]
                      provenance([], {"RobustZ": 3.5}, _software(),
                                 Description="QC metrics of each participant, robust z-scores "
                                             "(median/MAD) and outlier flags"))
+    files = _qc_gate(files, options, results)
     voxelwise(output_dir, bids_dir, files, options, results)
     attention(output_dir, files, results)
     predictions(output_dir, bids_dir, files, options, results)

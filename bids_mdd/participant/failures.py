@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,13 +42,64 @@ def crashed_node(crash_file: Path) -> str:
     return first.removeprefix("Node:").strip()
 
 
-def node_failure(t1w: T1wInput, crash_file: Path) -> Failure:
-    """A failure naming the node's error, from nipype's crash file."""
-    lines = [line for line in crash_file.read_text(encoding="utf-8").splitlines()
-             if line.strip()]
-    error = next((line for line in reversed(lines) if "Error" in line), lines[-1])
-    return Failure(t1w, f"{t1w.path}: preprocessing failed ({error.strip()}); crash file: "
-                        f"{crash_file}", crash_file, False)
+#: A Python exception line of a traceback: ``module.Name: message``.
+_EXCEPTION = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt)): ?(.*)$")
+#: Exception lines that only wrap the real one (nipype's, and our interfaces' re-raises).
+_WRAPPERS = ("Exception raised while executing Node", "Traceback")
+#: Root causes whose fix is not in the data: (text in the cause, what to do).
+_FIXES = (("No space left on device", "free disk space (or choose another -w / OUTPUT_DIR) "
+           "and rerun: finished steps are kept"),
+          ("Disk quota exceeded", "raise the quota or choose another -w / OUTPUT_DIR, then "
+           "rerun"),
+          ("Read-only file system", "choose a writable -w / OUTPUT_DIR"),
+          ("Permission denied", "give the user running bids_mdd write access to -w and "
+           "OUTPUT_DIR"),
+          ("Cannot allocate memory", "give the job more memory (--mem-gb, SLURM --mem)"),
+          ("MemoryError", "give the job more memory (--mem-gb, SLURM --mem)"))
+
+
+def root_cause(text: str) -> str:
+    """The line of a crash file or traceback that says why: an ITK error first (ANTs' own
+    message), else the innermost exception that is not a wrapper (with its next line when
+    the message only names a source location), else the last line."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return "no message"
+    for line in lines:
+        if "ITK ERROR:" in line:
+            return "ITK: " + " ".join(line.split("ITK ERROR:", 1)[1].split())
+    causes = []
+    for index, line in enumerate(lines):
+        match = _EXCEPTION.match(line)
+        if match and not any(wrapper in line for wrapper in _WRAPPERS):
+            message = match[2].strip()
+            if (not message or message.endswith(":")) and index + 1 < len(lines):
+                message = f"{message} {lines[index + 1]}".strip()
+            causes.append(f"{match[1].rsplit('.', 1)[-1]}: {message}")
+    cause = causes[-1] if causes else lines[-1]
+    return " ".join(cause.split())[:300]
+
+
+def fix_for(cause: str) -> str:
+    """What to do about a cause outside the data ("" when the cause is the data's)."""
+    return next((fix for text, fix in _FIXES if text in cause), "")
+
+
+def failure_line(what: str, text: str, crash_file: Path) -> str:
+    """``what`` failed: the root cause of ``text`` (a traceback), its fix, the crash file."""
+    cause = root_cause(text)
+    fix = fix_for(cause)
+    return f"{what}: {cause}" + (f"; {fix}" if fix else "") + f"; crash file: {crash_file}"
+
+
+def node_failure(t1w: T1wInput, crash_file: Path, logs: Path) -> Failure:
+    """A one-line failure from nipype's crash file (the node, the root cause, its fix); also
+    written to the T1w's own crash file, which the group report links."""
+    text = crash_file.read_text(encoding="utf-8", errors="replace")
+    node = crashed_node(crash_file).rsplit(".", 1)[-1]
+    reason = failure_line(f"{t1w.path}: preprocessing failed in step {node}", text, crash_file)
+    write_crash(logs, t1w, f"{reason}\n\n{text}")
+    return Failure(t1w, reason, crash_file, False)
 
 
 def exit_code_for(failures: list[Failure], n_inputs: int) -> ExitCode:

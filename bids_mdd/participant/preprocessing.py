@@ -14,8 +14,8 @@ from tqdm import tqdm
 
 from bids_mdd.bids.discovery import T1wInput
 from bids_mdd.errors import BidsMddError
-from bids_mdd.participant.failures import (Failure, crashed_node, from_error, node_failure,
-                                           write_crash)
+from bids_mdd.participant.failures import (Failure, crashed_node, failure_line, from_error,
+                                           node_failure, write_crash)
 from bids_mdd.participant.resources import Resources, nipype_plugin
 from bids_mdd.preproc.inputs import load_t1w
 from bids_mdd.preproc.workflow import PreprocOptions, init_bids_mdd_wf, workflow_name
@@ -88,11 +88,11 @@ def preprocess(inputs: list[T1wInput], bids_dir: Path, output_dir: Path, work_di
         name = workflow_name(t1w)
         mine = [crash for crash in crashes if f".{name}." in f".{crashed_node(crash)}."]
         if mine:
-            failures.append(node_failure(t1w, mine[0]))
+            failures.append(node_failure(t1w, mine[0], logs))
         elif trace and not crashes:  # the graph itself failed: every participant is affected
             crash = write_crash(logs, t1w, trace)
-            failures.append(Failure(t1w, f"{t1w.path}: preprocessing failed; see {crash}", crash,
-                                    False))
+            failures.append(Failure(t1w, failure_line(f"{t1w.path}: preprocessing failed",
+                                                      trace, crash), crash, False))
         else:
             continue
         LOGGER.error("%s", failures[-1].reason)

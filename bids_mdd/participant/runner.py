@@ -3,6 +3,7 @@ the reports; a failing participant never stops the others."""
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import traceback
@@ -14,17 +15,20 @@ import torch
 from bids_mdd.bids.atomic import remove_stale_temporaries
 from bids_mdd.bids.derivatives import write_dataset_description
 from bids_mdd.bids.discovery import T1wInput
-from bids_mdd.bids.names import names_participant
+from bids_mdd.bids.names import derivative_path, names_participant
+from bids_mdd.bids.outputs import OUTPUTS
 from bids_mdd.errors import BidsMddError, ExitCode
 from bids_mdd.models.device import resolve_device
 from bids_mdd.models.inference import LoadedModel, load_models
-from bids_mdd.participant.failures import Failure, exit_code_for, from_error, write_crash
+from bids_mdd.participant.failures import (Failure, exit_code_for, failure_line,
+                                           from_error, write_crash)
 from bids_mdd.participant.predictions import (ModelStepSettings, predict_participants,
                                               up_to_date)
 from bids_mdd.participant.preprocessing import preprocess
 from bids_mdd.participant.progress import participants_in_progress
 from bids_mdd.participant.report import write_participant_report
 from bids_mdd.participant.resources import Resources, plan_resources, thread_environment
+from bids_mdd.preproc.qc import gate_failures
 from bids_mdd.preproc.workflow import PreprocOptions
 
 LOGGER = logging.getLogger(__name__)
@@ -43,6 +47,7 @@ class ParticipantOptions:
     mem_gb: float | None = None
     model_batch_size: int | None = None
     verbose: bool = False
+    qc_fail_ok: bool = False  # exit 0 although a participant failed the QC gate
 
 
 def apply_models(inputs: list[T1wInput], output_dir: Path, models: list[LoadedModel],
@@ -64,14 +69,32 @@ def apply_models(inputs: list[T1wInput], output_dir: Path, models: list[LoadedMo
         if isinstance(outcome, BidsMddError):
             failures.append(from_error(logs, t1w, outcome))
         elif isinstance(outcome, Exception):
-            crash = write_crash(logs, t1w, "".join(traceback.format_exception(outcome)))
-            failures.append(Failure(t1w, f"{t1w.path}: applying the models failed; see "
-                                         f"{crash}", crash, False))
+            trace = "".join(traceback.format_exception(outcome))
+            crash = write_crash(logs, t1w, trace)
+            failures.append(Failure(t1w, failure_line(f"{t1w.path}: applying the models failed",
+                                                      trace, crash), crash, False))
         else:
             LOGGER.info("wrote %s", outcome)
             continue
         LOGGER.error("%s", failures[-1].reason)
     return failures
+
+
+def qc_gate(output_dir: Path, inputs: list[T1wInput]) -> list[str]:
+    """One line per preprocessed T1w whose QC metrics fail the gate (``HARD_LIMITS``)."""
+    failed = []
+    for t1w in inputs:
+        path = derivative_path(output_dir, **t1w.output_entities(), **OUTPUTS["qc"])
+        try:
+            metrics = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # not preprocessed: a failure of its own
+        reasons = gate_failures(metrics)
+        if reasons:
+            report = derivative_path(output_dir, subject=t1w.subject, extension=".html")
+            failed.append(f"{t1w.path}: {'; '.join(reasons)} (see {report}); the group level "
+                          "leaves it out")
+    return failed
 
 
 def write_reports(output_dir: Path, inputs: list[T1wInput]) -> None:
@@ -126,12 +149,21 @@ def run_participant_level(bids_dir: Path, output_dir: Path, work_dir: Path,
             failed = {failure.t1w.path for failure in failures}
             failures += apply_models([t1w for t1w in inputs if t1w.path not in failed],
                                      output_dir, models, settings)
+    failed = {failure.t1w.path for failure in failures}
+    qc_failed = qc_gate(output_dir, [t1w for t1w in inputs if t1w.path not in failed])
     try:
         write_reports(output_dir, inputs)
     finally:  # the failures are told even when a report cannot be written
+        for reason in qc_failed:
+            print(f"bids_mdd: QC failed: {reason}", file=sys.stderr)
         for failure in failures:
             print(f"bids_mdd: failed: {failure.reason}", file=sys.stderr)
         if failures:
             LOGGER.error("%d of %d T1w image(s) failed; crash files in %s", len(failures),
                          len(inputs), output_dir / "logs")
-    return exit_code_for(failures, len(inputs))
+    code = exit_code_for(failures, len(inputs))
+    if code == ExitCode.OK and qc_failed and not options.qc_fail_ok:
+        LOGGER.error("%d of %d T1w image(s) failed the QC gate (exit %d; --qc-fail-ok: exit 0)",
+                     len(qc_failed), len(inputs), int(ExitCode.QC_FAILED))
+        return ExitCode.QC_FAILED
+    return code

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import nibabel as nib
@@ -41,6 +42,7 @@ def load_t1w(path: str | Path, warn: bool = True) -> nib.Nifti1Image:
         non-zero voxel, more than :data:`MAX_ENCLOSED_NONFINITE` of non-finite voxels inside
         the data.
     """
+    _check_readable(path)
     try:
         image = nib.load(str(path))
         data = np.asarray(image.dataobj, dtype=np.float32)
@@ -68,6 +70,25 @@ def load_t1w(path: str | Path, warn: bool = True) -> nib.Nifti1Image:
     data = np.where(finite, data, 0.0).astype(np.float32)
     image = nib.Nifti1Image(data, affine)
     return nib.as_closest_canonical(image)
+
+
+def _check_readable(path: str | Path) -> None:
+    """A dangling symlink and an unreadable file are not broken images: say what to fix."""
+    path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise BidsMddError(f"{path}: a symlink to {os.readlink(path)}, which does not exist; "
+                           "fetch the file (datalad get / git annex get) or fix the link",
+                           ExitCode.MISSING_INPUT)
+    try:
+        with open(path, "rb"):
+            pass
+    except PermissionError as exc:
+        raise BidsMddError(f"{path}: cannot be read by uid {os.getuid()} (permission denied); "
+                           "give it read access (chmod a+r) or run as its owner",
+                           ExitCode.MISSING_INPUT) from exc
+    except FileNotFoundError as exc:
+        raise BidsMddError(f"{path}: does not exist (moved while bids_mdd ran?); check the "
+                           "dataset", ExitCode.MISSING_INPUT) from exc
 
 
 def _check_geometry(path: str | Path, affine: np.ndarray, shape: tuple[int, ...]) -> None:

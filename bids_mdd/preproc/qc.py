@@ -27,6 +27,33 @@ PLAUSIBLE = {
 }
 #: Under this WM fraction of TIV the tissue classes have shifted (a "GM" map that is WM).
 COLLAPSED_WM_FRACTION = 0.25
+#: The QC gate: outside these the outputs are garbage (a participant fails; the group level
+#: leaves it out). Set well outside what real scans give: the 15 real scans in ../shared/data
+#: (ds002748 and whole-head IXI/AFNI/studyforrest, priors segmentation) span template_ncc
+#: 0.714-0.811, template_mask_dice 0.931-0.980, TIV 1223-1793 mL, GM 0.464-0.528, WM
+#: 0.335-0.415, CSF 0.107-0.145 of TIV; the synthetic cohorts: ncc 0.87-0.91, dice ~0.95,
+#: GM ~0.55, CSF 0.08-0.10. Brain-sized noise registers at ncc < 0.3.
+HARD_LIMITS = {
+    "tiv_ml": (800.0, 2500.0),
+    "gm_fraction": (0.30, 0.70),
+    "wm_fraction": (0.20, 0.55),
+    "csf_fraction": (0.03, 0.35),
+    "template_ncc": (0.50, 1.0),
+    "template_mask_dice": (0.85, 1.0),
+}
+
+
+def gate_failures(metrics: dict[str, Any]) -> list[str]:
+    """The QC gate: each metric outside :data:`HARD_LIMITS` (NaN included), as text; a metric
+    the file does not hold is not judged."""
+    failures = []
+    for name, (low, high) in HARD_LIMITS.items():
+        value = metrics.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, (int, float)) or not low <= value <= high:
+            failures.append(f"{name} {value} outside {low:g}-{high:g}")
+    return failures
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -71,6 +98,7 @@ def qc_metrics(mask: str, csf: str, gm: str, wm: str, t1w_mni: str, template_on_
     metrics["flags"] = [f"{name} {metrics[name]} outside plausible range {low}-{high}"
                         for name, (low, high) in PLAUSIBLE.items()
                         if not low <= metrics[name] <= high]
+    metrics["qc_failures"] = gate_failures(metrics)
     metrics["tissue_collapse"] = metrics["wm_fraction"] < COLLAPSED_WM_FRACTION
     if metrics["tissue_collapse"]:
         metrics["flags"].insert(0, f"tissue collapse: WM is {metrics['wm_fraction']} of TIV "

@@ -1,0 +1,72 @@
+"""One-line failure messages: the root cause of a crash file, the fix when the cause is not
+the data's, the crash files the group report links."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bids_mdd.bids.discovery import T1wInput
+from bids_mdd.bids.names import crash_name
+from bids_mdd.participant.failures import fix_for, node_failure, root_cause
+
+#: The end of a nipype crash file whose node read a sheared image with ANTs (the ITK lines as
+#: antspyx 0.6 prints them; nipype's own wrapper first).
+ITK_CRASH = """Node: bids_mdd_wf.anat_preproc_subject01.register
+Working directory: /work/bids_mdd_wf/anat_preproc_subject01/register
+
+Node inputs:
+
+in_file = /work/t1w_n4.nii.gz
+
+Traceback (most recent call last):
+  File "/venv/lib/python3.11/site-packages/nipype/pipeline/plugins/multiproc.py", line 67, in run_node
+    result["result"] = node.run(updatehash=updatehash)
+nipype.pipeline.engine.nodes.NodeExecutionError: Exception raised while executing Node register.
+
+Traceback:
+\tTraceback (most recent call last):
+\t  File "/venv/lib/python3.11/site-packages/ants/core/ants_image_io.py", line 249, in image_header_info
+\t    retval = libfn(filename)
+\tRuntimeError: /project/itksource/Modules/IO/NIFTI/src/itkNiftiImageIO.cxx:2135:
+\tITK ERROR: ITK only supports orthonormal direction cosines.  No orthonormal definition found!
+"""
+
+
+def test_root_cause_is_the_itk_error_not_the_source_location() -> None:
+    assert root_cause(ITK_CRASH) == ("ITK: ITK only supports orthonormal direction cosines. No "
+                                     "orthonormal definition found!")
+
+
+def test_root_cause_skips_wrappers_and_joins_a_location_only_message() -> None:
+    nested = ("Traceback (most recent call last):\n  File 'x.py', line 1\n"
+              "ValueError: the image has 3 axes\n\nDuring handling ...\n"
+              "nipype.pipeline.engine.nodes.NodeExecutionError: Exception raised while "
+              "executing Node segment.\n")
+    assert root_cause(nested) == "ValueError: the image has 3 axes"
+    assert root_cause("RuntimeError: /src/antsRegistration.cxx:12:\nbad transform\n") == (
+        "RuntimeError: /src/antsRegistration.cxx:12: bad transform")
+    assert root_cause("something odd happened\n") == "something odd happened"
+
+
+def test_causes_outside_the_data_get_their_fix() -> None:
+    cause = root_cause("OSError: [Errno 28] No space left on device: '/work/x.nii.gz'\n")
+    assert cause == "OSError: [Errno 28] No space left on device: '/work/x.nii.gz'"
+    assert fix_for(cause).startswith("free disk space (or choose another -w / OUTPUT_DIR)")
+    assert fix_for("OSError: [Errno 30] Read-only file system: '/out'") == (
+        "choose a writable -w / OUTPUT_DIR")
+    assert fix_for("ValueError: the image has 3 axes") == ""
+
+
+def test_node_failure_is_one_line_and_leaves_the_linked_crash_file(tmp_path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    crash = logs / "crash-20261202-101010-root-register-abc.txt"
+    crash.write_text(ITK_CRASH)
+    t1w = T1wInput(path=Path("/data/sub-01/anat/sub-01_T1w.nii.gz"), subject="01")
+    failure = node_failure(t1w, crash, logs)
+    assert failure.reason == (
+        "/data/sub-01/anat/sub-01_T1w.nii.gz: preprocessing failed in step register: ITK: ITK "
+        "only supports orthonormal direction cosines. No orthonormal definition found!; crash "
+        f"file: {crash}")
+    own = logs / crash_name(t1w.output_entities())
+    assert own.read_text().startswith(failure.reason + "\n\nNode: bids_mdd_wf.")
