@@ -175,23 +175,60 @@ def _digests(out: Path) -> dict[str, str]:
             for path in sorted(out.rglob("*.nii.gz"))}
 
 
-def test_deterministic_mode_is_byte_identical_across_nprocs(templateflow_home, tmp_path) -> None:
-    bids = tmp_path / "bids"
+@pytest.fixture(scope="module")
+def deterministic_run(templateflow_home, tmp_path_factory) -> dict:
+    """Two SYNTHETIC participants, --deterministic --nprocs 1, uninterrupted."""
+    root = tmp_path_factory.mktemp("deterministic")
+    bids = root / "bids"
     generate_cohort(bids, CohortSpec(n_mdd=1, n_hc=1, seed=11, resolution=4.0), n_jobs=1)
-    digests = []
-    for nprocs in ("1", "2"):
-        out = tmp_path / f"out{nprocs}"
-        assert main([str(bids), str(out), "participant", "-w", str(tmp_path / f"work{nprocs}"),
-                     "--sloppy", "--deterministic", "--nprocs", nprocs]) == 0
-        digests.append(_digests(out))
+    out = root / "out1"
+    assert main([str(bids), str(out), "participant", "-w", str(root / "work1"), "--sloppy",
+                 "--deterministic", "--nprocs", "1"]) == 0
+    return {"bids": bids, "out": out, "digests": _digests(out)}
+
+
+def test_deterministic_mode_is_byte_identical_across_nprocs(deterministic_run,
+                                                           tmp_path) -> None:
+    out = tmp_path / "out2"
+    assert main([str(deterministic_run["bids"]), str(out), "participant", "-w",
+                 str(tmp_path / "work2"), "--sloppy", "--deterministic", "--nprocs", "2"]) == 0
     # per participant: 8 preprocessing images and 6 attention maps (the demo bundles)
-    assert len(digests[0]) == 2 * 14
-    assert digests[0] == digests[1]
-    sidecar = json.loads(next((tmp_path / "out2").rglob("*_label-GM_probseg.json")).read_text())
+    assert len(deterministic_run["digests"]) == 2 * 14
+    assert _digests(out) == deterministic_run["digests"]
+    sidecar = json.loads(next(out.rglob("*_label-GM_probseg.json")).read_text())
     assert sidecar["Parameters"]["Deterministic"] is True
     assert set(sidecar["Parameters"]["Threads"].values()) == {1}
-    attention = json.loads(next((tmp_path / "out2").rglob("*_attention.json")).read_text())
+    attention = json.loads(next(out.rglob("*_attention.json")).read_text())
     assert attention["Parameters"]["Threads"] == 1
     assert (attention["Parameters"]["BatchSize"], attention["Parameters"]["RandomSeed"]) == (1, 0)
     assert sidecar["Parameters"]["RandomSeed"]["antsRegistration"] == 1
     assert not (tmp_path / "work2" / "bids_mdd_wf" / "graph.json").exists()  # no nipype report
+
+
+# --- crash and resume --------------------------------------------------------------------------
+
+def test_killed_at_five_points_then_resumed_is_byte_identical(deterministic_run,
+                                                             tmp_path) -> None:
+    """SIGKILL (the whole process group, as the OOM killer or a cluster's hard limit does)
+    inside registration, segmentation, the writing of an image and its sidecar, inference
+    and the report, each run resuming the last; the last run completes, leaves no temporary
+    file or in-progress marker, and its outputs equal the uninterrupted run's."""
+    import subprocess
+    import sys
+
+    out, work = tmp_path / "out", tmp_path / "work"
+    args = [str(deterministic_run["bids"]), str(out), "participant", "-w", str(work),
+            "--sloppy", "--deterministic", "--nprocs", "2", "--skip-bids-validation"]
+    helper = Path(__file__).with_name("crash_at.py")
+    left = {}
+    for point in ("registration", "segmentation", "writing", "inference", "report"):
+        killed = subprocess.run([sys.executable, str(helper), point, *args],
+                                start_new_session=True, capture_output=True, text=True)
+        assert killed.returncode == -9, (point, killed.stderr[-2000:])
+        left[point] = sorted(p.name for p in out.rglob(".bids_mdd-*"))
+    assert any(".bids_mdd-tmp-" in name for name in left["writing"])  # killed mid-write
+    assert ".bids_mdd-in-progress.json" in left["inference"]
+    assert main(args) == 0
+    assert not list(out.rglob(".bids_mdd-*"))
+    assert _digests(out) == deterministic_run["digests"]
+    assert (out / "sub-001.html").is_file() and (out / "sub-002.html").is_file()

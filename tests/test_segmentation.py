@@ -78,7 +78,7 @@ def test_fractions_ramp_between_pure_tissue_means() -> None:
 def test_fractions_refuse_images_without_tissue_contrast() -> None:
     labels = np.zeros((10, 10, 10), int)
     labels[5:] = 4
-    with pytest.raises(BidsMddError, match="tissue classes without distinct intensities") as exc:
+    with pytest.raises(BidsMddError, match="tissue classes without distinct T1w intensities") as exc:
         tissue_fractions(np.ones(labels.shape, np.float32), _posteriors(labels),
                          np.ones(labels.shape, bool))
     assert exc.value.exit_code == 65

@@ -18,7 +18,7 @@ class Failure:
     t1w: T1wInput
     reason: str
     crash_file: Path
-    bad_data: bool
+    exit_code: ExitCode = ExitCode.FAILURE  # BAD_DATA, MISSING_INPUT: the input's fault
 
 
 def write_crash(logs: Path, t1w: T1wInput, text: str) -> Path:
@@ -32,7 +32,7 @@ def write_crash(logs: Path, t1w: T1wInput, text: str) -> Path:
 def from_error(logs: Path, t1w: T1wInput, error: BidsMddError) -> Failure:
     """A failure from one of our own errors (its message is already the one line)."""
     crash = write_crash(logs, t1w, f"{error}\n")
-    return Failure(t1w, str(error), crash, error.exit_code == ExitCode.BAD_DATA)
+    return Failure(t1w, str(error), crash, error.exit_code)
 
 
 def crashed_node(crash_file: Path) -> str:
@@ -77,7 +77,7 @@ def root_cause(text: str) -> str:
                 message = f"{message} {lines[index + 1]}".strip()
             causes.append(f"{match[1].rsplit('.', 1)[-1]}: {message}")
     cause = causes[-1] if causes else lines[-1]
-    return " ".join(cause.split())[:300]
+    return " ".join(cause.removeprefix("BidsMddError: ").split())[:300]  # ours say it all
 
 
 def fix_for(cause: str) -> str:
@@ -99,13 +99,18 @@ def node_failure(t1w: T1wInput, crash_file: Path, logs: Path) -> Failure:
     node = crashed_node(crash_file).rsplit(".", 1)[-1]
     reason = failure_line(f"{t1w.path}: preprocessing failed in step {node}", text, crash_file)
     write_crash(logs, t1w, f"{reason}\n\n{text}")
-    return Failure(t1w, reason, crash_file, False)
+    ours = any(_EXCEPTION.match(line.strip()) and "BidsMddError" in line
+               for line in text.splitlines())  # our own checks inside a step: the data's fault
+    return Failure(t1w, reason, crash_file,
+                   ExitCode.BAD_DATA if ours else ExitCode.FAILURE)
 
 
 def exit_code_for(failures: list[Failure], n_inputs: int) -> ExitCode:
-    """0 when all succeeded; 65 when every input failed on bad data; 1 otherwise."""
+    """0 when all succeeded; when every input failed for one reason of the input's own (65 bad
+    data, 66 missing or unreadable), that code; 1 otherwise."""
     if not failures:
         return ExitCode.OK
-    if len(failures) == n_inputs and all(f.bad_data for f in failures):
-        return ExitCode.BAD_DATA
+    codes = {failure.exit_code for failure in failures}
+    if len(failures) == n_inputs and len(codes) == 1:
+        return codes.pop()
     return ExitCode.FAILURE

@@ -92,7 +92,7 @@ def preprocess(inputs: list[T1wInput], bids_dir: Path, output_dir: Path, work_di
         elif trace and not crashes:  # the graph itself failed: every participant is affected
             crash = write_crash(logs, t1w, trace)
             failures.append(Failure(t1w, failure_line(f"{t1w.path}: preprocessing failed",
-                                                      trace, crash), crash, False))
+                                                      trace, crash), crash))
         else:
             continue
         LOGGER.error("%s", failures[-1].reason)

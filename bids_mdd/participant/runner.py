@@ -72,7 +72,7 @@ def apply_models(inputs: list[T1wInput], output_dir: Path, models: list[LoadedMo
             trace = "".join(traceback.format_exception(outcome))
             crash = write_crash(logs, t1w, trace)
             failures.append(Failure(t1w, failure_line(f"{t1w.path}: applying the models failed",
-                                                      trace, crash), crash, False))
+                                                      trace, crash), crash))
         else:
             LOGGER.info("wrote %s", outcome)
             continue

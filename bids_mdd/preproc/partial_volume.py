@@ -64,9 +64,11 @@ def tissue_fractions(intensity: np.ndarray, posteriors: list[np.ndarray], mask: 
     csf_mean, cortical, deep, cerebellar, wm_mean = means
     if csf_mean is None or cortical is None or wm_mean is None or not (
             csf_mean < cortical < wm_mean):
-        raise BidsMddError(f"tissue classes without distinct intensities (CSF, GM, WM means "
-                           f"{csf_mean}, {cortical}, {wm_mean}): not a T1w brain image?",
-                           ExitCode.BAD_DATA)
+        shown = ", ".join("n/a" if m is None else f"{m:.1f}" for m in (csf_mean, cortical,
+                                                                          wm_mean))
+        raise BidsMddError(f"tissue classes without distinct T1w intensities (CSF < GM < WM "
+                           f"expected, means {shown}): not a T1w brain image (noise, another "
+                           "contrast?); check the image", ExitCode.BAD_DATA)
     gm_means = [cortical, cortical if deep is None else deep,
                 cortical if cerebellar is None else cerebellar]
     gm_posterior = posteriors[1] + posteriors[2] + posteriors[3]
