@@ -176,6 +176,10 @@ def test_every_bad_t1w_is_named_once_and_the_good_one_completes(corpus) -> None:
     refused = [line for line in lines if line.startswith(f"bids_mdd: failed: {noise}: ")]
     assert len(refused) == 1 and ("preprocessing failed in step segment: tissue classes without "
                                   "distinct T1w intensities") in refused[0], lines
+    node_crash = Path(refused[0].split("; crash file: ")[1])  # nipype's, for the details
+    assert node_crash.is_file() and "-segment-" in node_crash.name
+    own = (out / "logs" / "crash-subject-noise.txt").read_text()  # the one the report links
+    assert own.startswith(refused[0].removeprefix("bids_mdd: failed: ") + "\n\nNode: ")
     small = bids / "sub-small" / "anat" / "sub-small_T1w.nii.gz"
     gated = [line for line in lines if line.startswith(f"bids_mdd: QC failed: {small}: tiv_ml ")]
     assert len(gated) == 1 and "outside 800-2500" in gated[0], lines
@@ -201,15 +205,12 @@ def _fresh_output(corpus: dict) -> Path:
     return out
 
 
-def test_noise_and_qc_gate_alone(corpus) -> None:
-    """Resumed from the corpus run's work folder, each on its own: the noise image exits 65
-    (refused by the segmentation); the shrunk one exits 19 with one line, and 0 with
-    --qc-fail-ok (the same line)."""
+def test_qc_gate_alone(corpus) -> None:
+    """Resumed from the corpus run's work folder, on its own: the shrunk participant exits 19
+    with one line, and 0 with --qc-fail-ok (the same line)."""
     bids, out = corpus["bids"], corpus["out"]
     common = [str(bids), str(out), "participant", "-w", str(out / ".work"),
               "--skip-bids-validation", "--sloppy", "--nprocs", "2", "--participant-label"]
-    code, lines = run_cli([*common, "noise"], unprivileged=True)
-    assert code == 65 and len(lines) == 1 and "not a T1w brain image" in lines[0], lines
     small = bids / "sub-small" / "anat" / "sub-small_T1w.nii.gz"
     for extra, expected in (([], 19), (["--qc-fail-ok"], 0)):
         code, lines = run_cli([*common, "small", *extra], unprivileged=True)

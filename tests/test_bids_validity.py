@@ -1,5 +1,5 @@
-"""The official BIDS validator (bids-validator-deno) on a demo-size output: participant and
-group levels of 4 SYNTHETIC participants give 0 errors, and only the warnings the README lists."""
+"""The official BIDS validator (bids-validator-deno) on a demo-like output: participant and
+group levels of 3 SYNTHETIC participants give 0 errors, and only the warnings the README lists."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ KNOWN_WARNINGS = {"TOO_FEW_AUTHORS"}
 
 def test_demo_size_output_passes_the_bids_validator(templateflow_home, tmp_path) -> None:
     bids, out, work = tmp_path / "bids", tmp_path / "out", tmp_path / "work"
-    generate_cohort(bids, CohortSpec(n_mdd=2, n_hc=2, seed=1, resolution=4.0), n_jobs=2)
+    generate_cohort(bids, CohortSpec(n_mdd=2, n_hc=1, seed=1, resolution=4.0), n_jobs=2)
     assert main([str(bids), str(out), "participant", "-w", str(work), "--sloppy",
                  "--nprocs", "2"]) == 0
     assert main([str(bids), str(out), "group", "-w", str(work)]) == 0

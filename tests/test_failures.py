@@ -7,7 +7,8 @@ from pathlib import Path
 
 from bids_mdd.bids.discovery import T1wInput
 from bids_mdd.bids.names import crash_name
-from bids_mdd.participant.failures import fix_for, node_failure, root_cause
+from bids_mdd.errors import ExitCode
+from bids_mdd.participant.failures import exit_code_for, fix_for, node_failure, root_cause
 
 #: The end of a nipype crash file whose node read a sheared image with ANTs (the ITK lines as
 #: antspyx 0.6 prints them; nipype's own wrapper first).
@@ -70,3 +71,26 @@ def test_node_failure_is_one_line_and_leaves_the_linked_crash_file(tmp_path) -> 
         f"file: {crash}")
     own = logs / crash_name(t1w.output_entities())
     assert own.read_text().startswith(failure.reason + "\n\nNode: bids_mdd_wf.")
+
+
+def test_our_own_check_inside_a_step_is_bad_data(tmp_path) -> None:
+    """The segmentation refusing noise inside its node: exit 65 when it is the only input, as
+    for the checks before any work; an ANTs crash stays a failure (1)."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    crash = logs / "crash-20261202-101010-root-segment-abc.txt"
+    crash.write_text("Node: bids_mdd_wf.anat_preproc_subjectnoise.segment\n\nTraceback (most "
+                     "recent call last):\nbids_mdd.errors.BidsMddError: tissue classes without "
+                     "distinct T1w intensities (CSF < GM < WM expected, means 302.1, 296.7, "
+                     "298.1): not a T1w brain image (noise, another contrast?); check the "
+                     "image\n")
+    t1w = T1wInput(path=Path("/data/sub-noise/anat/sub-noise_T1w.nii.gz"), subject="noise")
+    failure = node_failure(t1w, crash, logs)
+    assert failure.reason.startswith(f"{t1w.path}: preprocessing failed in step segment: "
+                                     "tissue classes without distinct T1w intensities")
+    assert failure.exit_code == ExitCode.BAD_DATA
+    assert exit_code_for([failure], 1) == ExitCode.BAD_DATA == 65
+    assert exit_code_for([failure], 2) == ExitCode.FAILURE
+    itk = logs / "crash-20261202-101011-root-register-def.txt"
+    itk.write_text(ITK_CRASH)
+    assert node_failure(t1w, itk, logs).exit_code == ExitCode.FAILURE

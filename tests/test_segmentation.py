@@ -120,11 +120,22 @@ def _qc(out: Path, label: str) -> dict:
 
 
 def test_real_scan_that_collapsed_keeps_its_white_matter(real_bids, tmp_path) -> None:
-    """sub-14: k-means put WM at 0.08 of TIV (its bright outliers took the top class)."""
+    """sub-14: k-means put WM at 0.08 of TIV (its bright outliers took the top class). The
+    real input dataset is left untouched, file by file."""
+    import hashlib
+
+    def state() -> dict:
+        return {p: (p.stat().st_mtime_ns, p.stat().st_mode, hashlib.sha256(
+            p.read_bytes()).hexdigest() if "sub-14" in p.parts else "") for p in
+            sorted(real_bids.rglob("*")) if p.is_file()}
+
+    before = state()
     # ds002748's participants.tsv fails the BIDS validator (test_validation.py)
     assert _participant(real_bids, tmp_path / "out", tmp_path / "work", "14", "--sloppy",
                         "--skip-bids-validation") == 0
+    assert state() == before
     metrics = _qc(tmp_path / "out", "14")
+    assert 1000 < metrics["tiv_ml"] < 2000 and metrics["template_mask_dice"] > 0.9, metrics
     assert metrics["tissue_collapse"] is False, metrics
     assert not [f for f in metrics["flags"] if "fraction" in f], metrics["flags"]
     # default mode: WM 0.36, GM 0.50 (benchmarks/real_scans.py); --sloppy (2 Atropos

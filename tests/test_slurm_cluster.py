@@ -1,8 +1,8 @@
 """bids_mdd-slurm on a real one-node SLURM (slurm-wlm + munge, started by the test): an array of
 3 SYNTHETIC participants, two at once into one OUTPUT_DIR, and the dependent group job; then the
-same through the Apptainer branch of the job scripts (a stand-in ``apptainer`` that runs this
-bids_mdd with a clean environment) with a task killed and rerun through submit.sh INDICES, whose
-outputs equal the uninterrupted run's."""
+one participant again through the Apptainer branch of the job scripts (a stand-in
+``apptainer`` that runs this bids_mdd with a clean environment), killed and rerun through
+submit.sh INDICES, then the group job: the outputs equal the uninterrupted run's."""
 
 from __future__ import annotations
 
@@ -120,15 +120,17 @@ def test_array_then_group_and_recovery(cluster, templateflow_home, tmp_path) -> 
     assert not [p for p in out.rglob("*") if p.name.startswith(".bids_mdd-tmp")]
     assert run_validator(out) == []  # the official validator: no error
 
-    # through the Apptainer branch; task 1 killed after its registration: the group job never
-    # starts; rerun task 1 only
+    # through the Apptainer branch, task 1 alone (participants 001 and 003 as run A left
+    # them) killed after its registration: the group job never starts; rerun task 1 only
     image = tmp_path / "bids_mdd.sif"
     image.write_bytes(b"stand-in image")
     binds = _stand_in_apptainer(tmp_path / "bin", templateflow_home)
     env["PATH"] = f"{binds.parent}:{env['PATH']}"
-    assert slurm_main([str(bids), str(tmp_path / "outB"), str(tmp_path / "jobsB"),
+    out_b = tmp_path / "outB"
+    shutil.copytree(out, out_b, ignore=shutil.ignore_patterns("*sub-002*", "group"))
+    assert slurm_main([str(bids), str(out_b), str(tmp_path / "jobsB"),
                        "--image", str(image), *common]) == 0
-    array, group = _submit(tmp_path / "jobsB", env)
+    array, group = _submit(tmp_path / "jobsB", env, "1")
     register = (tmp_path / "jobsB" / "work" / "sub-002" / "bids_mdd_wf" /
                 "anat_preproc_subject002" / "register")
     _wait(env, lambda: list(register.glob("result_*.pklz")), "task 1's registration")
@@ -138,14 +140,14 @@ def test_array_then_group_and_recovery(cluster, templateflow_home, tmp_path) -> 
         text=True).stdout, "the group job's dependency failing")
     subprocess.run(["scancel", group], env=env, check=True)
     stamp = next(register.glob("result_*.pklz")).stat().st_mtime_ns
-    _submit(tmp_path / "jobsB", env, "1")
+    _, group = _submit(tmp_path / "jobsB", env, "1")
     _wait(env, lambda: _queue_empty(env), "the rerun and the group job")
     assert next(register.glob("result_*.pklz")).stat().st_mtime_ns == stamp  # not recomputed
-    assert _digests(tmp_path / "outB") == _digests(out)  # participant and group images
+    assert job_times(group, env)["JobState"] == "COMPLETED"
+    assert _digests(out_b) == _digests(out)  # participant 002's and the group's recomputed
     assert len(_digests(out)) > 3 * 14
-    # 3 tasks, the rerun of task 1 and the group job; the input always read-only
+    # task 1, its rerun and the group job; the input always read-only
     bound = binds.read_text().splitlines()
-    prefix = f"{bids}:{bids}:ro,{tmp_path / 'outB'},{tmp_path / 'jobsB' / 'work'}/"
+    prefix = f"{bids}:{bids}:ro,{out_b},{tmp_path / 'jobsB' / 'work'}/"
     assert all(line.startswith(prefix) for line in bound), bound
-    assert sorted(line[len(prefix):] for line in bound) == [
-        "group", "sub-001", "sub-002", "sub-002", "sub-003"]
+    assert sorted(line[len(prefix):] for line in bound) == ["group", "sub-002", "sub-002"]

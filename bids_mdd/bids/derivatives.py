@@ -169,5 +169,5 @@ def copy_file(source: str | Path, path: str | Path,
 
 def write_image(path: str | Path, image: nib.spatialimages.SpatialImage,
                 sidecar: Mapping[str, Any] | None = None) -> Path:
-    """Atomically write a NIfTI image and, when given, its JSON sidecar (written first)."""
+    """Atomically write a NIfTI image and, when given, its JSON sidecar (see write_file)."""
     return write_file(path, lambda tmp: nib.save(image, tmp), sidecar)

@@ -20,6 +20,8 @@ NEGATIVE_CODES = ("hc", "control", "controls", "healthy", "ctl", "ctrl", "nc", "
 POSITIVE_CODES = ("mdd", "depr", "depressed", "depression", "patient", "patients", "case", "1")
 LABEL_COLUMNS = ("group", "diagnosis", "dx", "condition", "label")
 SITE_COLUMN = "site"
+#: Cells that mean "no value" (BIDS writes n/a).
+MISSING = ("n/a", "", "NaN", "nan", "NA")
 
 
 def read_participants(path: str | Path) -> pd.DataFrame:
@@ -63,10 +65,6 @@ def read_participants(path: str | Path) -> pd.DataFrame:
     for column in table.columns:
         table[column] = _typed(table[column], path, str(column))
     return table
-
-
-#: Cells that mean "no value" (BIDS writes n/a).
-MISSING = ("n/a", "", "NaN", "nan", "NA")
 
 
 def _check_shape(path: Path, text: str) -> None:

@@ -374,8 +374,11 @@ def run_group_level(bids_dir: Path, output_dir: Path, inputs: Sequence[T1wInput]
     chosen = select_one_per_participant(list(inputs))
     LOGGER.info("group level uses %d participant(s): one T1w each (first session, lowest run)",
                 len(chosen))
-    load_participants(bids_dir)  # a broken participants.tsv stops the run before any write
     files = gather(output_dir, chosen)
+    if not any(item.gm is not None for item in files):
+        raise BidsMddError(f"no participant in {output_dir} has a GM map; run the participant "
+                           "level first", ExitCode.MISSING_INPUT)
+    load_participants(bids_dir)  # a broken participants.tsv stops the run before any write
     incomplete = incomplete_participants(files)
     if incomplete and not options.allow_partial:
         shown = "; ".join(incomplete[:3]) + (f"; and {len(incomplete) - 3} more"

@@ -28,11 +28,14 @@ PLAUSIBLE = {
 #: Under this WM fraction of TIV the tissue classes have shifted (a "GM" map that is WM).
 COLLAPSED_WM_FRACTION = 0.25
 #: The QC gate: outside these the outputs are garbage (a participant fails; the group level
-#: leaves it out). Set well outside what real scans give: the 15 real scans in ../shared/data
-#: (ds002748 and whole-head IXI/AFNI/studyforrest, priors segmentation) span template_ncc
-#: 0.714-0.811, template_mask_dice 0.931-0.980, TIV 1223-1793 mL, GM 0.464-0.528, WM
-#: 0.335-0.415, CSF 0.107-0.145 of TIV; the synthetic cohorts: ncc 0.87-0.91, dice ~0.95,
-#: GM ~0.55, CSF 0.08-0.10. Brain-sized noise registers at ncc < 0.3.
+#: leaves it out). Set well outside what real scans give: the 15 real scans of
+#: benchmarks/real_scans.py (3 of ds002748, 12 whole-head IXI/AFNI/studyforrest; priors
+#: segmentation) span template_ncc 0.714-0.811, template_mask_dice 0.931-0.980, TIV 1223-1793
+#: mL, GM 0.464-0.528, WM 0.335-0.415, CSF 0.107-0.145 of TIV; all 20 ds002748 scans GM
+#: 0.49-0.52, WM 0.34-0.39, CSF 0.11-0.16. SYNTHETIC test cohorts (--sloppy included): ncc
+#: 0.65-0.91, dice 0.89-0.95, GM 0.39-0.56, CSF 0.05-0.24. A header with 0.6 times the true
+#: voxel size gives TIV 258 mL and nothing else out of range; brain-sized noise is refused by
+#: the segmentation before QC.
 HARD_LIMITS = {
     "tiv_ml": (800.0, 2500.0),
     "gm_fraction": (0.30, 0.70),
