@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 
 import nibabel as nib
@@ -47,8 +48,9 @@ def load_t1w(path: str | Path, warn: bool = True) -> nib.Nifti1Image:
         image = nib.load(str(path))
         data = np.asarray(image.dataobj, dtype=np.float32)
     except Exception as exc:  # nibabel raises many types for broken files
-        raise bad_input(path, f"cannot be read as NIfTI ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0] if str(exc) else 'truncated?'}); "
+        why = str(exc).splitlines()[0] if str(exc) else "truncated?"
+        why = re.sub(r"\s+from\s*$", "", why)  # nibabel names an empty file object last
+        raise bad_input(path, f"cannot be read as NIfTI ({type(exc).__name__}: {why}); "
                               "re-export the image") from exc
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
