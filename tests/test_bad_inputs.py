@@ -183,6 +183,7 @@ def test_every_bad_t1w_is_named_once_and_the_good_one_completes(corpus) -> None:
     small = bids / "sub-small" / "anat" / "sub-small_T1w.nii.gz"
     gated = [line for line in lines if line.startswith(f"bids_mdd: QC failed: {small}: tiv_ml ")]
     assert len(gated) == 1 and "outside 800-2500" in gated[0], lines
+    assert "QC gate failed (tiv_ml " in (out / "sub-small.html").read_text()
     assert len(lines) == len(T1W_CASES) + 2, lines
     assert (out / "sub-001" / "anat" / "sub-001_predictions.tsv").is_file()
     assert (out / "sub-001" / "anat" / "sub-001_predictions.json").is_file()

@@ -13,6 +13,7 @@ import pytest
 from bids_mdd.bids.names import derivative_path
 from bids_mdd.errors import BidsMddError
 from bids_mdd.preproc.partial_volume import tissue_fractions
+from bids_mdd.preproc.qc import gate_failures
 from bids_mdd.preproc.priors import TISSUE_CLASSES, template_priors
 
 
@@ -135,7 +136,7 @@ def test_real_scan_that_collapsed_keeps_its_white_matter(real_bids, tmp_path) ->
                         "--skip-bids-validation") == 0
     assert state() == before
     metrics = _qc(tmp_path / "out", "14")
-    assert 1000 < metrics["tiv_ml"] < 2000 and metrics["template_mask_dice"] > 0.9, metrics
+    assert gate_failures(metrics) == [], metrics  # a real scan passes the QC gate, sloppy too
     assert metrics["tissue_collapse"] is False, metrics
     assert not [f for f in metrics["flags"] if "fraction" in f], metrics["flags"]
     # default mode: WM 0.36, GM 0.50 (benchmarks/real_scans.py); --sloppy (2 Atropos

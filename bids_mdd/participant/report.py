@@ -14,6 +14,7 @@ from bids_mdd.bids.discovery import T1wInput
 from bids_mdd.bids.names import derivative_path, sidecar_path
 from bids_mdd.bids.outputs import OUTPUTS, PREDICTIONS, attention_figure_entities
 from bids_mdd.html_page import page
+from bids_mdd.preproc.qc import gate_failures
 
 _METRICS = (("tiv_ml", "TIV (mL)"), ("gm_ml", "GM (mL)"), ("wm_ml", "WM (mL)"),
             ("csf_ml", "CSF (mL)"), ("gm_fraction", "GM / TIV"), ("wm_fraction", "WM / TIV"),
@@ -38,6 +39,10 @@ def _section(output_dir: Path, t1w: T1wInput) -> str:
     if sloppy:
         parts.append("<p class='warn'>Preprocessed with --sloppy (coarse, for tests): "
                      "do not analyse these outputs.</p>")
+    gate = gate_failures(metrics)
+    if gate:
+        parts.append(f"<p class='flag'>QC gate failed ({escape('; '.join(gate))}): the group "
+                     "level leaves this image out unless --include-qc-failures.</p>")
     parts.append(f"<table>{rows}</table>")
     parts.append(f"<ul>{flags}</ul>" if flags else "<p>No QC flag.</p>")
     for name, caption in (("fig_segmentation", "Segmentation"),
