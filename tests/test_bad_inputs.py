@@ -143,18 +143,13 @@ def corpus(templateflow_home) -> Iterator[dict]:
     participant level without permission-bypassing capabilities, as a user's cluster job
     would run."""
     root = Path(tempfile.mkdtemp(prefix="bids_mdd-corpus-"))
-    root.chmod(0o755)
     try:
         bids = root / "bids"
         generate_cohort(bids, CohortSpec(n_mdd=1, n_hc=0, seed=21, resolution=4.0), n_jobs=1)
         write_bad_t1w(bids)
-        for path in [bids, *bids.rglob("*")]:
-            if path.is_dir():
-                path.chmod(0o755)
         before = checksums(bids)
         out = root / "out"
-        out.mkdir(mode=0o777)
-        out.chmod(0o777)
+        out.mkdir()
         code, lines = run_cli([str(bids), str(out), "participant", "-w", str(out / ".work"),
                                "--skip-bids-validation", "--sloppy", "--nprocs", "2"],
                               unprivileged=True)
@@ -201,9 +196,7 @@ def in_process(capsys, args: list[str]) -> tuple[int, list[str]]:
 
 
 def _fresh_output(corpus: dict) -> Path:
-    out = Path(tempfile.mkdtemp(dir=corpus["root"]))
-    out.chmod(0o777)
-    return out
+    return Path(tempfile.mkdtemp(dir=corpus["root"]))
 
 
 def test_qc_gate_alone(corpus) -> None:
