@@ -68,3 +68,23 @@ def tiny_bids(tmp_path: Path) -> Path:
         "02": ["ses-1", "ses-2"],
         "03": [""],
     })
+
+
+class CreatesFile:
+    """A pickle payload: unpickling it would create ``path`` (it must never be unpickled)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def relist_weights(bundle_dir: Path) -> None:
+    """Record every weight file's current sha256 in model.json, as a hostile bundle would."""
+    from bids_mdd.models.bundle import sha256_of
+
+    meta = json.loads((bundle_dir / "model.json").read_text())
+    for fold in meta["folds"]:
+        fold["sha256"] = sha256_of(bundle_dir / fold["file"])
+    (bundle_dir / "model.json").write_text(json.dumps(meta))

@@ -21,11 +21,11 @@ import numpy as np
 import pytest
 
 from bids_mdd.cli.run import main
-from bids_mdd.models.bundle import sha256_of
 from bids_mdd.models.inference import default_models_dir
 from bids_mdd.synth.cohort import generate_cohort
 from bids_mdd.synth.mni import MNI_DIR
 from bids_mdd.synth.model import CohortSpec
+from conftest import CreatesFile, relist_weights
 
 TWO_MM = np.diag([2.0, 2.0, 2.0, 1.0])
 SHAPE = (60, 70, 60)  # 120 x 140 x 120 mm at 2 mm
@@ -297,23 +297,6 @@ def test_output_folder_not_writable_read_only_or_full(corpus, capsys) -> None:
 
 # --- model bundles -----------------------------------------------------------------------------
 
-class _CreatesFile:
-    """A pickle payload: unpickling it would create ``path`` (it must never be unpickled)."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
-
-
-def _relist(bundle: Path) -> None:
-    meta = json.loads((bundle / "model.json").read_text())
-    for fold in meta["folds"]:
-        fold["sha256"] = sha256_of(bundle / fold["file"])
-    (bundle / "model.json").write_text(json.dumps(meta))
-
-
 def _altered(bundle: Path) -> None:
     weights = bundle / "fold-1.safetensors"
     data = bytearray(weights.read_bytes())
@@ -335,9 +318,9 @@ def _oversized(bundle: Path) -> None:
 def _pickled(bundle: Path) -> None:
     import torch
 
-    torch.save({"weight": _CreatesFile(str(bundle.parent / "pwned"))},
+    torch.save({"weight": CreatesFile(str(bundle.parent / "pwned"))},
                bundle / "fold-1.safetensors")
-    _relist(bundle)
+    relist_weights(bundle)
 
 
 def _other_architecture(bundle: Path) -> None:
@@ -348,7 +331,7 @@ def _other_architecture(bundle: Path) -> None:
     save_file(build_network("densenet121", init_features=8, growth_rate=4,
                             block_config=[1, 1, 1, 1]).state_dict(),
               str(bundle / "fold-1.safetensors"))
-    _relist(bundle)
+    relist_weights(bundle)
 
 
 @pytest.mark.parametrize(("spoil", "message"), [

@@ -10,6 +10,7 @@ import torch
 from bids_mdd.errors import BidsMddError
 from bids_mdd.models.bundle import FORMAT_VERSION, find_bundles, load_bundle, write_bundle
 from bids_mdd.models.inputs import GM_INPUT
+from conftest import CreatesFile, relist_weights
 
 KWARGS = {"init_features": 4, "growth_rate": 4, "block_config": [1, 1, 1, 1]}
 
@@ -104,32 +105,11 @@ def test_existing_bundle_needs_overwrite_and_find_bundles(bundle):
     assert [b.name for b in find_bundles(written.path)] == ["tiny"]
 
 
-class _CreatesFile:
-    """A pickle payload: unpickling it would create ``path`` (it must never be unpickled)."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
-
-
-def _relist(bundle_dir, name: str) -> None:
-    """Record ``name``'s new sha256 in model.json, as a hostile bundle would."""
-    from bids_mdd.models.bundle import sha256_of
-
-    meta = json.loads((bundle_dir / "model.json").read_text())
-    for fold in meta["folds"]:
-        if fold["file"] == name:
-            fold["sha256"] = sha256_of(bundle_dir / name)
-    (bundle_dir / "model.json").write_text(json.dumps(meta))
-
-
 def test_pickle_renamed_safetensors_is_refused_unexecuted(tmp_path, bundle):
     written, _ = bundle
     created = tmp_path / "pwned"
-    torch.save({"w": _CreatesFile(str(created))}, written.path / "fold-1.safetensors")
-    _relist(written.path, "fold-1.safetensors")
+    torch.save({"w": CreatesFile(str(created))}, written.path / "fold-1.safetensors")
+    relist_weights(written.path)
     loaded = load_bundle(written.path)  # the checksum matches: the format check comes next
     with pytest.raises(BidsMddError, match=r"fold-1.safetensors: not a safetensors file "
                                            r"\(.*\); export the weights") as error:
@@ -147,7 +127,7 @@ def test_weights_of_another_architecture_are_refused(bundle):
     other = build_network("densenet121", init_features=8, growth_rate=4,
                           block_config=[1, 1, 1, 1]).state_dict()
     save_file(other, str(written.path / "fold-2.safetensors"))
-    _relist(written.path, "fold-2.safetensors")
+    relist_weights(written.path)
     with pytest.raises(BidsMddError, match=r"fold-2.safetensors: weights do not fit "
                                            r"architecture 'densenet121' of model.json \(.*size "
                                            r"mismatch") as error:

@@ -68,7 +68,8 @@ def read_participants(path: str | Path) -> pd.DataFrame:
 
 
 def _check_shape(path: Path, text: str) -> None:
-    """Every row has as many tab-separated fields as the header."""
+    """Every row has as many tab-separated fields as the header (by hand: pandas pads a short
+    row with NaN without a word, and its on_bad_lines sees only rows that are too long)."""
     lines = text.splitlines()
     if not lines or not lines[0].strip():
         raise BidsMddError(f"{path}: empty; write a header line starting with participant_id",
