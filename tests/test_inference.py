@@ -95,7 +95,8 @@ def test_classifier_attention_concentrates_in_the_planted_block(applied) -> None
 def test_outputs_and_sidecars(applied) -> None:
     out, models = applied["out"], applied["models"]
     table = pd.read_csv(derivative_path(out, subject="h01", **PREDICTIONS), sep="\t")
-    assert list(table.columns) == ["model", "target", "value", "std", "n_models"]
+    assert list(table.columns) == ["model", "target", "value", "std", "n_models", "distance",
+                                   "in_distribution"]
     assert list(table["target"]) == ["MDD", "Score"] and list(table["n_models"]) == [3, 3]
     assert 0 <= table["value"][0] <= 1 and (table["std"] > 0).all()
     bundle = models[0].bundle
@@ -126,6 +127,56 @@ def test_outputs_and_sidecars(applied) -> None:
         suffix="attention")).read_text())
     assert score["Parameters"]["Method"].startswith("guided backpropagation")
     assert map_sidecar["Sources"] == [str(derivative_path(out, subject="h01", **GM_INPUT.entities))]
+
+
+def test_every_bundle_carries_its_card_and_the_sidecar_shows_it(applied) -> None:
+    """The card's cohort and evidence are the training run's own figures, and every
+    predictions sidecar and report carries them."""
+    classifier = applied["models"][0].bundle
+    card = classifier.card
+    assert card.cohort.class_counts == {"MDD": 12, "control": 12}
+    assert card.cohort.n_participants == 24 and card.cohort.synthetic
+    cv = classifier.meta["metrics"]["cross_validation"]["balanced_accuracy"]
+    assert (card.evidence.metric, card.evidence.n_folds) == ("balanced_accuracy", 3)
+    assert card.evidence.mean == pytest.approx(cv["mean"]) and card.evidence.sd == cv["sd"]
+    assert card.evidence.permutation_p is None  # trained without --permutations
+    assert "SYNTHETIC" in card.known_limits[0]
+    assert card.summary().startswith("trained on 24 SYNTHETIC scans (12 MDD, 12 control), site "
+                                     "not recorded")
+    table = derivative_path(applied["out"], subject="h01", **PREDICTIONS)
+    sidecar = json.loads(sidecar_path(table).read_text())
+    assert sidecar["ModelEvidence"]["toy-classifier"] == card.summary()
+    assert sidecar["Models"][0]["card"]["summary"] == card.summary()
+    assert sidecar["Models"][1]["card"]["evidence"]["metric"] == "pearson_r"
+
+
+def test_domain_shift_flags_inputs_unlike_the_training_inputs(applied, tmp_path) -> None:
+    """Held-out inputs of the training generator lie inside; a GM map of another kind (the
+    same brain, its GM in coarse stripes the training maps never had) lies outside."""
+    classifier = applied["models"][0]
+    domain = classifier.domain
+    calibration = classifier.bundle.meta["domain"]["calibration"]
+    assert calibration["n_heldout"] == 24 and domain.quantile == 0.99
+    assert calibration["heldout_fraction_flagged"] <= 0.05
+    table = _predictions(applied)
+    mdd = table[table.target == "MDD"]
+    assert (mdd["in_distribution"].astype(str).str.lower() == "true").mean() >= 0.8, mdd["distance"]
+    assert (mdd["distance"] > 0).all()
+    gm_path = derivative_path(applied["out"], subject="h01", **GM_INPUT.entities)
+    image = nib.load(gm_path)
+    brain = np.asarray(image.dataobj) > 0
+    stripes = 0.5 + 0.25 * np.sin(np.arange(brain.shape[0]) / 6)[:, None, None]
+    other = brain * stripes
+    odd = derivative_path(tmp_path, subject="odd", **GM_INPUT.entities)
+    odd.parent.mkdir(parents=True)
+    nib.save(nib.Nifti1Image(other.astype(np.float32), image.affine), odd)
+    predict_participant(tmp_path, {"subject": "odd"}, applied["models"], "cpu")
+    result = pd.read_csv(derivative_path(tmp_path, subject="odd", **PREDICTIONS), sep="\t")
+    row = result[result.target == "MDD"].iloc[0]
+    assert str(row["in_distribution"]).lower() == "false" and row["distance"] > domain.threshold
+    sidecar = json.loads(sidecar_path(derivative_path(tmp_path, subject="odd", **PREDICTIONS))
+                         .read_text())
+    assert "outside the training distribution of toy-classifier" in sidecar["Warning"]
 
 
 def test_rerun_skips_only_when_the_same_weights_made_the_outputs(applied) -> None:

@@ -58,6 +58,13 @@ def build_parser() -> BidsAppArgumentParser:
                    help="regression target columns, one model each")
     g.add_argument("--site-column", default="site",
                    help="when this column exists, folds never split a site ('none' to ignore)")
+    g = p.add_argument_group("model card (written into model.json)")
+    g.add_argument("--site-name", metavar="NAME",
+                   help="the one site every participant comes from, when participants.tsv has "
+                        "no site column")
+    g.add_argument("--known-limit", dest="known_limits", action="append", default=[],
+                   metavar="TEXT", help="a known limit of the model (repeatable), e.g. "
+                                        "'skull-stripped inputs only'")
     g = p.add_argument_group("protocol (defaults by task)")
     g.add_argument("--folds", type=positive_int)
     g.add_argument("--repeats", type=positive_int)
@@ -78,7 +85,8 @@ def build_parser() -> BidsAppArgumentParser:
                         "shared are always refused)")
     g = p.add_argument_group("evaluation")
     g.add_argument("--permutations", type=int, default=0, metavar="N",
-                   help="label permutations for the accuracy (regression: r) p-value")
+                   help="label permutations for the p-values of accuracy, balanced accuracy "
+                        "and AUC (regression: r)")
     g.add_argument("--permutation-mode", choices=("outputs", "retrain"), default="outputs",
                    help="outputs: permute labels against the fixed out-of-fold outputs; "
                         "retrain: rerun the whole cross-validation per permutation (slow)")

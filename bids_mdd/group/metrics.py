@@ -44,7 +44,9 @@ METRIC_COLUMNS = {
     "target": "MDD (classifier, P(MDD) against the diagnosis column) or the participants.tsv "
               "score column a regressor predicts",
     "metric": "accuracy, balanced_accuracy, recall (sensitivity, MDD positive), specificity, "
-              "auc; or pearson_r, pearson_p, mae",
+              "auc; or pearson_r, pearson_p, mae; n_out_of_distribution (participants whose "
+              "input lies outside the model's training distribution, of n with a known "
+              "flag)",
     "value": "The metric over all participants with a prediction and a label",
     "ci_low": "2.5th percentile of the metric over bootstrap resamples of participants",
     "ci_high": "97.5th percentile of the metric over bootstrap resamples of participants",
@@ -359,6 +361,22 @@ def _rows(model: str, target: str, metrics: dict[str, Any],
              "n": metrics["n"]} for name in names]
 
 
+def _domain_rows(model: str, target: str, group: pd.DataFrame) -> list[dict[str, Any]]:
+    """``n_out_of_distribution``: participants with an input outside the model's training
+    distribution (any of their sessions), over those with a known flag; none without flags."""
+    if "in_distribution" not in group:
+        return []
+    flags = group["in_distribution"].astype(str).str.lower()
+    known = group[flags.isin(["true", "false"])]
+    if known.empty:
+        return []
+    outside = (known["in_distribution"].astype(str).str.lower() == "false") \
+        .groupby(known["label"]).any()
+    return [{"model": model, "target": target, "metric": "n_out_of_distribution",
+             "value": float(outside.sum()), "ci_low": np.nan, "ci_high": np.nan,
+             "n": int(len(outside)), "n_bootstrap": 0}]
+
+
 def group_metrics(predictions: pd.DataFrame, participants: pd.DataFrame,
                   label_column: str | None = None, positive: list[str] | None = None,
                   negative: list[str] | None = None, threshold: float = 0.5,
@@ -395,7 +413,9 @@ def group_metrics(predictions: pd.DataFrame, participants: pd.DataFrame,
     -------
     pd.DataFrame
         Columns of :data:`METRIC_COLUMNS` (``model``, ``target``, ``metric``, ``value``,
-        ``ci_low``, ``ci_high``, ``n``, ``n_bootstrap``), in the predictions' model/target order.
+        ``ci_low``, ``ci_high``, ``n``, ``n_bootstrap``), in the predictions' model/target order;
+        with an ``in_distribution`` column, each model also has an ``n_out_of_distribution``
+        row (participants outside its training distribution, of ``n`` with a known flag).
         ``.attrs["notes"]`` lists the skipped targets and undefined metrics (str each);
         ``.attrs["classifier_scores"]`` maps each classifier model to the (diagnosis, P(MDD))
         arrays it was scored on, one entry per participant (for
@@ -433,6 +453,7 @@ def group_metrics(predictions: pd.DataFrame, participants: pd.DataFrame,
     rows: list[dict[str, Any]] = []
     scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for (model, target), group in frame.groupby(["model", "target"], sort=False):
+        rows.extend(_domain_rows(str(model), str(target), group))
         predicted = group.groupby("label", sort=True)["value"].mean()
         if target == CLASSIFIER_TARGET:
             if diagnosis is None:

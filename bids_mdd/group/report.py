@@ -15,6 +15,7 @@ from bids_mdd import __version__
 from bids_mdd.bids.atomic import write_text
 from bids_mdd.bids.names import derivative_path
 from bids_mdd.html_page import page
+from bids_mdd.models.card import cautions
 
 if TYPE_CHECKING:
     from bids_mdd.group.runner import GroupOptions, GroupResults
@@ -161,6 +162,15 @@ def _metrics_section(results: GroupResults) -> str:
         parts.append("<p class='warn'>At least one model was trained on SYNTHETIC data (the "
                      "packaged demo bundles): these predictions and metrics are not for "
                      "clinical or scientific use.</p>")
+    if results.models:
+        evidence = pd.DataFrame({
+            "model": [m.get("name") for m in results.models],
+            "model card (training cohort and cross-validated evidence)": [
+                (m.get("card") or {}).get("summary", "no model card: performance unknown")
+                for m in results.models]})
+        parts.append("<h3>Model evidence</h3>")
+        parts.append(_table(evidence))
+        parts.extend(f"<p class='flag'>{escape(line)}</p>" for line in cautions(results.models))
     if results.metrics is None or results.metrics.empty:
         parts.append("<p>No prediction metrics (no predictions, or no matching label "
                      "column).</p>")

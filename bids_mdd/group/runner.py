@@ -90,6 +90,8 @@ class GroupResults:
     attention: dict[str, dict[str, Any]] = field(default_factory=dict)
     metrics: pd.DataFrame | None = None
     synthetic_models: bool = False
+    #: each model's predictions-sidecar entry (name, card, ...), as the participants' record it
+    models: list[dict[str, Any]] = field(default_factory=list)
     report: Path | None = None
 
 
@@ -323,7 +325,8 @@ def predictions(output_dir: Path, bids_dir: Path, files: Sequence[ParticipantFil
     _write_table(derivative_path(output_dir, suffix="metrics", extension=".tsv"), metrics,
                  metric_sidecar)
     results.metrics = metrics
-    results.synthetic_models = _synthetic(files)
+    results.models = _models(files)
+    results.synthetic_models = any(m.get("synthetic") for m in results.models)
     for model, (observed, p_mdd) in metrics.attrs["classifier_scores"].items():
         results.figures[f"roc_{model}"] = _figure(
             output_dir, f"roc{attention_desc(model)}",
@@ -331,8 +334,10 @@ def predictions(output_dir: Path, bids_dir: Path, files: Sequence[ParticipantFil
                                    options.n_bootstrap, options.seed))
 
 
-def _synthetic(files: Sequence[ParticipantFiles]) -> bool:
-    """Whether any participant's predictions came from a model trained on SYNTHETIC data."""
+def _models(files: Sequence[ParticipantFiles]) -> list[dict[str, Any]]:
+    """Every model that made the participants' predictions, as their sidecars record it (the
+    first record of each name)."""
+    models: dict[str, dict[str, Any]] = {}
     for item in files:
         if item.predictions is None:
             continue
@@ -340,9 +345,9 @@ def _synthetic(files: Sequence[ParticipantFiles]) -> bool:
             sidecar = json.loads(sidecar_path(item.predictions).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        if any(m.get("synthetic") for m in sidecar.get("Models", [])):
-            return True
-    return False
+        for model in sidecar.get("Models", []):
+            models.setdefault(str(model.get("name")), model)
+    return list(models.values())
 
 
 # --- the whole level ---------------------------------------------------------------------------

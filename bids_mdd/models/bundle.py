@@ -22,6 +22,8 @@ from torch import nn
 
 from bids_mdd import __version__
 from bids_mdd.errors import BidsMddError, ExitCode
+from bids_mdd.models.card import ModelCard
+from bids_mdd.models.domain import DOMAIN_FILE, DomainModel
 from bids_mdd.models.inputs import InputSpec
 from bids_mdd.models.networks import build_network
 
@@ -71,6 +73,28 @@ class Bundle:
     @property
     def n_folds(self) -> int:
         return len(self.meta["folds"])
+
+    @property
+    def card(self) -> ModelCard | None:
+        """The model card (None for a bundle written before cards existed)."""
+        data = self.meta.get("card")
+        try:
+            return ModelCard.from_json(data) if data else None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise _fail(self.path / MODEL_JSON, f"card is malformed ({exc}); restore the "
+                                                "bundle") from exc
+
+    def domain_model(self) -> DomainModel | None:
+        """The training distribution's model for the domain-shift flag (None when the bundle
+        has none); its sha256 was checked when the bundle loaded."""
+        meta = self.meta.get("domain")
+        if not meta:
+            return None
+        try:
+            return DomainModel.load(self.path / meta["file"], meta)
+        except (SafetensorError, OSError, KeyError, TypeError, ValueError) as exc:
+            raise _fail(self.path / str(meta.get("file")), f"domain model unreadable ({exc}); "
+                                                            "retrain the bundle") from exc
 
     def network(self) -> nn.Module:
         """A freshly initialised network of the bundle's architecture."""
@@ -155,7 +179,12 @@ def load_bundle(path: str | Path) -> Bundle:
         raise _fail(meta_path, f"task {meta['task']!r} is not one of {TASKS}")
     if not meta["folds"]:
         raise _fail(meta_path, "lists no fold weights")
-    for fold in meta["folds"]:
+    domain = meta.get("domain")
+    if domain is not None and not (isinstance(domain, dict) and domain.get("file") == DOMAIN_FILE
+                                   and isinstance(domain.get("sha256"), str)):
+        raise _fail(meta_path, f"domain must name {DOMAIN_FILE} and its sha256; restore the "
+                               "bundle")
+    for fold in [*meta["folds"], *([domain] if domain else [])]:
         weights = path / fold["file"]
         if weights.suffix != ".safetensors" or weights.parent != path:
             raise _fail(weights, "weights must be .safetensors files inside the bundle; pickle "
@@ -173,12 +202,13 @@ def load_bundle(path: str | Path) -> Bundle:
 def write_bundle(path: str | Path, meta: dict[str, Any],
                  fold_states: list[dict[str, torch.Tensor]], overwrite: bool = False,
                  fold_meta: list[dict[str, Any]] | None = None,
-                 extra_files: dict[str, str] | None = None) -> Bundle:
+                 extra_files: dict[str, str] | None = None,
+                 domain: DomainModel | None = None) -> Bundle:
     """Write a bundle folder atomically (built beside ``path``, renamed into place).
 
-    ``meta`` holds everything but ``format_version`` and ``folds``, which are filled in here
-    (each fold entry extended by ``fold_meta``); ``extra_files`` (name -> text) are reports
-    written beside ``model.json``.
+    ``meta`` holds everything but ``format_version``, ``folds`` and ``domain``, which are
+    filled in here (each fold entry extended by ``fold_meta``); ``extra_files`` (name -> text)
+    are reports written beside ``model.json``; ``domain`` is the training distribution's model.
     """
     path = Path(path)
     if path.exists() and not overwrite:
@@ -198,6 +228,9 @@ def write_bundle(path: str | Path, meta: dict[str, Any],
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text)
         full = {"format_version": FORMAT_VERSION, **meta, "folds": folds}
+        if domain is not None:
+            domain.save(tmp / DOMAIN_FILE)
+            full["domain"] = {**domain.to_json(), "sha256": sha256_of(tmp / DOMAIN_FILE)}
         (tmp / MODEL_JSON).write_text(json.dumps(full, indent=2, sort_keys=True, default=str)
                                       + "\n")
         if path.exists():

@@ -24,7 +24,10 @@ from bids_mdd.bids.outputs import MODEL_INPUTS
 from bids_mdd.errors import BidsMddError, ExitCode
 from bids_mdd.models.attention import input_gradient
 from bids_mdd.models.bundle import Bundle, find_bundles
-from bids_mdd.models.inputs import NORMALIZATIONS, InputSpec, normalize, read_on_grid, zoom_tensor
+from bids_mdd.models.card import ModelCard
+from bids_mdd.models.domain import DomainModel
+from bids_mdd.models.inputs import (NORMALIZATIONS, InputSpec, normalize, prepare, read_on_grid,
+                                    zoom_tensor)
 
 LOGGER = logging.getLogger(__name__)
 
@@ -83,6 +86,11 @@ class LoadedModel:
     spec: InputSpec
     nets: list[nn.Module]
     device: str
+    domain: DomainModel | None = None
+
+    @property
+    def card(self) -> ModelCard | None:
+        return self.bundle.card
 
     @property
     def target(self) -> str:
@@ -98,7 +106,12 @@ class LoadedModel:
                 "synthetic": bool(meta.get("synthetic", False)),
                 "intended_use": meta.get("intended_use", ""),
                 "weights": {f["file"]: f["sha256"] for f in meta["folds"]},
-                "path": str(self.bundle.path)}
+                "path": str(self.bundle.path),
+                "card": self.card.to_json() if self.card else None,
+                "domain": ({"method": meta["domain"]["method"],
+                            "threshold": self.domain.threshold,
+                            "quantile": self.domain.quantile,
+                            "sha256": meta["domain"]["sha256"]} if self.domain else None)}
 
 
 def _for_inference(net: nn.Module, device: str) -> nn.Module:
@@ -132,7 +145,11 @@ def load_models(models: list[Path] | None, device: str) -> list[LoadedModel]:
     for bundle in bundles:
         spec = check_input_spec(bundle)
         nets = [_for_inference(net, device) for net in bundle.ensemble(device)]
-        loaded.append(LoadedModel(bundle, spec, nets, device))
+        bundle.card  # noqa: B018  (a malformed card stops the run before any work)
+        loaded.append(LoadedModel(bundle, spec, nets, device, bundle.domain_model()))
+        if bundle.card is None:
+            LOGGER.warning("model %s has no model card: nothing says how well it performs",
+                           bundle.name)
         if bundle.meta.get("synthetic"):
             LOGGER.warning("model %s was trained on SYNTHETIC data: %s", bundle.name,
                            bundle.meta.get("intended_use", "not for clinical use"))
@@ -155,6 +172,14 @@ class ModelResult:
     n_models: int
     attention: np.ndarray  # on the input's full grid (spec.grid)
     source: Path
+    distance: float | None = None  # to the training distribution (None: no domain model)
+
+    @property
+    def in_distribution(self) -> bool | None:
+        """Whether the input lies inside the bundle's training distribution (None: unknown)."""
+        if self.distance is None or self.model.domain is None:
+            return None
+        return self.distance <= self.model.domain.threshold
 
 
 def _fold_values(model: LoadedModel, index: int, out: torch.Tensor) -> np.ndarray:
@@ -219,6 +244,9 @@ def apply_model_batch(model: LoadedModel, inputs: list[np.ndarray],
             scale = float(np.abs(fold_map[brain]).mean())
             attention[sample] += fold_map / max(scale, np.finfo(np.float32).tiny)
     attention /= len(model.nets)
+    distances = (model.domain.distances(np.stack([prepare(data, model.spec) for data in inputs]))
+                 if model.domain is not None else [None] * len(inputs))
     return [ModelResult(model, float(np.mean(values[:, i])), float(np.std(values[:, i])),
-                        len(model.nets), attention[i], sources[i])
+                        len(model.nets), attention[i], sources[i],
+                        None if distances[i] is None else float(distances[i]))
             for i in range(len(inputs))]

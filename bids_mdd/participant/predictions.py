@@ -42,6 +42,12 @@ COLUMNS = {
              "score for a regressor",
     "std": "Standard deviation across the fold models (ddof 0)",
     "n_models": "Number of fold models averaged",
+    "distance": "Mahalanobis distance of the model's input to its training inputs (the "
+                "bundle's domain model; n/a when the bundle has none)",
+    "in_distribution": "true when the distance is at most the bundle's threshold (a quantile "
+                       "of cross-validation's held-out distances); false: the input lies "
+                       "outside the training distribution and the prediction is not "
+                       "supported by the model's evidence; n/a: unknown",
 }
 
 
@@ -138,13 +144,34 @@ def _write_table(output_dir: Path, entities: dict[str, Any], rows: list[dict[str
                          software={"torch": version("torch"), "monai": version("monai")},
                          parameters=settings.parameters(),
                          Columns=COLUMNS, Models=_models_json(models), Fingerprint=inputs)
+    warnings = []
     if any(m.bundle.meta.get("synthetic") for m in models):
-        sidecar["Warning"] = ("at least one model was trained on SYNTHETIC data: these "
-                              "predictions are not for clinical use")
+        warnings.append("at least one model was trained on SYNTHETIC data: these predictions "
+                        "are not for clinical use")
+    outside = [row["model"] for row in rows if row["in_distribution"] == "false"]
+    if outside:
+        warnings.append(f"the input lies outside the training distribution of "
+                        f"{', '.join(outside)}: those predictions are not supported by the "
+                        "models' evidence")
+    if warnings:
+        sidecar["Warning"] = "; ".join(warnings)
+    sidecar["ModelEvidence"] = {m.bundle.name: (m.card.summary() if m.card else
+                                                "no model card: performance unknown")
+                                for m in models}
     with atomic_output(table) as tmp:
         pd.DataFrame(rows, columns=list(COLUMNS)).to_csv(tmp, sep="\t", index=False)
     write_json(sidecar_path(table), sidecar)  # last: it marks the step complete
     return table
+
+
+def _row(result: ModelResult) -> dict[str, Any]:
+    """One predictions.tsv row (BIDS TSV: n/a for unknown, lowercase booleans)."""
+    flag = result.in_distribution
+    return {"model": result.model.bundle.name, "target": result.model.target,
+            "value": round(result.value, 6), "std": round(result.std, 6),
+            "n_models": result.n_models,
+            "distance": "n/a" if result.distance is None else round(result.distance, 3),
+            "in_distribution": "n/a" if flag is None else str(flag).lower()}
 
 
 def predict_participants(output_dir: Path, entities: list[dict[str, Any]],
@@ -189,9 +216,7 @@ def predict_participants(output_dir: Path, entities: list[dict[str, Any]],
                 except Exception as error:  # noqa: BLE001
                     outcomes[i] = error
                     continue
-                rows[i].append({"model": model.bundle.name, "target": model.target,
-                                "value": round(result.value, 6), "std": round(result.std, 6),
-                                "n_models": result.n_models})
+                rows[i].append(_row(result))
                 sources[i].append(str(result.source))
             del ready, results  # one batch's arrays at a time
             progress.update(len(chunk))

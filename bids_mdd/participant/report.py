@@ -14,6 +14,7 @@ from bids_mdd.bids.discovery import T1wInput
 from bids_mdd.bids.names import derivative_path, sidecar_path
 from bids_mdd.bids.outputs import OUTPUTS, PREDICTIONS, attention_figure_entities
 from bids_mdd.html_page import page
+from bids_mdd.models.card import cautions
 from bids_mdd.preproc.qc import gate_failures
 
 _METRICS = (("tiv_ml", "TIV (mL)"), ("gm_ml", "GM (mL)"), ("wm_ml", "WM (mL)"),
@@ -69,11 +70,19 @@ def _predictions(output_dir: Path, entities: dict[str, str]) -> str:
     parts = ["<h3>Predictions</h3>"]
     if "Warning" in sidecar:
         parts.append(f"<p class='warn'>{escape(sidecar['Warning'])}</p>")
-    parts.append(rows.to_html(index=False, float_format=lambda v: f"{v:.3f}", border=0))
+    evidence = sidecar.get("ModelEvidence", {})
+    shown = rows.assign(evidence=[evidence.get(str(m), "no model card: performance unknown")
+                                  for m in rows["model"]])
+    parts.append(shown.to_html(index=False, float_format=lambda v: f"{v:.3f}", border=0))
+    parts.extend(f"<p class='flag'>{escape(line)}</p>"
+                 for line in cautions(sidecar.get("Models", [])))
     parts.append("<p>value: P(MDD) for the classifier, the predicted score for a regressor; "
-                 "mean over the bundle's fold models (std: their spread). Attention maps: "
-                 "guided backpropagation for regressors, the signed log-odds gradient for the "
-                 "classifier; top 1 % of voxels shown.</p>")
+                 "mean over the bundle's fold models (std: their spread). evidence: the "
+                 "model card's cross-validated performance on its training cohort. distance / "
+                 "in_distribution: how far this input lies from the model's training inputs, "
+                 "and whether within the threshold calibrated on held-out training scans. "
+                 "Attention maps: guided backpropagation for regressors, the signed log-odds "
+                 "gradient for the classifier; top 1 % of voxels shown.</p>")
     for target in rows["target"]:
         figure = derivative_path(output_dir, **entities, **attention_figure_entities(str(target)))
         if figure.is_file():

@@ -33,6 +33,9 @@ class TrainOptions:
     negative: list[str] | None = None
     targets: tuple[str, ...] = FACTORS
     site_column: str = "site"
+    # model card
+    site_name: str | None = None
+    known_limits: tuple[str, ...] = ()
     # protocol
     folds: int | None = None
     repeats: int | None = None

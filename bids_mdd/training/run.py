@@ -27,6 +27,7 @@ from bids_mdd.models.networks import DFRN_BLOCK_STRIDES, build_network, head_nam
 from bids_mdd.training import compare
 from bids_mdd.training.cv import CVResult, cross_validate_network, fold_metrics
 from bids_mdd.training.data import Sample, find_samples, fingerprint, load_volumes
+from bids_mdd.training.evidence import build_card, build_domain_model
 from bids_mdd.training.loop import TrainConfig
 from bids_mdd.training.options import TrainOptions
 from bids_mdd.training.splits import make_folds
@@ -196,6 +197,11 @@ def _train_one(options: TrainOptions, protocol: dict[str, Any], config: TrainCon
     first_repeat = [i for i, f in enumerate(folds) if f.repeat == 0]
     synthetic = _is_synthetic(options.derivatives_dir)
     outputs = list(CLASS_NAMES) if task == "classification" else [column]
+    card = build_card(task=task, derivatives_dir=options.derivatives_dir,
+                      participants_tsv=options.participants, participants=participants,
+                      samples=samples, y=y, outputs=outputs, site_column=site,
+                      site_name=options.site_name, summary=cv.summary, permutation=permutation,
+                      synthetic=synthetic, known_limits=list(options.known_limits))
     meta = {
         "name": name, "version": options.model_version, "architecture": architecture,
         "kwargs": kwargs, "task": task,
@@ -213,6 +219,7 @@ def _train_one(options: TrainOptions, protocol: dict[str, Any], config: TrainCon
                                          if source else None),
                      "weights": "the folds of repeat 1 (an ensemble); metrics over all folds"},
         "metrics": {"cross_validation": cv.summary, "permutation": permutation},
+        "card": card.to_json(),
         "data_fingerprint": print_,
         "software": {"bids_mdd": __version__, "torch": torch.__version__,
                      "monai": monai.__version__},
@@ -221,8 +228,10 @@ def _train_one(options: TrainOptions, protocol: dict[str, Any], config: TrainCon
                   "best_epoch": cv.fold_meta[i]["best_epoch"]} for i in first_repeat]
     bundle = write_bundle(options.models_dir / name, meta,
                           [cv.fold_states[i] for i in first_repeat], overwrite=options.overwrite,
-                          fold_meta=fold_meta, extra_files=extra_files)
+                          fold_meta=fold_meta, extra_files=extra_files,
+                          domain=build_domain_model(volumes, spec, folds))
     _log_summary(name, cv, permutation)
+    LOGGER.info("%s model card: %s", name, card.summary())
     return bundle
 
 
@@ -239,38 +248,52 @@ def _gm_volumes(derivatives_dir: Path, samples: list[Sample], gm_spec: InputSpec
                         progress)[0]
 
 
+#: The statistics a permutation test reports (the first is the headline of older bundles).
+PERMUTED_METRICS = {"classification": ("accuracy", "balanced_accuracy", "auc"),
+                    "regression": ("pearson_r",)}
+
+
 def _permutation(options: TrainOptions, cv: CVResult, make_net, volumes: np.ndarray,
                  y: np.ndarray, samples: list[Sample], folds, config: TrainConfig,
                  ) -> dict[str, Any] | None:
+    """Label-permutation p-values of the pooled out-of-fold metrics, each against the same
+    permutations (``outputs``: within folds against the fixed outputs; ``retrain``: the whole
+    cross-validation rerun per permutation)."""
     if options.permutations <= 0:
         return None
-    statistic_name = "accuracy" if cv.task == "classification" else "pearson_r"
+    names = PERMUTED_METRICS[cv.task]
 
-    def statistic(truth: np.ndarray, score: np.ndarray) -> float:
-        return fold_metrics(cv.task, truth, score, cv.threshold)[statistic_name]
+    def statistics(truth: np.ndarray, score: np.ndarray) -> np.ndarray:
+        metrics = fold_metrics(cv.task, truth, score, cv.threshold)
+        return np.array([metrics[name] for name in names])
 
     predictions = cv.predictions
-    observed = statistic(predictions["y_true"].to_numpy(), predictions["score"].to_numpy())
+    truth, score = predictions["y_true"].to_numpy(), predictions["score"].to_numpy()
+    observed = statistics(truth, score)
     if options.permutation_mode == "outputs":
         blocks = (predictions["repeat"] * 1000 + predictions["fold"]).to_numpy()
-        null = permuted_outputs_null(predictions["y_true"].to_numpy(),
-                                     predictions["score"].to_numpy(), blocks, options.permutations,
-                                     options.seed, statistic)
+        null = np.stack([permuted_outputs_null(truth, score, blocks, options.permutations,
+                                               options.seed,
+                                               lambda t, s, k=k: statistics(t, s)[k])
+                         for k in range(len(names))], axis=1)
     else:
         rng = np.random.default_rng(options.seed)
         quiet = replace(config, progress=False)
-        null = []
+        rows = []
         for k in range(options.permutations):
             permuted = y[rng.permutation(len(y))]
             result = cross_validate_network(make_net, volumes, permuted, samples, folds,
                                             cv.task, quiet, desc=f"permutation {k + 1}")
-            null.append(statistic(result.predictions["y_true"].to_numpy(),
-                                  result.predictions["score"].to_numpy()))
-        null = np.array(null)
-    return {"statistic": f"pooled out-of-fold {statistic_name}", "observed": observed,
-            "mode": options.permutation_mode, "n_permutations": options.permutations,
-            "null_mean": float(np.mean(null)), "null_sd": float(np.std(null)),
-            "p_value": permutation_p_value(observed, null)}
+            rows.append(statistics(result.predictions["y_true"].to_numpy(),
+                                   result.predictions["score"].to_numpy()))
+        null = np.array(rows)
+    by_metric = {name: {"observed": float(observed[k]), "null_mean": float(np.mean(null[:, k])),
+                        "null_sd": float(np.std(null[:, k])),
+                        "p_value": permutation_p_value(observed[k], null[:, k])}
+                 for k, name in enumerate(names)}
+    return {"statistic": f"pooled out-of-fold {names[0]}", "mode": options.permutation_mode,
+            "n_permutations": options.permutations, **by_metric[names[0]],
+            "by_metric": by_metric}
 
 
 def _log_summary(name: str, cv: CVResult, permutation: dict[str, Any] | None) -> None:
