@@ -8,8 +8,8 @@ most one batch, and a rerun skips every participant whose QC metrics exist and t
 in-progress marker. Per participant it records the batch's wall time divided by its size
 (throughput) and the nipype nodes' own run times (from the work dir's cached results).
 
-Run: ``.venv/bin/python benchmarks/preprocess_cohort.py [--bids DIR] [--out DIR] [--batch N]
-[--limit N]``; the table is ``OUT/preprocess_cohort.tsv``.
+Run: ``.venv/bin/python benchmarks/preprocess_cohort.py [--bids DIR | --whole-head] [--out DIR]
+[--batch N] [--limit N]``; the table is ``OUT/preprocess_cohort.tsv``.
 """
 
 from __future__ import annotations
@@ -35,7 +35,10 @@ from bids_mdd.bids.names import derivative_path, in_progress_path  # noqa: E402
 
 
 def labels_of(bids: Path) -> list[str]:
-    """Participant labels in participants.tsv order (every ds002748 subject has one T1w)."""
+    """Participant labels in participants.tsv order (every ds002748 subject has one T1w), else
+    the sub-* folders."""
+    if not (bids / "participants.tsv").is_file():
+        return sorted(p.name.removeprefix("sub-") for p in bids.glob("sub-*"))
     table = pd.read_csv(bids / "participants.tsv", sep="\t", dtype=str)
     return [p.removeprefix("sub-") for p in table["participant_id"]]
 
@@ -79,9 +82,19 @@ def main() -> None:
     parser.add_argument("--bids", type=Path, default=SHARED / "data" / "ds002748")
     parser.add_argument("--out", type=Path,
                         default=Path(__file__).resolve().parents[2] / "cohort" / "ds002748")
+    parser.add_argument("--whole-head", action="store_true",
+                        help="the 12 whole-head scans of ../shared/data/whole-head instead "
+                             "(a dataset of symlinks, as benchmarks/real_scans.py builds it)")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--limit", type=int, default=0, help="stop after N new participants")
     args = parser.parse_args()
+    if args.whole_head:
+        from real_scans import whole_head_bids
+
+        args.out = args.out.with_name("whole-head")
+        args.bids = args.out / "bids"
+        if not args.bids.is_dir():
+            whole_head_bids(args.bids)
     derivatives, work = args.out / "derivatives", args.out / "work"
     args.out.mkdir(parents=True, exist_ok=True)
     timing_path = args.out / "timing.tsv"

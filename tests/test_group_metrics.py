@@ -271,6 +271,24 @@ def test_sessions_count_once_with_their_mean():
     assert metrics.loc["auc", "value"] == 1.0 and metrics.loc["specificity", "value"] == 0.5
 
 
+def test_participants_outside_a_models_training_distribution_are_counted():
+    """One row per model: participants with any session flagged, of those with a flag."""
+    tables = {"01": predictions_table([("clf", "MDD", 0.9), ("clf", "MDD", 0.8)]),
+              "02": predictions_table([("clf", "MDD", 0.2)]),
+              "03": predictions_table([("clf", "MDD", 0.7)]),
+              "04": predictions_table([("clf", "MDD", 0.4)])}
+    flags = {"01": ["true", "false"], "02": ["true"], "03": ["n/a"], "04": ["false"]}
+    for label, table in tables.items():
+        table["in_distribution"] = flags[label]
+    participants = pd.DataFrame({"group": ["MDD", "HC", "MDD", "HC"]},
+                                index=["01", "02", "03", "04"])
+    table = group_metrics(collect_predictions(tables), participants, None, n_bootstrap=0)
+    row = table.set_index("metric").loc["n_out_of_distribution"]
+    assert (row["value"], row["n"]) == (2.0, 3)  # sub-01 and sub-04 of 01, 02, 04
+    assert "n_out_of_distribution" not in set(
+        group_metrics(cohort_predictions(), participants, None, n_bootstrap=0)["metric"])
+
+
 # --- figure ------------------------------------------------------------------------------------
 
 def test_roc_figure_written_and_closed(tmp_path):

@@ -150,6 +150,26 @@ def test_every_bundle_carries_its_card_and_the_sidecar_shows_it(applied) -> None
     assert sidecar["Models"][1]["card"]["evidence"]["metric"] == "pearson_r"
 
 
+def test_participant_and_group_reports_show_each_models_card(applied) -> None:
+    from html import escape
+
+    from bids_mdd.group.report import _metrics_section
+    from bids_mdd.group.runner import GroupResults
+    from bids_mdd.participant.report import _predictions as participant_predictions
+
+    cards = [model.bundle.card for model in applied["models"]]
+    html = participant_predictions(applied["out"], {"subject": "h01"})
+    assert all(escape(card.summary()) in html for card in cards)
+    assert html.count("was not permutation-tested; do not read its output") == 2
+    sidecar = json.loads(sidecar_path(derivative_path(applied["out"], subject="h01",
+                                                      **PREDICTIONS)).read_text())
+    results = GroupResults(n_selected=16, missing=pd.DataFrame(), qc=pd.DataFrame(),
+                           models=sidecar["Models"])
+    group = _metrics_section(results)
+    assert "Model evidence" in group and all(escape(card.summary()) in group for card in cards)
+    assert group.count("was not permutation-tested; do not read its output") == 2
+
+
 def test_domain_shift_flags_inputs_unlike_the_training_inputs(applied, tmp_path) -> None:
     """Held-out inputs of the training generator lie inside; a GM map of another kind (the
     same brain, its GM in coarse stripes the training maps never had) lies outside."""

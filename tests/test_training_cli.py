@@ -17,6 +17,8 @@ from bids_mdd.models.inputs import GM_INPUT
 from bids_mdd.training.loop import TrainConfig, param_groups, train_network
 from toy_cohort import write_cohort
 
+from bids_mdd.models.card import ModelCard, caution
+
 TINY = ["--zoom", "0.25", "--width", "4", "--growth-rate", "4", "--batch-size", "4",
         "--lr", "0.001", "--no-progress"]
 FAST = ["--architecture", "resnet10"]  # fewer layers than a DenseNet: quicker tests
@@ -43,6 +45,13 @@ def test_classifier_learns_the_planted_effect_and_writes_a_bundle(cohort, tmp_pa
     assert cv["accuracy"]["mean"] >= 0.85 and cv["auc"]["mean"] >= 0.9
     assert cv["accuracy"]["n_folds"] == 3 and cv["accuracy"]["sd"] >= 0
     assert meta["metrics"]["permutation"]["p_value"] < 0.01
+    by_metric = meta["metrics"]["permutation"]["by_metric"]
+    assert set(by_metric) == {"accuracy", "balanced_accuracy", "auc"}
+    assert by_metric["accuracy"]["p_value"] == meta["metrics"]["permutation"]["p_value"]
+    assert by_metric["balanced_accuracy"]["p_value"] < 0.01  # 1 / 201 at most from 200
+    assert bundle.card.evidence.permutation_p == by_metric["balanced_accuracy"]["p_value"]
+    assert bundle.card.evidence.n_permutations == 200
+    assert bundle.domain_model().threshold == meta["domain"]["threshold"] > 0
     assert meta["synthetic"] is True and meta["intended_use"] == "synthetic data, not for clinical use"
     assert meta["input"]["shape"] == [30, 36, 30] and meta["input"]["zoom"] == 0.25
     assert meta["input"]["normalization"] == "zscore"
@@ -67,6 +76,9 @@ def test_null_labels_stay_at_chance(cohort, tmp_path):
     meta = load_bundle(tmp_path / "m" / "resnet10-classifier").meta
     assert 0.25 <= meta["metrics"]["cross_validation"]["accuracy"]["mean"] <= 0.75
     assert meta["metrics"]["permutation"]["p_value"] > 0.05
+    assert meta["metrics"]["permutation"]["by_metric"]["balanced_accuracy"]["p_value"] > 0.05
+    assert "not distinguishable from chance" in caution("resnet10-classifier",
+                                                        ModelCard.from_json(meta["card"]))
 
 
 def test_same_seed_same_predictions_and_work_dir_reuse(cohort, tmp_path):

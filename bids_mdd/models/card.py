@@ -103,9 +103,9 @@ def caution(name: str, card: ModelCard | None) -> str | None:
     p_value = card.evidence.permutation_p
     if p_value is not None and p_value < 0.05 and not card.cohort.synthetic:
         return None
-    why = ("was measured on SYNTHETIC data" if card.cohort.synthetic else
-           "was not permutation-tested" if p_value is None else
-           f"is not distinguishable from chance (permutation p {p_value:.2g})")
+    why = ("was not permutation-tested" if p_value is None else
+           f"is not distinguishable from chance (permutation p {p_value:.2g})"
+           if p_value >= 0.05 else "was measured on SYNTHETIC data")
     return (f"{name}: its cross-validated performance {why}; do not read its output as a "
             "diagnosis or a symptom measurement.")
 
