@@ -188,7 +188,8 @@ def table_a(args: argparse.Namespace, participants: pd.DataFrame, config: TrainC
             record: dict = {}
             if name in compare.BASELINES_CLASSIFICATION:
                 cv = compare.run_baseline(name, gm, gm_spec, y, samples, folds,
-                                          "classification", config, width)
+                                          "classification",
+                                          replace(config, epochs=args.epochs_2d), width)
                 if name in ("lbp-svm", "ridge-regions") and args.retrain_permutations:
                     record["retrain_p_balanced_accuracy"] = _retrain_p(
                         lambda labels: compare.run_baseline(name, gm, gm_spec, labels, samples,
@@ -229,8 +230,8 @@ def table_a(args: argparse.Namespace, participants: pd.DataFrame, config: TrainC
     title = (f"Table A: MDD vs control, {len(samples)} participants ({n_mdd} MDD, "
              f"{len(samples) - n_mdd} control), stratified 5-fold x {args.repeats}, grid "
              f"{spec.shape} (zoom {args.zoom}), width {args.width}, growth {args.growth_rate}, "
-             f"{args.epochs} epochs; mean ± SD over folds; p: {args.permutations} label "
-             "permutations within folds")
+             f"{args.epochs} epochs (2D networks {args.epochs_2d}); mean ± SD over folds; p: "
+             f"{args.permutations} label permutations within folds")
     _print_table(args.out / "table_a.md", title, pd.DataFrame(rows))
 
 
@@ -359,6 +360,8 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=8)
     parser.add_argument("--growth-rate", type=int, default=4)
     parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--epochs-2d", type=int, default=20,
+                        help="epochs of the 2D networks (every axial slice is a sample)")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--permutations", type=int, default=1000)
     parser.add_argument("--retrain-permutations", type=int, default=100)

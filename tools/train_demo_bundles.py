@@ -25,7 +25,10 @@ from bids_mdd.cli.train import main as train_main  # noqa: E402
 
 SEED = 2026
 COMMON = ["--folds", "5", "--repeats", "1", "--seed", str(SEED), "--no-progress",
-          "--overwrite", "--model-version", "0.1.0-demo"]
+          "--overwrite", "--model-version", "0.1.0-demo", "--permutations", "1000",
+          "--site-name", "synthetic generator",
+          "--known-limit", "toy width on reduced grids: a demonstration of the pipeline, not a "
+                           "model of depression"]
 
 
 def main() -> int:

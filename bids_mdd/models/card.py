@@ -8,6 +8,7 @@ every predictions sidecar show the model's evidence beside its outputs (Mitchell
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -39,7 +40,15 @@ class Cohort:
         ages = (f", ages {self.age_range[0]:g}-{self.age_range[1]:g}"
                 if self.age_range else "")
         kind = "SYNTHETIC " if self.synthetic else ""
-        return f"{self.n_participants} {kind}scans{counts}, {sites}{ages}, {self.dataset}"
+        return f"{self.n_participants} {kind}scans{counts}, {sites}{ages}, {self.short_name}"
+
+    @property
+    def short_name(self) -> str:
+        """'OpenNeuro ds002748 v1.0.5' for an OpenNeuro DOI, else the dataset's name."""
+        match = re.search(r"openneuro\.(ds\d+)(?:\.(v[\d.]+))?", self.doi or "")
+        if match:
+            return " ".join(["OpenNeuro", *[g for g in match.groups() if g]])
+        return self.dataset
 
 
 @dataclass(frozen=True)

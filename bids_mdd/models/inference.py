@@ -145,9 +145,8 @@ def load_models(models: list[Path] | None, device: str) -> list[LoadedModel]:
     for bundle in bundles:
         spec = check_input_spec(bundle)
         nets = [_for_inference(net, device) for net in bundle.ensemble(device)]
-        bundle.card  # noqa: B018  (a malformed card stops the run before any work)
         loaded.append(LoadedModel(bundle, spec, nets, device, bundle.domain_model()))
-        if bundle.card is None:
+        if bundle.card is None:  # (a malformed card stops the run here, before any work)
             LOGGER.warning("model %s has no model card: nothing says how well it performs",
                            bundle.name)
         if bundle.meta.get("synthetic"):

@@ -3,8 +3,8 @@
 Runs after preprocessing, on its derivatives, with models loaded once for the whole run and
 participants in batches. The predictions table's sidecar is written last and so marks a
 complete step; its ``Fingerprint`` holds what the predictions depend on (bids_mdd's version,
-every bundle's weights, the content of each derivative the models read and of the T1w): a rerun
-skips the participant only when all of it is unchanged.
+every bundle's weights, domain model and card, the content of each derivative the models read
+and of the T1w): a rerun skips the participant only when all of it is unchanged.
 """
 
 from __future__ import annotations
@@ -68,7 +68,10 @@ def fingerprint(output_dir: Path, entities: dict[str, Any], models: list[LoadedM
         if not image.is_file():
             return None
         inputs[image.relative_to(output_dir).as_posix()] = sha256_of(image)
-    return {"Version": __version__, "Weights": [m["weights"] for m in _models_json(models)],
+    records = _models_json(models)
+    return {"Version": __version__, "Weights": [m["weights"] for m in records],
+            "Evidence": [{"domain": (m["domain"] or {}).get("sha256"),
+                          "card": (m["card"] or {}).get("summary")} for m in records],
             "Inputs": inputs, "T1w": sha256_of(t1w) if t1w is not None else None}
 
 
