@@ -29,7 +29,7 @@ os.environ.setdefault("TEMPLATEFLOW_HOME", str(SHARED / "templateflow"))
 os.environ.setdefault("TEMPLATEFLOW_AUTOUPDATE", "0")
 STEPS = ("validate", "n4", "register", "brain_mask", "segment", "gm_to_mni", "t1w_to_mni", "qc")
 QC_COLUMNS = ("tiv_ml", "gm_fraction", "wm_fraction", "csf_fraction", "template_ncc",
-              "mask_dice")
+              "template_mask_dice")
 
 from bids_mdd.bids.names import derivative_path, in_progress_path  # noqa: E402
 
@@ -119,6 +119,7 @@ def main() -> None:
             metrics = json.loads(metrics_path(derivatives, label).read_text())
             row.update({k: metrics.get(k) for k in QC_COLUMNS})
             row["flags"] = "; ".join(metrics.get("flags", []))
+            row["qc_gate"] = "; ".join(metrics.get("qc_failures", [])) or "pass"
         row.update(step_seconds(work, label))
         rows.append(row)
     table = pd.DataFrame(rows).merge(timing, on="participant", how="left")

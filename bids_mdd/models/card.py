@@ -15,6 +15,7 @@ from typing import Any
 #: The metric a card leads with: balanced accuracy (chance is 0.5 whatever the class ratio)
 #: for a classifier, Pearson r for a regressor.
 HEADLINE_METRIC = {"classification": "balanced_accuracy", "regression": "pearson_r"}
+METRIC_NAMES = {"balanced_accuracy": "balanced accuracy", "pearson_r": "Pearson r"}
 RESEARCH_USE = "research; not for diagnosis"
 
 
@@ -64,10 +65,10 @@ class Evidence:
 
     def describe(self) -> str:
         """'CV balanced accuracy 0.55 ± 0.10 over 5 folds, permutation p 0.21'."""
-        text = (f"CV {self.metric.replace('_', ' ')} {self.mean:.2f} ± {self.sd:.2f} over "
-                f"{self.n_folds} folds")
+        name = METRIC_NAMES.get(self.metric, self.metric.replace("_", " "))
+        text = f"CV {name} {self.mean:.2f} ± {self.sd:.2f} over {self.n_folds} folds"
         if self.permutation_p is not None:
-            text += f", permutation p {self.permutation_p:.3g} ({self.n_permutations} perm.)"
+            text += f", permutation p {self.permutation_p:.2g} ({self.n_permutations} perm.)"
         else:
             text += ", no permutation test"
         return text
