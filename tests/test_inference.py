@@ -238,7 +238,9 @@ def test_rerun_recomputes_when_an_input_changed(applied, tmp_path) -> None:
     assert not np.allclose(after["value"], before["value"])
     fingerprint = json.loads(sidecar_path(derivative_path(out, **entities, **PREDICTIONS))
                              .read_text())["Fingerprint"]
-    assert set(fingerprint) == {"Version", "Weights", "Inputs", "T1w"}
+    assert set(fingerprint) == {"Version", "Weights", "Evidence", "Inputs", "T1w"}
+    assert fingerprint["Evidence"] == [{"domain": m.bundle.meta["domain"]["sha256"],
+                                        "card": m.card.summary()} for m in models]
     assert sorted(fingerprint["Inputs"]) == sorted(
         {derivative_path(out, **entities, **m.spec.entities).relative_to(out).as_posix()
          for m in models})
