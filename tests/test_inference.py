@@ -161,6 +161,8 @@ def test_participant_and_group_reports_show_each_models_card(applied) -> None:
     html = participant_predictions(applied["out"], {"subject": "h01"})
     assert all(escape(card.summary()) in html for card in cards)
     assert html.count("was not permutation-tested; do not read its output") == 2
+    assert "<td>True</td>" not in html and "<td>False</td>" not in html  # the TSV's own words
+    assert html.count("<td>true</td>") + html.count("<td>false</td>") == 2
     sidecar = json.loads(sidecar_path(derivative_path(applied["out"], subject="h01",
                                                       **PREDICTIONS)).read_text())
     results = GroupResults(n_selected=16, missing=pd.DataFrame(), qc=pd.DataFrame(),

@@ -70,6 +70,8 @@ def _predictions(output_dir: Path, entities: dict[str, str]) -> str:
     parts = ["<h3>Predictions</h3>"]
     if "Warning" in sidecar:
         parts.append(f"<p class='warn'>{escape(sidecar['Warning'])}</p>")
+    if "in_distribution" in rows:  # as the TSV says it (pandas reads true/false as booleans)
+        rows["in_distribution"] = rows["in_distribution"].astype(str).str.lower()
     evidence = sidecar.get("ModelEvidence", {})
     shown = rows.assign(evidence=[evidence.get(str(m), "no model card: performance unknown")
                                   for m in rows["model"]])
