@@ -16,20 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bids_mdd.bids.names import parse_path
 from bids_mdd.models.bundle import find_bundles
 from bids_mdd.models.inputs import load_input
-
-
-def _inputs(derivatives: Path, entities: dict[str, str]) -> list[Path]:
-    """Every derivative image with exactly these entities (besides subject/session)."""
-    found = []
-    for path in sorted(derivatives.glob("sub-*/**/anat/sub-*.nii.gz")):
-        names = parse_path(path.relative_to(derivatives))
-        extra = set(names) - set(entities) - {"subject", "session", "datatype", "extension"}
-        if all(str(names.get(k)) == v for k, v in entities.items()) and not extra:
-            found.append(path)
-    return found
+from bids_mdd.training.data import find_samples
 
 
 def main() -> None:
@@ -52,10 +41,7 @@ def main() -> None:
         spec = bundle.input_spec
         for item in args.cohort:
             name, folder = item.split("=", 1)
-            paths = _inputs(Path(folder), spec.entities)
-            if not paths:
-                print(f"{bundle.name}: no {spec.entities} inputs in {folder}")
-                continue
+            paths = [sample.path for sample in find_samples(folder, spec)]
             distances = domain.distances(np.stack([load_input(p, spec) for p in paths]))
             rows.append({"bundle": bundle.name, "cohort": name, "n": len(paths),
                          "flagged": float(np.mean(distances > domain.threshold)),

@@ -15,8 +15,8 @@ Inputs are the participant level's derivatives (``benchmarks/preprocess_cohort.p
   repeats (``--folds-b``/``--repeats-b``); Pearson r and p per repeat and their range.
 - Every row: 1000 (``--permutations``) output permutations within folds; the cheap baselines
   also ``--retrain-permutations`` full reruns of their cross-validation with permuted labels.
-- ``--cost``: seconds per training step and per epoch of the full-size DenseNet121 (121 x 145
-  x 121, width 64, batch 8) and DFRN (182 x 218 x 182, batch 4) on real maps.
+- ``--only cost``: one epoch of the full-size DenseNet121 (121 x 145 x 121, width 64, batch
+  8) and DFRN (182 x 218 x 182, batch 4) on real maps, through the training package's loop.
 
 Run: ``.venv/bin/python benchmarks/paper_tables.py [--derivatives DIR] [--participants TSV]
 [--out DIR] [--only A|B|cost] [--rows NAME ...]``. Finished rows (and finished folds of a
@@ -304,39 +304,36 @@ def _gm_samples(derivatives: Path, samples: list[Sample], spec: InputSpec) -> li
     return [found[s.participant] for s in samples]
 
 
-def full_size_cost(args: argparse.Namespace, participants: pd.DataFrame) -> None:
-    """Seconds per step and per epoch (57 training maps, 5-fold's training part) of the
-    full-size networks on real maps."""
+def full_size_cost(args: argparse.Namespace, participants: pd.DataFrame,
+                   config: TrainConfig) -> None:
+    """Wall time of one epoch of the full-size networks on real maps: the training package's
+    own loop (training part of the first of 5 folds, its validation part, precise BN) with
+    paper A's batch 8 (DenseNet121 on GM) and paper B's batch 4 (DFRN on the T1w)."""
     rows = []
-    for architecture, spec, batch in (("densenet121", GM_INPUT, 8), ("dfrn", T1W_INPUT, 4)):
+    labels = binary_labels(participants["group"], None, None, args.participants)
+    for architecture, spec, batch, task in (("densenet121", GM_INPUT, 8, "classification"),
+                                            ("dfrn", T1W_INPUT, 4, "regression")):
         samples = [s for s in find_samples(args.derivatives, spec)
-                   if s.participant in participants.index][:batch * args.cost_steps]
+                   if s.participant in participants.index and pd.notna(labels[s.participant])]
+        y = np.array([labels[s.participant] for s in samples], float)
+        fold = make_folds(y, np.array([s.participant for s in samples]), "classification", 5,
+                          1, 0.1, args.seed)[0]
         volumes = load_volumes(samples, spec, progress=False)[0]
-        kwargs = network_kwargs(architecture, 2 if architecture != "dfrn" else 1, None, None)
-        net = build_network(architecture, **kwargs).to(memory_format=torch.channels_last_3d)
-        optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
-        net.train()
-        seconds = []
-        for step in range(args.cost_steps):
-            x = torch.from_numpy(volumes[step * batch:(step + 1) * batch, None]).contiguous(
-                memory_format=torch.channels_last_3d)
-            start = time.monotonic()
-            out = net(x)
-            loss = out.float().pow(2).mean()
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            seconds.append(time.monotonic() - start)
-        per_step = float(np.median(seconds))
-        steps = int(np.ceil(57 / batch))
+        targets = y.astype(np.int64) if task == "classification" else \
+            ((y - y.mean()) / y.std()).astype(np.float32)  # any target: the cost is the same
+        net = build_network(architecture, **network_kwargs(
+            architecture, 2 if task == "classification" else 1, None, None))
+        start = time.monotonic()
+        train_network(net, volumes, targets, fold.train, fold.val, task,
+                      replace(config, epochs=1, batch_size=batch), desc=f"{architecture} cost")
+        seconds = time.monotonic() - start
         rows.append({"network": architecture, "input": "x".join(map(str, spec.shape)),
-                     "batch": batch, "steps timed": args.cost_steps,
-                     "s per step (median)": round(per_step, 1),
-                     "epoch of 57 maps (s)": round(per_step * steps),
-                     "100 epochs x 5 folds (h)": round(per_step * steps * 500 / 3600, 1),
+                     "batch": batch, "train / val maps": f"{len(fold.train)} / {len(fold.val)}",
+                     "one epoch (s)": round(seconds),
+                     "100 epochs x 5 folds (h)": round(seconds * 500 / 3600, 1),
                      "threads": torch.get_num_threads()})
         print(rows[-1], flush=True)
-        del net, optimizer, volumes
+        del net, volumes
     _print_table(args.out / "cost.md", "Full-size training cost on real maps (CPU)",
                  pd.DataFrame(rows))
 
@@ -372,7 +369,6 @@ def main() -> None:
     parser.add_argument("--epochs-b", type=int, default=30)
     parser.add_argument("--folds-b", type=int, default=10)
     parser.add_argument("--repeats-b", type=int, default=5)
-    parser.add_argument("--cost-steps", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
@@ -386,7 +382,7 @@ def main() -> None:
     if "B" in args.only:
         table_b(args, participants, config)
     if "cost" in args.only:
-        full_size_cost(args, participants)
+        full_size_cost(args, participants, config)
     print(f"wall time of this run: {time.monotonic() - start:.0f} s on "
           f"{torch.get_num_threads()} threads (rows reused from earlier runs count their own "
           "seconds in the tables)")

@@ -6,7 +6,8 @@ Participants go through ``bids_mdd ... participant --preproc-only`` in batches o
 (default 2, one per core): a batch's participants finish together, so a killed run loses at
 most one batch, and a rerun skips every participant whose QC metrics exist and that has no
 in-progress marker. Per participant it records the batch's wall time divided by its size
-(throughput) and the nipype nodes' own run times (from the work dir's cached results).
+(throughput) and the nipype nodes' own run times (``real_scans.step_seconds``: the work dir's
+cached results).
 
 Run: ``.venv/bin/python benchmarks/preprocess_cohort.py [--bids DIR | --whole-head] [--out DIR]
 [--batch N] [--limit N]``; the table is ``OUT/preprocess_cohort.tsv``.
@@ -27,11 +28,11 @@ import pandas as pd
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 os.environ.setdefault("TEMPLATEFLOW_HOME", str(SHARED / "templateflow"))
 os.environ.setdefault("TEMPLATEFLOW_AUTOUPDATE", "0")
-STEPS = ("validate", "n4", "register", "brain_mask", "segment", "gm_to_mni", "t1w_to_mni", "qc")
 QC_COLUMNS = ("tiv_ml", "gm_fraction", "wm_fraction", "csf_fraction", "template_ncc",
               "template_mask_dice")
 
 from bids_mdd.bids.names import derivative_path, in_progress_path  # noqa: E402
+from real_scans import step_seconds, whole_head_bids  # noqa: E402  (benchmarks/real_scans.py)
 
 
 def labels_of(bids: Path) -> list[str]:
@@ -49,19 +50,6 @@ def metrics_path(out: Path, label: str) -> Path:
 
 def finished(out: Path, label: str) -> bool:
     return metrics_path(out, label).is_file() and not in_progress_path(out, label).exists()
-
-
-def step_seconds(work: Path, label: str) -> dict[str, float]:
-    """Run time of each nipype node of the participant's workflow (cached results)."""
-    from nipype.utils.filemanip import loadpkl
-
-    seconds = {}
-    for folder in sorted(work.glob(f"*{label}*")):
-        for step in STEPS:
-            results = sorted((folder / step).glob("result_*.pklz"))
-            if results:
-                seconds[f"s_{step}"] = round(loadpkl(results[-1]).runtime.duration, 1)
-    return seconds
 
 
 def run_batch(bids: Path, out: Path, work: Path, batch: list[str], log: Path) -> tuple[int, float]:
@@ -89,8 +77,6 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=0, help="stop after N new participants")
     args = parser.parse_args()
     if args.whole_head:
-        from real_scans import whole_head_bids
-
         args.out = args.out.with_name("whole-head")
         args.bids = args.out / "bids"
         if not args.bids.is_dir():
@@ -120,7 +106,7 @@ def main() -> None:
             row.update({k: metrics.get(k) for k in QC_COLUMNS})
             row["flags"] = "; ".join(metrics.get("flags", []))
             row["qc_gate"] = "; ".join(metrics.get("qc_failures", [])) or "pass"
-        row.update(step_seconds(work, label))
+        row.update(step_seconds(work, args.bids, label))
         rows.append(row)
     table = pd.DataFrame(rows).merge(timing, on="participant", how="left")
     table.to_csv(args.out / "preprocess_cohort.tsv", sep="\t", index=False)

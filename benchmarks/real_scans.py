@@ -40,7 +40,7 @@ from nipype.utils.filemanip import loadpkl  # noqa: E402
 from bids_mdd.bids.names import derivative_path  # noqa: E402
 from bids_mdd.cli.run import main as bids_mdd  # noqa: E402
 from bids_mdd.preproc.qc import dice  # noqa: E402
-from bids_mdd.preproc.workflow import workflow_name  # noqa: E402
+from bids_mdd.preproc.workflow import TOP_WORKFLOW, workflow_name  # noqa: E402
 
 
 def whole_head_bids(root: Path) -> Path:
@@ -93,7 +93,8 @@ def step_seconds(work: Path, bids: Path, label: str) -> dict[str, float]:
     t1w = T1wInput(bids / f"sub-{label}" / "anat" / f"sub-{label}_T1w.nii.gz", label)
     seconds = {}
     for step in STEPS:
-        results = sorted((work / workflow_name(t1w) / step).glob("result_*.pklz"))
+        results = sorted((work / TOP_WORKFLOW / workflow_name(t1w) / step)
+                         .glob("result_*.pklz"))
         if results:
             seconds[f"s_{step}"] = round(loadpkl(results[-1]).runtime.duration, 1)
     return seconds

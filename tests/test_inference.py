@@ -23,6 +23,7 @@ from bids_mdd.cli.run import main as run_main
 from bids_mdd.cli.train import main as train_main
 from bids_mdd.errors import BidsMddError
 from bids_mdd.models.bundle import sha256_of
+from bids_mdd.models.card import evidence_line
 from bids_mdd.models.inference import load_models
 from bids_mdd.models.inputs import GM_INPUT, load_input
 from bids_mdd.participant.predictions import (ModelStepSettings, predict_participant,
@@ -145,7 +146,7 @@ def test_every_bundle_carries_its_card_and_the_sidecar_shows_it(applied) -> None
                                      "not recorded")
     table = derivative_path(applied["out"], subject="h01", **PREDICTIONS)
     sidecar = json.loads(sidecar_path(table).read_text())
-    assert sidecar["ModelEvidence"]["toy-classifier"] == card.summary()
+    assert evidence_line(sidecar["Models"][0]) == card.summary()
     assert sidecar["Models"][0]["card"]["summary"] == card.summary()
     assert sidecar["Models"][1]["card"]["evidence"]["metric"] == "pearson_r"
 

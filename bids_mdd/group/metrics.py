@@ -366,12 +366,11 @@ def _domain_rows(model: str, target: str, group: pd.DataFrame) -> list[dict[str,
     distribution (any of their sessions), over those with a known flag; none without flags."""
     if "in_distribution" not in group:
         return []
-    flags = group["in_distribution"].astype(str).str.lower()
-    known = group[flags.isin(["true", "false"])]
-    if known.empty:
+    flags = group["in_distribution"].astype(str).str.lower()  # TSV words or read as bools
+    known = flags.isin(["true", "false"])
+    if not known.any():
         return []
-    outside = (known["in_distribution"].astype(str).str.lower() == "false") \
-        .groupby(known["label"]).any()
+    outside = (flags[known] == "false").groupby(group.loc[known, "label"]).any()
     return [{"model": model, "target": target, "metric": "n_out_of_distribution",
              "value": float(outside.sum()), "ci_low": np.nan, "ci_high": np.nan,
              "n": int(len(outside)), "n_bootstrap": 0}]

@@ -15,7 +15,7 @@ from bids_mdd import __version__
 from bids_mdd.bids.atomic import write_text
 from bids_mdd.bids.names import derivative_path
 from bids_mdd.html_page import page
-from bids_mdd.models.card import cautions
+from bids_mdd.models.card import cautions, evidence_line
 
 if TYPE_CHECKING:
     from bids_mdd.group.runner import GroupOptions, GroupResults
@@ -166,8 +166,7 @@ def _metrics_section(results: GroupResults) -> str:
         evidence = pd.DataFrame({
             "model": [m.get("name") for m in results.models],
             "model card (training cohort and cross-validated evidence)": [
-                (m.get("card") or {}).get("summary", "no model card: performance unknown")
-                for m in results.models]})
+                evidence_line(m) for m in results.models]})
         parts.append("<h3>Model evidence</h3>")
         parts.append(_table(evidence))
         parts.extend(f"<p class='flag'>{escape(line)}</p>" for line in cautions(results.models))

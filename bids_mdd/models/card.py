@@ -120,6 +120,14 @@ def caution(name: str, card: ModelCard | None) -> str | None:
             "diagnosis or a symptom measurement.")
 
 
+NO_CARD = "no model card: performance unknown"
+
+
+def evidence_line(model: dict[str, Any]) -> str:
+    """The card's one line of a predictions sidecar's model entry (``card.summary``)."""
+    return (model.get("card") or {}).get("summary") or NO_CARD
+
+
 def cautions(models: list[dict[str, Any]]) -> list[str]:
     """:func:`caution` for each model entry of a predictions sidecar (``name``, ``card``)."""
     lines = []

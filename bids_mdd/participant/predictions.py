@@ -158,9 +158,6 @@ def _write_table(output_dir: Path, entities: dict[str, Any], rows: list[dict[str
                         "models' evidence")
     if warnings:
         sidecar["Warning"] = "; ".join(warnings)
-    sidecar["ModelEvidence"] = {m.bundle.name: (m.card.summary() if m.card else
-                                                "no model card: performance unknown")
-                                for m in models}
     with atomic_output(table) as tmp:
         pd.DataFrame(rows, columns=list(COLUMNS)).to_csv(tmp, sep="\t", index=False)
     write_json(sidecar_path(table), sidecar)  # last: it marks the step complete

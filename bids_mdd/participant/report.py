@@ -14,7 +14,7 @@ from bids_mdd.bids.discovery import T1wInput
 from bids_mdd.bids.names import derivative_path, sidecar_path
 from bids_mdd.bids.outputs import OUTPUTS, PREDICTIONS, attention_figure_entities
 from bids_mdd.html_page import page
-from bids_mdd.models.card import cautions
+from bids_mdd.models.card import NO_CARD, cautions, evidence_line
 from bids_mdd.preproc.qc import gate_failures
 
 _METRICS = (("tiv_ml", "TIV (mL)"), ("gm_ml", "GM (mL)"), ("wm_ml", "WM (mL)"),
@@ -72,9 +72,8 @@ def _predictions(output_dir: Path, entities: dict[str, str]) -> str:
         parts.append(f"<p class='warn'>{escape(sidecar['Warning'])}</p>")
     if "in_distribution" in rows:  # as the TSV says it (pandas reads true/false as booleans)
         rows["in_distribution"] = rows["in_distribution"].astype(str).str.lower()
-    evidence = sidecar.get("ModelEvidence", {})
-    shown = rows.assign(evidence=[evidence.get(str(m), "no model card: performance unknown")
-                                  for m in rows["model"]])
+    evidence = {str(m.get("name")): evidence_line(m) for m in sidecar.get("Models", [])}
+    shown = rows.assign(evidence=[evidence.get(str(m), NO_CARD) for m in rows["model"]])
     parts.append(shown.to_html(index=False, float_format=lambda v: f"{v:.3f}", border=0))
     parts.extend(f"<p class='flag'>{escape(line)}</p>"
                  for line in cautions(sidecar.get("Models", [])))

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bids_mdd.bids.derivatives import source_dataset_entry
 from bids_mdd.bids.names import sidecar_path
 from bids_mdd.models.card import HEADLINE_METRIC, RESEARCH_USE, Cohort, Evidence, ModelCard
 from bids_mdd.models.domain import DomainModel, coarse_factor, fit_calibrated
@@ -23,7 +24,8 @@ LOGGER = logging.getLogger(__name__)
 SYNTHETIC_LIMIT = "trained on SYNTHETIC data: its outputs describe the generator, not depression"
 
 
-def _description(derivatives_dir: Path) -> dict[str, Any]:
+def derivatives_description(derivatives_dir: Path) -> dict[str, Any]:
+    """The derivatives' dataset_description.json ({} when absent or unreadable)."""
     try:
         return json.loads((derivatives_dir / "dataset_description.json").read_text())
     except (OSError, json.JSONDecodeError):
@@ -31,17 +33,12 @@ def _description(derivatives_dir: Path) -> dict[str, Any]:
 
 
 def _source_dataset(derivatives_dir: Path, participants_tsv: Path) -> tuple[str, str | None]:
-    """The raw dataset's name and DOI: the derivatives' SourceDatasets, else the
-    dataset_description.json beside participants.tsv."""
-    sources = _description(derivatives_dir).get("SourceDatasets") or []
+    """The raw dataset's name and DOI: the derivatives' SourceDatasets, else the BIDS dataset
+    beside participants.tsv (read as the participant level records it)."""
+    sources = derivatives_description(derivatives_dir).get("SourceDatasets") or []
     source = sources[0] if sources and isinstance(sources[0], dict) else {}
     if not source:
-        try:
-            source = json.loads((participants_tsv.parent / "dataset_description.json")
-                                .read_text())
-            source = {"Name": source.get("Name"), "DOI": source.get("DatasetDOI")}
-        except (OSError, json.JSONDecodeError):
-            source = {}
+        source = source_dataset_entry(participants_tsv.parent)
     doi = source.get("DOI")
     name = source.get("Name") or participants_tsv.parent.name
     return str(name), (str(doi) if doi else None)
@@ -50,7 +47,7 @@ def _source_dataset(derivatives_dir: Path, participants_tsv: Path) -> tuple[str,
 def preprocessing_of(derivatives_dir: Path, samples: list[Sample]) -> str:
     """'bids_mdd 0.1.0 (template priors segmentation, full quality)' from the derivatives' own
     records: GeneratedBy and the first input's sidecar."""
-    generated = (_description(derivatives_dir).get("GeneratedBy") or [{}])[0]
+    generated = (derivatives_description(derivatives_dir).get("GeneratedBy") or [{}])[0]
     text = f"{generated.get('Name', 'unknown')} {generated.get('Version', '')}".strip()
     try:
         parameters = json.loads(sidecar_path(samples[0].path).read_text()).get("Parameters", {})
@@ -65,8 +62,9 @@ def preprocessing_of(derivatives_dir: Path, samples: list[Sample]) -> str:
 
 
 def build_card(*, task: str, derivatives_dir: Path, participants_tsv: Path,
-               participants: pd.DataFrame, samples: list[Sample], y: np.ndarray,
-               outputs: list[str], site_column: str | None, site_name: str | None,
+               participants: pd.DataFrame, samples: list[Sample],
+               class_counts: dict[str, int] | None, site_column: str | None,
+               site_name: str | None,
                summary: dict[str, dict[str, float]], permutation: dict[str, Any] | None,
                synthetic: bool, known_limits: list[str]) -> ModelCard:
     """The card of a bundle trained on ``samples`` (see :mod:`bids_mdd.models.card`)."""
@@ -78,10 +76,8 @@ def build_card(*, task: str, derivatives_dir: Path, participants_tsv: Path,
         sites = [site_name] if site_name else []
     ages = (pd.to_numeric(participants.loc[ids, "age"], errors="coerce").dropna()
             if "age" in participants else pd.Series(dtype=float))
-    counts = ({outputs[0]: int((y == 0).sum()), outputs[1]: int((y == 1).sum())}
-              if task == "classification" else None)
     cohort = Cohort(dataset=dataset, doi=doi, n_participants=len(set(ids)),
-                    class_counts=counts, sites=sites,
+                    class_counts=class_counts, sites=sites,
                     age_range=(float(ages.min()), float(ages.max())) if len(ages) else None,
                     synthetic=synthetic)
     metric = HEADLINE_METRIC[task]

@@ -27,7 +27,7 @@ from bids_mdd.models.networks import DFRN_BLOCK_STRIDES, build_network, head_nam
 from bids_mdd.training import compare
 from bids_mdd.training.cv import CVResult, cross_validate_network, fold_metrics
 from bids_mdd.training.data import Sample, find_samples, fingerprint, load_volumes
-from bids_mdd.training.evidence import build_card, build_domain_model
+from bids_mdd.training.evidence import build_card, build_domain_model, derivatives_description
 from bids_mdd.training.loop import TrainConfig
 from bids_mdd.training.options import TrainOptions
 from bids_mdd.training.splits import make_folds
@@ -64,11 +64,7 @@ def network_kwargs(architecture: str, n_outputs: int, width: int | None,
 
 
 def _is_synthetic(derivatives_dir: Path) -> bool:
-    description = derivatives_dir / "dataset_description.json"
-    try:
-        return bool(json.loads(description.read_text()).get("SyntheticData", False))
-    except (OSError, json.JSONDecodeError):
-        return False
+    return bool(derivatives_description(derivatives_dir).get("SyntheticData", False))
 
 
 def _protocol(options: TrainOptions) -> dict[str, Any]:
@@ -197,9 +193,11 @@ def _train_one(options: TrainOptions, protocol: dict[str, Any], config: TrainCon
     first_repeat = [i for i, f in enumerate(folds) if f.repeat == 0]
     synthetic = _is_synthetic(options.derivatives_dir)
     outputs = list(CLASS_NAMES) if task == "classification" else [column]
+    class_counts = ({outputs[0]: int((y == 0).sum()), outputs[1]: int((y == 1).sum())}
+                    if task == "classification" else None)
     card = build_card(task=task, derivatives_dir=options.derivatives_dir,
                       participants_tsv=options.participants, participants=participants,
-                      samples=samples, y=y, outputs=outputs, site_column=site,
+                      samples=samples, class_counts=class_counts, site_column=site,
                       site_name=options.site_name, summary=cv.summary, permutation=permutation,
                       synthetic=synthetic, known_limits=list(options.known_limits))
     meta = {
@@ -212,9 +210,7 @@ def _train_one(options: TrainOptions, protocol: dict[str, Any], config: TrainCon
                      "val_fraction": options.val_fraction, "label_column": column,
                      "site_column": site, "n_inputs": len(samples),
                      "n_participants": len({s.participant for s in samples}),
-                     "class_counts": ({outputs[0]: int((y == 0).sum()),
-                                       outputs[1]: int((y == 1).sum())}
-                                      if task == "classification" else None),
+                     "class_counts": class_counts,
                      "pretrained_from": ({"name": source.name, "path": str(source.path)}
                                          if source else None),
                      "weights": "the folds of repeat 1 (an ensemble); metrics over all folds"},
