@@ -25,7 +25,7 @@ install: $(VENV)/.installed
 
 demo: install
 	test -d demo/bids || $(VENV)/bin/bids_mdd-synth demo/bids --n-mdd 2 --n-hc 2 --seed 1
-	$(VENV)/bin/bids_mdd demo/bids demo/derivatives participant -w demo/work
+	$(VENV)/bin/bids_mdd demo/bids demo/derivatives participant -w demo/work --models demo
 	$(VENV)/bin/bids_mdd demo/bids demo/derivatives group -w demo/work
 	@echo "demo outputs (from SYNTHETIC data) are in demo/derivatives"
 

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from bids_mdd.cli.run import main
-from bids_mdd.models.inference import default_models_dir
+from bids_mdd.models.inference import packaged_models_dir
 from bids_mdd.synth.cohort import generate_cohort
 from bids_mdd.synth.mni import MNI_DIR
 from bids_mdd.synth.model import CohortSpec
@@ -349,7 +349,7 @@ def test_bad_model_bundles_exit_65_before_any_work(corpus, tmp_path, capsys, spo
     import re
 
     bundle = tmp_path / "models" / "classifier"
-    shutil.copytree(default_models_dir() / "demo-synthetic-densenet121", bundle)
+    shutil.copytree(packaged_models_dir("demo") / "demo-synthetic-densenet121", bundle)
     spoil(bundle)
     out = tmp_path / "out"
     code, lines = in_process(capsys, [str(corpus["bids"]), str(out), "participant",

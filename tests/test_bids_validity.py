@@ -19,7 +19,7 @@ def test_demo_size_output_passes_the_bids_validator(templateflow_home, tmp_path)
     bids, out, work = tmp_path / "bids", tmp_path / "out", tmp_path / "work"
     generate_cohort(bids, CohortSpec(n_mdd=2, n_hc=1, seed=1, resolution=4.0), n_jobs=2)
     assert main([str(bids), str(out), "participant", "-w", str(work), "--sloppy",
-                 "--nprocs", "2"]) == 0
+                 "--nprocs", "2", "--models", "demo"]) == 0
     assert main([str(bids), str(out), "group", "-w", str(work)]) == 0
     issues = run_validator(out, warnings=True)
     counts = Counter((issue["severity"], issue["code"]) for issue in issues)

@@ -24,7 +24,7 @@ from bids_mdd.cli.train import main as train_main
 from bids_mdd.errors import BidsMddError
 from bids_mdd.models.bundle import sha256_of
 from bids_mdd.models.card import evidence_line
-from bids_mdd.models.inference import load_models
+from bids_mdd.models.inference import load_models, packaged_models_dir, resolve_models
 from bids_mdd.models.inputs import GM_INPUT, load_input
 from bids_mdd.participant.predictions import (ModelStepSettings, predict_participant,
                                               predict_participants, up_to_date)
@@ -327,6 +327,21 @@ def test_default_models_are_the_labelled_demo_bundles(caplog) -> None:
     assert all(m.bundle.name.startswith("demo-synthetic-") for m in models)
     assert "packaged demo bundles, trained on SYNTHETIC data" in caplog.text
     assert {m.spec.entities["res"] for m in models} == {"1p5", "1"}
+
+
+def test_models_names_a_packaged_set_unless_a_folder_of_that_name_exists(tmp_path,
+                                                                          monkeypatch) -> None:
+    assert resolve_models([Path("demo")]) == [packaged_models_dir("demo")]
+    assert [p.name for p in packaged_models_dir("demo").iterdir() if p.is_dir()] != []
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo" / "bids").mkdir(parents=True)  # make demo's dataset folder
+    assert resolve_models([Path("demo")]) == [packaged_models_dir("demo")]
+    shutil.copytree(packaged_models_dir("demo") / "demo-synthetic-densenet121",
+                    tmp_path / "demo" / "mine")
+    assert resolve_models([Path("demo")]) == [Path("demo")]  # the user's bundles win
+    with pytest.raises(BidsMddError, match="no packaged model set 'real'") as error:
+        packaged_models_dir("real")
+    assert error.value.exit_code == 64
 
 
 def test_bad_models_fail_before_preprocessing(tiny_bids, tmp_path, capsys, monkeypatch) -> None:

@@ -184,7 +184,7 @@ def deterministic_run(templateflow_home, tmp_path_factory) -> dict:
     generate_cohort(bids, CohortSpec(n_mdd=1, n_hc=1, seed=11, resolution=4.0), n_jobs=1)
     out = root / "out1"
     assert main([str(bids), str(out), "participant", "-w", str(root / "work1"), "--sloppy",
-                 "--deterministic", "--nprocs", "1"]) == 0
+                 "--deterministic", "--nprocs", "1", "--models", "demo"]) == 0
     return {"bids": bids, "out": out, "digests": _digests(out)}
 
 
@@ -219,7 +219,7 @@ def test_killed_at_five_points_then_resumed_is_byte_identical(deterministic_run,
     out, work = tmp_path / "out", tmp_path / "work"
     args = [str(deterministic_run["bids"]), str(out), "participant", "-w", str(work),
             "--sloppy", "--deterministic", "--nprocs", "2", "--skip-bids-validation",
-            "--participant-label", "001"]
+            "--participant-label", "001", "--models", "demo"]
     helper = Path(__file__).with_name("crash_at.py")
     left = {}
     for point in ("registration", "segmentation", "writing", "inference", "report"):

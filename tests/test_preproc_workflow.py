@@ -30,7 +30,7 @@ def add_bad_subject(bids: Path, label: str, data: np.ndarray) -> None:
 
 def run(bids: Path, out: Path, work: Path, *extra: str) -> int:
     return main([str(bids), str(out), "participant", "-w", str(work), "--sloppy",
-                 "--nprocs", "2", *extra])
+                 "--nprocs", "2", "--models", "demo", *extra])
 
 
 def run_unvalidated(bids: Path, out: Path, work: Path, *extra: str) -> int:
@@ -90,7 +90,7 @@ def test_participant_report(preprocessed) -> None:
 
 
 def test_demo_models_were_applied(preprocessed) -> None:
-    """No --models: the packaged demo bundles ran on the participant's derivatives."""
+    """--models demo: the packaged demo bundles ran on the participant's derivatives."""
     out = preprocessed["out"]
     table = pd.read_csv(derivative_path(out, subject="001", suffix="predictions",
                                         extension=".tsv"), sep="\t")

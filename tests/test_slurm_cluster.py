@@ -96,7 +96,7 @@ def test_array_then_group_and_recovery(cluster, templateflow_home, tmp_path) -> 
     bids = tmp_path / "bids"
     generate_cohort(bids, CohortSpec(n_mdd=2, n_hc=1, seed=5, resolution=4.0), n_jobs=2)
     common = ["--cpus", "1", "--mem-gb", "3", "--time", "00:30:00",
-              "--participant-args=--sloppy --deterministic"]
+              "--participant-args=--sloppy --deterministic --models demo"]
 
     # uninterrupted: 3 tasks (2 at once on 2 CPUs), then the group job
     assert slurm_main([str(bids), str(tmp_path / "outA"), str(tmp_path / "jobsA"),

@@ -1,11 +1,12 @@
-"""Train the demo model bundles shipped in ``bids_mdd/data/models/`` (SYNTHETIC data only).
+"""Train the demo model bundles shipped in ``bids_mdd/data/models/demo/`` (SYNTHETIC data
+only; ``--models demo``).
 
 Generates a synthetic cohort with model inputs rendered in MNI space, then trains, at small
 width on reduced grids, the MDD classifier (``demo-synthetic-densenet121``) and one DFRN per
 symptom factor (``demo-synthetic-dfrn-<Factor>``). Their model.json says "synthetic data, not
 for clinical use": they exist so that the participant level runs end to end out of the box.
 
-Run: ``.venv/bin/python tools/train_demo_bundles.py [--out bids_mdd/data/models]``
+Run: ``.venv/bin/python tools/train_demo_bundles.py [--out bids_mdd/data/models/demo]``
 (about 15-25 minutes on 2 CPU cores).
 """
 
@@ -33,7 +34,7 @@ COMMON = ["--folds", "5", "--repeats", "1", "--seed", str(SEED), "--no-progress"
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=REPO / "bids_mdd" / "data" / "models")
+    parser.add_argument("--out", type=Path, default=REPO / "bids_mdd" / "data" / "models" / "demo")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         cohort = Path(tmp) / "cohort"

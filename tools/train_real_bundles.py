@@ -1,4 +1,4 @@
-"""Train the real-data model bundles shipped in ``bids_mdd/data/models/`` on all 72 scans of
+"""Train the real-data model bundles for ``bids_mdd/data/models/ds002748/`` on all 72 scans of
 OpenNeuro ds002748 (CC0), with the protocol of ``benchmarks/paper_tables.py``'s rows.
 
 Needs the participant level's derivatives of the 72 (``benchmarks/preprocess_cohort.py``
@@ -40,7 +40,7 @@ def main() -> int:
                         default=REPO.parent / "cohort" / "ds002748" / "derivatives")
     parser.add_argument("--participants", type=Path,
                         default=SHARED / "data" / "ds002748" / "participants.tsv")
-    parser.add_argument("--out", type=Path, default=REPO / "bids_mdd" / "data" / "models")
+    parser.add_argument("--out", type=Path, default=REPO / "bids_mdd" / "data" / "models" / "ds002748")
     parser.add_argument("--work", type=Path, default=REPO.parent / "cohort" / "bundle-work")
     parser.add_argument("--architecture", default="densenet121")
     parser.add_argument("--zoom", default="0.25")

@@ -100,8 +100,8 @@ def build_parser() -> BidsAppArgumentParser:
                      help="participants per forward pass of the models (default: 1 on CPU, 4 "
                           "on CUDA)")
     run.add_argument("--models", type=Path, nargs="+", default=None, metavar="DIR",
-                     help="model bundle folders, or folders of bundles (default: the packaged "
-                          "demo bundles, trained on SYNTHETIC data)")
+                     help="model bundle folders, folders of bundles, or the name of a packaged "
+                          "set: demo (the default; trained on SYNTHETIC data)")
     run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                      help="where the networks run")
     run.add_argument("--random-seed", "--seed", dest="seed", type=int, default=0, metavar="N",

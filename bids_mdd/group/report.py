@@ -159,8 +159,8 @@ def _attention_section(results: GroupResults) -> str:
 def _metrics_section(results: GroupResults) -> str:
     parts = ["<h2>Predictions against participants.tsv</h2>"]
     if results.synthetic_models:
-        parts.append("<p class='warn'>At least one model was trained on SYNTHETIC data (the "
-                     "packaged demo bundles): these predictions and metrics are not for "
+        parts.append("<p class='warn'>At least one model was trained on SYNTHETIC data (e.g. the "
+                     "packaged demo set): these predictions and metrics are not for "
                      "clinical or scientific use.</p>")
     if results.models:
         evidence = pd.DataFrame({

@@ -23,7 +23,7 @@ from torch.fx.experimental.optimization import fuse
 from bids_mdd.bids.outputs import MODEL_INPUTS
 from bids_mdd.errors import BidsMddError, ExitCode
 from bids_mdd.models.attention import input_gradient
-from bids_mdd.models.bundle import Bundle, find_bundles
+from bids_mdd.models.bundle import MODEL_JSON, Bundle, find_bundles
 from bids_mdd.models.card import ModelCard
 from bids_mdd.models.domain import DomainModel
 from bids_mdd.models.inputs import (NORMALIZATIONS, InputSpec, normalize, prepare, read_on_grid,
@@ -42,9 +42,41 @@ ATTENTION_UNITS = ("the map inside the brain (non-zero input voxels) divided by 
                    "of its absolute value, per fold model; then the mean over fold models")
 
 
-def default_models_dir() -> Path:
-    """The packaged demo bundles (trained on SYNTHETIC data)."""
-    return Path(str(files("bids_mdd") / "data" / "models"))
+#: The model sets shipped in the package, by the name ``--models`` accepts for them.
+PACKAGED_MODEL_SETS = {
+    "demo": "trained on SYNTHETIC data; their outputs mean nothing clinically",
+}
+DEFAULT_MODEL_SET = "demo"
+
+
+def packaged_models_dir(name: str = DEFAULT_MODEL_SET) -> Path:
+    """The folder of one packaged model set (``bids_mdd/data/models/<name>``)."""
+    if name not in PACKAGED_MODEL_SETS:
+        raise BidsMddError(f"no packaged model set {name!r}; the package ships "
+                           f"{', '.join(PACKAGED_MODEL_SETS)}", ExitCode.USAGE)
+    return Path(str(files("bids_mdd") / "data" / "models" / name))
+
+
+def _holds_bundles(path: Path) -> bool:
+    return (path / MODEL_JSON).is_file() or any(path.glob(f"*/{MODEL_JSON}"))
+
+
+def resolve_models(models: list[Path] | None) -> list[Path]:
+    """``--models`` values as folders. The name of a packaged set (e.g. ``demo``) means that set
+    unless a folder of that name holding bundles exists (``make demo`` runs beside a ``demo/``
+    dataset folder); anything else is taken as a path. None means the default set."""
+    if not models:
+        LOGGER.warning("no --models given: using the packaged %s bundles, %s",
+                       DEFAULT_MODEL_SET, PACKAGED_MODEL_SETS[DEFAULT_MODEL_SET])
+        return [packaged_models_dir()]
+    resolved = []
+    for path in models:
+        if str(path) in PACKAGED_MODEL_SETS and not _holds_bundles(path):
+            LOGGER.info("--models %s: the packaged bundles, %s", path,
+                        PACKAGED_MODEL_SETS[str(path)])
+            path = packaged_models_dir(str(path))
+        resolved.append(path)
+    return resolved
 
 
 def check_input_spec(bundle: Bundle) -> InputSpec:
@@ -132,15 +164,12 @@ def _for_inference(net: nn.Module, device: str) -> nn.Module:
 
 
 def load_models(models: list[Path] | None, device: str) -> list[LoadedModel]:
-    """Load, verify and check every bundle under ``models`` (default: the demo bundles).
+    """Load, verify and check every bundle under ``models`` (folders or packaged set names,
+    :func:`resolve_models`; default: the packaged demo bundles).
 
     Raises BidsMddError: 66/65 from the bundles, 64 when two bundles predict the same target.
     """
-    if not models:
-        models = [default_models_dir()]
-        LOGGER.warning("no --models given: using the packaged demo bundles, trained on "
-                       "SYNTHETIC data; their outputs mean nothing clinically")
-    bundles = [bundle for path in models for bundle in find_bundles(path)]
+    bundles = [bundle for path in resolve_models(models) for bundle in find_bundles(path)]
     loaded: list[LoadedModel] = []
     for bundle in bundles:
         spec = check_input_spec(bundle)

@@ -39,7 +39,7 @@ class ParticipantOptions:
     """Everything the participant level needs besides its inputs and folders."""
 
     preproc: PreprocOptions
-    models: list[Path] | None = None  # bundle folders (None: the packaged demo bundles)
+    models: list[Path] | None = None  # bundle folders or packaged set names (None: default)
     preproc_only: bool = False
     device: str = "auto"
     nprocs: int | None = None  # None: the CPUs this process may use
