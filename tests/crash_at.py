@@ -1,7 +1,12 @@
 """Run ``bids_mdd`` and SIGKILL its whole process group when the run reaches a point: a test
 helper for crash and resume (``python crash_at.py POINT ARGS...``; the caller starts it in a
 new session so that only the run dies). The points are the steps' own functions, patched
-before nipype forks its workers, so the kill lands inside the step, not near it."""
+before nipype forks its workers, so the kill lands inside the step, not near it.
+
+``CRASH_AT_ACTION`` chooses what happens at the point instead of the kill: ``fill:DIR`` fills
+DIR's file system (a file ``DIR/filler``) and goes on, as a disk filling up mid-run;
+``readonly:DIR`` remounts the file system mounted at DIR read-only (root) and goes on;
+``mark:FILE`` creates FILE and goes on, so that the caller can signal the run there."""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import contextlib
 import importlib
 import os
 import signal
+import subprocess
 import sys
 
 #: point -> (module whose attribute is called, attribute, the call that dies: 1 = first)
@@ -23,7 +29,21 @@ POINTS = {
 
 
 def _die() -> None:
-    os.killpg(os.getpgrp(), signal.SIGKILL)
+    action = os.environ.get("CRASH_AT_ACTION", "kill")
+    if action == "kill":
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+    kind, _, where = action.partition(":")
+    if kind == "mark":
+        open(where, "w").close()
+    elif kind == "readonly":
+        subprocess.run(["mount", "-o", "remount,ro", where], check=True)
+    elif kind == "fill":
+        with open(os.path.join(where, "filler"), "wb") as filler, contextlib.suppress(OSError):
+            while True:
+                filler.write(b"\0" * (1 << 16))
+                filler.flush()
+    else:
+        raise SystemExit(f"unknown CRASH_AT_ACTION {action!r}")
 
 
 def _patch(point: str) -> None:

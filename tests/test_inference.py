@@ -352,3 +352,29 @@ def test_bad_models_fail_before_preprocessing(tiny_bids, tmp_path, capsys, monke
                      str(tmp_path / "work"), "--models", str(tmp_path / "nowhere")])
     assert code == 66 and calls == []
     assert "nowhere: --models must be a bundle folder" in capsys.readouterr().err
+
+
+def test_rerun_with_fewer_models_removes_the_dropped_models_outputs(applied, tmp_path) -> None:
+    """A rerun with the classifier only: the Score map, its sidecar and its figure go; the
+    classifier's stay, and so do the outputs of the participant's other T1w."""
+    out = tmp_path / "derivatives"
+    shutil.copytree(applied["out"] / "sub-h02", out / "sub-h02")
+    maps = {target: derivative_path(out, subject="h02", space="MNI152NLin2009cAsym", res="1p5",
+                                    desc=target, suffix="attention") for target in ("MDD", "Score")}
+    figures = {target: derivative_path(out, subject="h02", datatype="figures",
+                                       desc=f"attention{target}", extension=".svg")
+               for target in ("MDD", "Score")}
+    for figure in figures.values():  # (this toy cohort has no MNI T1w to draw them on)
+        figure.parent.mkdir(parents=True, exist_ok=True)
+        figure.write_text("<svg/>")
+    assert all(p.is_file() for p in maps.values())
+    other_run = maps["Score"].with_name(maps["Score"].name.replace("sub-h02_", "sub-h02_run-2_"))
+    shutil.copy(maps["Score"], other_run)
+    classifier = [m for m in applied["models"] if m.target == "MDD"]
+    predict_participant(out, {"subject": "h02"}, classifier, "cpu")
+    table = pd.read_csv(derivative_path(out, subject="h02", **PREDICTIONS), sep="\t")
+    assert list(table["target"]) == ["MDD"]
+    assert not maps["Score"].exists() and not sidecar_path(maps["Score"]).exists()
+    assert not figures["Score"].exists()
+    assert maps["MDD"].is_file() and sidecar_path(maps["MDD"]).is_file()
+    assert figures["MDD"].is_file() and other_run.is_file()

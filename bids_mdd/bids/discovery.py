@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
+import os
 import re
+import shutil
+import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +16,8 @@ from typing import Any
 
 from bids import BIDSLayout
 from bids.exceptions import BIDSValidationError
+from bids.layout.db import ConnectionManager
+from bids.layout.models import Config
 
 from bids_mdd.errors import BidsMddError, ExitCode
 
@@ -29,8 +35,14 @@ SOURCE_ENTITIES = ("acquisition", "ceagent", "reconstruction", "run")
 _LABEL = re.compile(r"[A-Za-z0-9]+")
 #: A BIDS T1w file name: sub-<label>, then key-value entities, then _T1w.nii[.gz].
 _T1W_NAME = re.compile(r"sub-[A-Za-z0-9]+(_[a-z]+-[A-Za-z0-9]+)*_T1w\.nii(\.gz)?")
-#: Files under sub-*/ that look like a T1w image, whether or not pybids takes them.
-_LOOKS_LIKE_T1W = ("sub-*/**/*T1w*.nii", "sub-*/**/*T1w*.nii.gz")
+#: Files that look like a T1w image, whether or not pybids takes them.
+_LOOKS_LIKE_T1W = ("**/*T1w*.nii", "**/*T1w*.nii.gz")
+#: Top-level folders whose T1w-like files are not raw inputs (pybids indexes none of them).
+_NOT_RAW = {"code", "derivatives", "models", "sourcedata", "stimuli"}
+#: Filter-file keys of other fMRIPrep-style apps: accepted (a shared file works) and ignored.
+OTHER_APPS_FILTER_KEYS = ("asl", "bold", "dwi", "flair", "fmap", "pet", "roi", "sbref", "t2w")
+#: The file pybids keeps its index in, inside ``--bids-database-dir``.
+INDEX_FILE = "layout_index.sqlite"
 
 
 @dataclass(frozen=True)
@@ -77,7 +89,11 @@ def check_is_bids(bids_dir: Path) -> None:
 
 
 def load_bids_filters(path: str | Path | None) -> dict[str, Any]:
-    """Read an fMRIPrep-style ``--bids-filter-file``; return its "t1w" query (may be empty)."""
+    """Read an fMRIPrep-style ``--bids-filter-file``; return its "t1w" query (may be empty).
+
+    A mistyped key or entity would otherwise be ignored (every T1w processed) or reach pybids
+    as a traceback: each is refused with exit 64, naming the file and the key.
+    """
     if path is None:
         return {}
     path = Path(path)
@@ -91,28 +107,151 @@ def load_bids_filters(path: str | Path | None) -> dict[str, Any]:
     if not isinstance(filters, dict) or not isinstance(filters.get("t1w", {}), dict):
         raise BidsMddError(f"--bids-filter-file {path} must map 't1w' to an object of entities, "
                            'e.g. {"t1w": {"session": "01"}}', ExitCode.USAGE)
+    known = ("t1w", *OTHER_APPS_FILTER_KEYS)
+    for key in filters:
+        if key not in known:
+            raise BidsMddError(
+                f"--bids-filter-file {path}: unknown key {key!r}{_did_you_mean(key, known)}; "
+                f"bids_mdd reads 't1w' (and ignores {', '.join(OTHER_APPS_FILTER_KEYS)})",
+                ExitCode.USAGE)
     ignored = sorted(set(filters) - {"t1w"})
     if ignored:
         LOGGER.warning("--bids-filter-file %s: bids_mdd uses only 't1w'; ignoring %s", path,
                        ", ".join(ignored))
-    return dict(filters.get("t1w", {}))
+    query = dict(filters.get("t1w", {}))
+    entities = bids_entities()
+    for key, value in query.items():
+        if key not in entities:
+            raise BidsMddError(
+                f"--bids-filter-file {path}: 't1w' has unknown entity {key!r}"
+                f"{_did_you_mean(key, list(entities), entities)}; pybids knows "
+                f"{', '.join(sorted(entities))}", ExitCode.USAGE)
+        values = value if isinstance(value, list) else [value]
+        if not values or not all(_is_filter_value(item) for item in values):
+            raise BidsMddError(
+                f"--bids-filter-file {path}: 't1w' entity {key!r} is {json.dumps(value)}; "
+                "write a string, an integer, null (entity absent) or a non-empty list of them",
+                ExitCode.USAGE)
+    return query
+
+
+def bids_entities() -> dict[str, str]:
+    """The entities pybids' BIDS configuration knows (what a filter may name), each with its
+    key in file names (acquisition: acq)."""
+    entities = {}
+    for name, entity in Config.load("bids").entities.items():
+        short = re.search(r"([A-Za-z]+)-\(", entity.pattern or "")
+        entities[name] = short.group(1) if short else name
+    return entities
+
+
+def _did_you_mean(key: str, choices: Sequence[str], short: Mapping[str, str] | None = None
+                  ) -> str:
+    by_short = {value: name for name, value in (short or {}).items()}
+    if key in by_short:
+        return f" (did you mean {by_short[key]!r}?)"
+    lowered = {choice.lower(): choice for choice in choices}
+    close = ([lowered[key.lower()]] if key.lower() in lowered
+             else difflib.get_close_matches(key, list(choices), n=1))
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _is_filter_value(value: Any) -> bool:
+    return value is None or isinstance(value, str) or (isinstance(value, int)
+                                                       and not isinstance(value, bool))
 
 
 def open_layout(bids_dir: str | Path, validate: bool = True,
                 database_dir: str | Path | None = None) -> BIDSLayout:
-    """Index ``bids_dir`` with pybids, reusing the index in ``database_dir`` when one is there."""
+    """Index ``bids_dir`` with pybids, reusing the index in ``database_dir`` unless the dataset
+    changed after it was written (pybids reuses an index as it is: an added participant would
+    be invisible)."""
     bids_dir = Path(bids_dir)
-    kwargs: dict[str, Any] = {"validate": validate}
-    if database_dir is not None:
+    try:
+        if database_dir is None:
+            return BIDSLayout(bids_dir, validate=validate)
         database_dir = Path(database_dir)
         database_dir.mkdir(parents=True, exist_ok=True)
-        kwargs.update(database_path=database_dir, reset_database=False)
-    try:
-        return BIDSLayout(bids_dir, **kwargs)
+        if _index_outdated(bids_dir, database_dir):
+            _reindex(bids_dir, database_dir, validate)
+        return BIDSLayout(bids_dir, validate=validate, database_path=database_dir)
     except BIDSValidationError as exc:
         message = str(exc).splitlines()[0]
         raise BidsMddError(f"{bids_dir}: {message} (or pass --skip-bids-validation)",
                            ExitCode.INVALID_BIDS) from exc
+
+
+def _index_outdated(bids_dir: Path, database_dir: Path) -> bool:
+    """Whether ``database_dir`` has no usable index of ``bids_dir`` (one INFO line says why
+    when there was one)."""
+    index = database_dir / INDEX_FILE
+    if not index.is_file():
+        return True
+    try:
+        manager = ConnectionManager(database_dir)
+        indexed_root = Path(manager.layout_info.root)
+        manager.engine.dispose()
+    except Exception as exc:  # a truncated or foreign file: sqlalchemy raises many types
+        LOGGER.info("--bids-database-dir %s: %s is not a pybids index (%s); reindexing %s",
+                    database_dir, index, type(exc).__name__, bids_dir)
+        return True
+    if indexed_root.resolve() != bids_dir.resolve():
+        if indexed_root.is_dir():
+            raise BidsMddError(
+                f"--bids-database-dir {database_dir} holds the index of {indexed_root}, not of "
+                f"{bids_dir}: give each dataset its own folder (or delete {index})",
+                ExitCode.USAGE)
+        LOGGER.info("--bids-database-dir %s: the indexed dataset %s is gone (moved?); "
+                    "reindexing %s", database_dir, indexed_root, bids_dir)
+        return True
+    changed = _changed_since(bids_dir, index.stat().st_mtime_ns)
+    if changed is not None:
+        LOGGER.info("--bids-database-dir %s: %s changed after the index was written; "
+                    "reindexing %s", database_dir, changed, bids_dir)
+    return changed is not None
+
+
+def _changed_since(bids_dir: Path, since_ns: int) -> Path | None:
+    """A folder of ``bids_dir`` (root included) modified at or after ``since_ns``, else None.
+
+    Adding, removing or renaming a file changes its folder's mtime, and pybids' index holds
+    names only (bids_mdd reads no metadata from it), so folders suffice: a stat per folder,
+    not per file. Folders pybids does not index (code/, derivatives/, dot folders...) are
+    skipped. An equal mtime counts as a change: a coarse clock could hide one.
+    """
+    seen: set[tuple[int, int]] = set()
+    stack = [bids_dir]
+    while stack:
+        folder = stack.pop()
+        try:
+            stat = folder.stat()
+            if (stat.st_dev, stat.st_ino) in seen:
+                continue  # a symlink loop
+            seen.add((stat.st_dev, stat.st_ino))
+            if stat.st_mtime_ns >= since_ns:
+                return folder
+            entries = list(os.scandir(folder))
+        except OSError:
+            return folder  # unreadable now: let pybids index it and report
+        for entry in entries:
+            if entry.name.startswith(".") or (folder == bids_dir and entry.name in _NOT_RAW):
+                continue
+            if entry.is_dir():
+                stack.append(Path(entry.path))
+    return None
+
+
+def _reindex(bids_dir: Path, database_dir: Path, validate: bool) -> None:
+    """Index ``bids_dir`` into a private folder, then move the index into ``database_dir`` in
+    one rename: array jobs sharing ``database_dir`` never read a half-written index."""
+    scratch = Path(tempfile.mkdtemp(prefix=".bids_mdd-index-", dir=database_dir))
+    try:
+        layout = BIDSLayout(bids_dir, validate=validate, database_path=scratch,
+                            reset_database=True)
+        layout.connection_manager.engine.dispose()
+        os.replace(scratch / INDEX_FILE, database_dir / INDEX_FILE)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _check_known(requested: Sequence[str] | None, list_known: Callable[[], list[str]],
@@ -138,6 +277,8 @@ def discover_t1w(layout: BIDSLayout, participant_labels: Sequence[str] | None = 
     bids_dir = Path(layout.root)
     participants = normalize_labels(participant_labels, "sub-")
     sessions = normalize_labels(session_labels, "ses-")
+    for path, reason in unselected_t1w(layout, participants):  # before "not found" below
+        LOGGER.warning("%s: not processed: %s", path, reason)
     _check_known(participants, layout.get_subjects, "participant", bids_dir)
     _check_known(sessions, layout.get_sessions, "session", bids_dir)
 
@@ -150,14 +291,13 @@ def discover_t1w(layout: BIDSLayout, participant_labels: Sequence[str] | None = 
     inputs = [T1wInput(path=Path(f.path), subject=f.entities["subject"],
                        session=f.entities.get("session"), entities=dict(f.entities))
               for f in files]
-    for path, reason in unselected_t1w(layout, participants):
-        LOGGER.warning("%s: not processed: %s", path, reason)
+    inputs = drop_duplicates(inputs)
     if not inputs:
         shown = {key: value for key, value in query.items() if key not in DEFAULT_T1W_QUERY}
         raise BidsMddError(f"no T1w image in {bids_dir} matches the selection {shown or 'given'} "
                            "(check --participant-label, --session-label and --bids-filter-file)",
                            ExitCode.NO_FILES)
-    return sorted(inputs, key=_sort_key)
+    return inputs
 
 
 def _named_right(bids_file: Any, root: Path) -> bool:
@@ -170,25 +310,79 @@ def _named_right(bids_file: Any, root: Path) -> bool:
             and relative.name.startswith(f"sub-{subject}_"))
 
 
+def drop_duplicates(inputs: Sequence[T1wInput]) -> list[T1wInput]:
+    """One input per set of derivative names: two would share nipype nodes and outputs, and
+    the whole run would fail. Each clash is one warning naming its files.
+
+    A ``.nii`` beside the ``.nii.gz`` of the same name gives way to the ``.nii.gz``. Files
+    that differ only in entities bids_mdd does not name outputs by (echo-1/echo-2, or
+    entities pybids does not read) are all left out: which one is the T1w to analyse is the
+    user's choice, made with --bids-filter-file; the other participants go on.
+    """
+    groups: dict[tuple, list[T1wInput]] = {}
+    for item in sorted(inputs, key=lambda i: str(i.path)):
+        groups.setdefault(tuple(sorted(item.output_entities().items())), []).append(item)
+    kept = []
+    for group in groups.values():
+        if len(group) == 1:
+            kept.append(group[0])
+            continue
+        stems = {item.path.name.removesuffix(".gz").removesuffix(".nii") for item in group}
+        gzipped = [item for item in group if item.path.name.endswith(".nii.gz")]
+        if len(stems) == 1 and len(gzipped) == 1:
+            kept.append(gzipped[0])
+            for item in group:
+                if item is not gzipped[0]:
+                    LOGGER.warning("%s: not processed: %s is the same image name compressed; "
+                                   "bids_mdd uses the .nii.gz (delete one of the two)",
+                                   item.path, gzipped[0].path)
+            continue
+        LOGGER.warning("%s: not processed: %s", ", ".join(str(item.path) for item in group),
+                       _clash_reason(group))
+    return sorted(kept, key=_sort_key)
+
+
+def _clash_reason(group: Sequence[T1wInput]) -> str:
+    """Why files that would write the same derivatives are left out, and how to pick one."""
+    shared = ", ".join(f"{key} {value}" for key, value in group[0].output_entities().items())
+    keys = sorted({key for item in group for key in item.entities} - {"extension"})
+    differ = [key for key in keys if len({str(item.entities.get(key)) for item in group}) > 1]
+    if not differ:
+        return (f"they would write the same derivatives ({shared}) and pybids reads the same "
+                "entities from their names; rename or .bidsignore all but one")
+    value = json.dumps(group[0].entities.get(differ[0]))
+    return (f"they would write the same derivatives ({shared}), differing only in "
+            f"{', '.join(differ)}; choose one with --bids-filter-file, e.g. "
+            f'{{"t1w": {{"{differ[0]}": [{value}, null]}}}}')
+
+
 def unselected_t1w(layout: BIDSLayout, participants: Sequence[str] | None = None
                    ) -> list[tuple[Path, str]]:
-    """Files under ``sub-*/`` that look like a T1w image but that pybids does not offer as
-    one, each with the reason and the fix (no participant is dropped without a word).
+    """Files that look like a T1w image but that pybids does not offer as one, each with the
+    reason and the fix (no participant is dropped without a word).
 
     Files pybids does offer are not listed: session labels and filters leave them out on
-    purpose. With ``participants``, only their folders are looked at.
+    purpose. Nor are files under derivatives/, sourcedata/, code/ and other folders that hold
+    no raw data. With ``participants``, only their folders (and stray files named after them)
+    are looked at.
     """
     root = Path(layout.root)
     offered = {Path(f.path) for f in layout.get(return_type="object", **DEFAULT_T1W_QUERY)
                if _named_right(f, root)}
-    found = sorted({path for pattern in _LOOKS_LIKE_T1W for path in root.glob(pattern)})
+    found = _t1w_like_files(root)
     unselected = []
     for path in found:
         relative = path.relative_to(root)
-        label = relative.parts[0].removeprefix("sub-")
+        in_folder = relative.parts[0].startswith("sub-") and len(relative.parts) > 1
+        named = re.match(r"sub-([^_]+)_", relative.name)
+        label = (relative.parts[0].removeprefix("sub-") if in_folder
+                 else named.group(1) if named else None)
         if path in offered or (participants and label not in participants):
             continue
-        if not _LABEL.fullmatch(label):
+        if not in_folder:
+            reason = ("not inside a sub-<label>/ folder; move it to "
+                      "sub-<label>/[ses-<label>/]anat/")
+        elif not _LABEL.fullmatch(label):
             reason = (f"participant label {label!r} is not a BIDS label (letters and digits "
                       "only); rename the folder and its files")
         elif "anat" not in relative.parts[1:-1]:
@@ -201,6 +395,21 @@ def unselected_t1w(layout: BIDSLayout, participants: Sequence[str] | None = None
                       " check its name and .bidsignore")
         unselected.append((path, reason))
     return unselected
+
+
+def _t1w_like_files(root: Path) -> list[Path]:
+    """T1w-like files where raw data may be: not in derivatives/, code/, dot folders..."""
+    found = set()
+    for top in root.iterdir():
+        if top.name.startswith(".") or top.name in _NOT_RAW:
+            continue
+        if top.is_dir():
+            found.update(path for pattern in _LOOKS_LIKE_T1W for path in top.glob(pattern)
+                         if not any(part.startswith(".") for part in
+                                    path.relative_to(top).parts[:-1]))
+        elif any(top.match(pattern.removeprefix("**/")) for pattern in _LOOKS_LIKE_T1W):
+            found.add(top)
+    return sorted(found)
 
 
 def _sort_key(item: T1wInput) -> tuple:

@@ -22,6 +22,8 @@ LABEL_COLUMNS = ("group", "diagnosis", "dx", "condition", "label")
 SITE_COLUMN = "site"
 #: Cells that mean "no value" (BIDS writes n/a).
 MISSING = ("n/a", "", "NaN", "nan", "NA")
+#: A number with a decimal comma: 32,1 or -0,5.
+DECIMAL_COMMA = r"[+-]?\d+,\d+"
 
 
 def read_participants(path: str | Path) -> pd.DataFrame:
@@ -95,11 +97,34 @@ def _typed(values: pd.Series, path: Path, column: str) -> pd.Series:
     if words.empty:
         return pd.to_numeric(values)
     if len(words) < len(present) / 2 and column.lower() not in LABEL_COLUMNS:
+        commas = decimal_comma_error(values, path, column)
+        if commas is not None:
+            raise commas
         row = int(np.flatnonzero(values.index == words.index[0])[0]) + 2
         raise BidsMddError(f"{path} line {row}: column {column!r} holds numbers, but "
                            f"{words.iloc[0]!r} is not one; write a number or n/a",
                            ExitCode.BAD_DATA)
     return values
+
+
+def decimal_comma_error(values: pd.Series, path: str | Path, column: str
+                        ) -> BidsMddError | None:
+    """The exit-65 error for a column of numbers written with decimal commas ('32,1', as
+    spreadsheets in many locales export them), naming its first such line; None when some
+    value is neither a number nor such a number (a text column), or none has a comma.
+
+    Read as text, such a column would enter the GLM as categories (one per value) and be
+    dropped as rank-deficient: the covariate would silently vanish."""
+    present = values.dropna().astype(str).str.strip()
+    commas = present.str.fullmatch(DECIMAL_COMMA)
+    numbers = pd.to_numeric(present, errors="coerce").notna()
+    if present.empty or not commas.any() or not (commas | numbers).all():
+        return None
+    first = present[commas].iloc[0]
+    row = int(np.flatnonzero(values.index == present.index[commas.to_numpy()][0])[0]) + 2
+    return BidsMddError(f"{path} line {row}: column {column!r} holds numbers written with a "
+                        f"decimal comma ({first!r}); use a decimal point "
+                        f"({first.replace(',', '.')!r}) or n/a", ExitCode.BAD_DATA)
 
 
 def find_column(table: pd.DataFrame, name: str) -> str | None:
@@ -113,16 +138,22 @@ def find_column(table: pd.DataFrame, name: str) -> str | None:
 
 def label_column(table: pd.DataFrame, column: str | None, source: str | Path) -> str:
     """The diagnosis column: ``column`` if given, else the first of LABEL_COLUMNS present."""
+    # repr: a header with a stray space or tab ('group ') shows as such
+    found = ", ".join(repr(str(c)) for c in table.columns)
     if column is not None:
         if column not in table:
-            raise BidsMddError(f"{source}: no column {column!r} (columns: "
-                               f"{', '.join(table.columns)})", ExitCode.USAGE)
+            raise BidsMddError(f"{source}: no column {column!r} (columns: {found})",
+                               ExitCode.USAGE)
         return column
     for candidate in LABEL_COLUMNS:
         if candidate in table:
             return candidate
+    near = [c for c in map(str, table.columns) if c.strip().lower() in LABEL_COLUMNS]
+    fix = (f"rename {near[0]!r} to {near[0].strip().lower()!r} in the header, or name the column"
+           if near else "name it")
     raise BidsMddError(f"{source}: none of the columns {', '.join(LABEL_COLUMNS)} holds the "
-                       "diagnosis; name it with --label-column", ExitCode.USAGE)
+                       f"diagnosis (columns: {found}); {fix} with --label-column",
+                       ExitCode.USAGE)
 
 
 def binary_labels(values: pd.Series, positive: list[str] | None, negative: list[str] | None,

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from bids_mdd import __version__
+from bids_mdd.cli.help_format import DefaultsHelpFormatter
 from bids_mdd.errors import ExitCode
 
 ANALYSIS_LEVELS = ("participant", "group")
@@ -43,7 +44,7 @@ def build_parser() -> BidsAppArgumentParser:
         prog="bids_mdd",
         description="Deep-learning analysis of major depressive disorder from T1w MRI "
                     "(BIDS App).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     parser.add_argument("bids_dir", type=Path, help="the input BIDS dataset (read only)")
     parser.add_argument("output_dir", type=Path,

@@ -14,7 +14,9 @@ from bids_mdd.bids.validation import validate_dataset
 from bids_mdd.cli.caches import ensure_writable_caches
 from bids_mdd.cli.parser import ANALYSIS_LEVELS, build_parser
 from bids_mdd.cli.paths import check_bids_dir, check_not_inside, ensure_writable_dir
+from bids_mdd.cli.signals import Interrupted, interruptible, stop_children
 from bids_mdd.errors import BidsMddError, ExitCode
+from bids_mdd.participant.failures import fix_for
 
 LOGGER = logging.getLogger("bids_mdd")
 
@@ -91,14 +93,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     for variable, copy in ensure_writable_caches().items():
         LOGGER.info("%s is read-only: using a copy in %s", variable, copy)
     try:
-        inputs = collect_inputs(args)
-        if args.analysis_level == "participant":
-            return int(run_participant(args, inputs))
-        return int(run_group(args, inputs))
+        with interruptible():
+            inputs = collect_inputs(args)
+            if args.analysis_level == "participant":
+                return int(run_participant(args, inputs))
+            return int(run_group(args, inputs))
     except BidsMddError as exc:
         print(f"bids_mdd: error: {exc}", file=sys.stderr)
         return int(exc.exit_code)
-    return int(ExitCode.OK)
+    except Interrupted as exc:
+        stopped = stop_children()
+        print(f"bids_mdd: interrupted by {exc}: stopped {stopped} worker process(es); rerun the "
+              "same command to resume (finished steps are kept in the work dir)",
+              file=sys.stderr)
+        return exc.exit_code
+    except OSError as exc:  # the output or work folder failed under us (full, read-only)
+        fix = fix_for(str(exc))
+        if not fix:
+            raise
+        print(f"bids_mdd: error: {exc}; {fix}", file=sys.stderr)
+        return int(ExitCode.CANNOT_CREATE_OUTPUT)
 
 
 if __name__ == "__main__":

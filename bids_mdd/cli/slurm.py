@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bids_mdd import __version__
+from bids_mdd.cli.help_format import DefaultsHelpFormatter
 from bids_mdd.bids.discovery import discover_t1w, open_layout
 from bids_mdd.cli.parser import BidsAppArgumentParser, positive_int
 from bids_mdd.errors import BidsMddError, ExitCode
@@ -19,7 +20,7 @@ from bids_mdd.hpc.slurm import SlurmJob, submit, write_job_folder
 def build_parser() -> argparse.ArgumentParser:
     """Build the ``bids_mdd-slurm`` argument parser."""
     parser = BidsAppArgumentParser(
-        prog="bids_mdd-slurm", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog="bids_mdd-slurm", formatter_class=DefaultsHelpFormatter,
         description="Write a SLURM job folder: participants.txt, settings.sh, the participant "
                     "array and group job scripts, and submit.sh (array, then the group job "
                     "with --dependency=afterok).")

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bids_mdd import __version__
+from bids_mdd.cli.help_format import DefaultsHelpFormatter
 from bids_mdd.cli.parser import BidsAppArgumentParser
 from bids_mdd.errors import BidsMddError, ExitCode
 from bids_mdd.synth.model import DEFAULT_REGIONS, CohortSpec
@@ -21,7 +22,7 @@ LOGGER = logging.getLogger("bids_mdd.synth")
 def build_parser() -> argparse.ArgumentParser:
     """Build the ``bids_mdd-synth`` argument parser."""
     parser = BidsAppArgumentParser(
-        prog="bids_mdd-synth", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog="bids_mdd-synth", formatter_class=DefaultsHelpFormatter,
         description="Generate a SYNTHETIC BIDS cohort from the MNI152NLin2009cAsym template, "
                     "with regional grey-matter loss planted in MDD subjects.")
     parser.add_argument("out", type=Path, help="new folder for the BIDS dataset")

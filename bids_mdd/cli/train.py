@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bids_mdd import __version__
+from bids_mdd.cli.help_format import DefaultsHelpFormatter
 from bids_mdd.cli.parser import BidsAppArgumentParser, positive_int
 from bids_mdd.errors import BidsMddError, ExitCode
 from bids_mdd.training.options import FACTORS, TrainOptions
@@ -19,7 +20,7 @@ LOGGER = logging.getLogger("bids_mdd.train")
 def build_parser() -> BidsAppArgumentParser:
     """Build the ``bids_mdd-train`` argument parser (protocol defaults: see --task)."""
     p = BidsAppArgumentParser(
-        prog="bids_mdd-train", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog="bids_mdd-train", formatter_class=DefaultsHelpFormatter,
         description="Train and cross-validate a bids_mdd model on participant-level "
                     "derivatives; write a model bundle. Protocol defaults: classification = "
                     "paper A (5 folds, Adam LR 0.01, weight decay 1e-3, batch 8), regression = "

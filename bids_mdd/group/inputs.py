@@ -20,8 +20,9 @@ from bids_mdd.bids.discovery import T1wInput
 from bids_mdd.bids.names import (crash_name, derivative_path, in_progress_path,
                                  sidecar_path)
 from bids_mdd.bids.outputs import OUTPUTS, PREDICTIONS, attention_entities
-from bids_mdd.bids.participants import (NEGATIVE_CODES, POSITIVE_CODES, binary_labels, find_column,
-                                        label_column, read_participants)
+from bids_mdd.bids.participants import (NEGATIVE_CODES, POSITIVE_CODES, binary_labels,
+                                        decimal_comma_error, find_column, label_column,
+                                        read_participants)
 from bids_mdd.errors import BidsMddError, ExitCode
 from bids_mdd.spaces.grids import CLASSIFIER_GRID, DFRN_GRID
 
@@ -44,6 +45,8 @@ class ParticipantFiles:
     predictions: Path | None  # only complete ones: the table with its sidecar
     attention: dict[str, Path] = field(default_factory=dict)  # target -> map
     in_progress: dict[str, Any] | None = None  # the participant level's marker, if left
+    #: why ``qc`` is None ("QC metrics <path> is missing", "... cannot be read as JSON (...)")
+    qc_problem: str | None = None
 
     @property
     def name(self) -> str:
@@ -55,8 +58,22 @@ class ParticipantFiles:
 def _json(path: Path) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):  # ValueError: not JSON, or not UTF-8
         return None
+
+
+def _qc_metrics(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """A participant's QC metrics, or None and why: without them the QC gate cannot pass it."""
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None, f"QC metrics {path} is missing"
+    except (OSError, ValueError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        return None, f"QC metrics {path} cannot be read as JSON ({reason})"
+    if not isinstance(metrics, dict):
+        return None, f"QC metrics {path} holds a JSON {type(metrics).__name__}, not an object"
+    return metrics, None
 
 
 def _targets(predictions: Path) -> list[str]:
@@ -84,10 +101,10 @@ def participant_files(output_dir: Path, t1w: T1wInput) -> ParticipantFiles:
                     break
     marker = in_progress_path(output_dir, t1w.subject)
     in_progress = (_json(marker) or {"Started": "?"}) if marker.is_file() else None
-    return ParticipantFiles(t1w=t1w, gm=gm if gm.is_file() else None,
-                            qc=_json(qc) if qc.is_file() else None,
+    metrics, problem = _qc_metrics(qc)
+    return ParticipantFiles(t1w=t1w, gm=gm if gm.is_file() else None, qc=metrics,
                             predictions=predictions if complete else None,
-                            attention=attention, in_progress=in_progress)
+                            attention=attention, in_progress=in_progress, qc_problem=problem)
 
 
 def gather(output_dir: Path, chosen: Sequence[T1wInput]) -> list[ParticipantFiles]:
@@ -197,7 +214,8 @@ def covariate_table(participants: pd.DataFrame, files: Sequence[ParticipantFiles
     ``requested`` None: automatic — age, sex (or gender) and TIV, each only when present for
     every participant (a note says which were dropped and why). Otherwise the named columns
     (case-insensitive; ``TIV`` comes from the QC metrics' ``tiv_ml``), which must exist: a
-    missing value is then an error of :func:`bids_mdd.group.glm.design_matrix`.
+    missing value is then an error of :func:`bids_mdd.group.glm.design_matrix`. Either way a
+    column of numbers with decimal commas is an exit-65 error naming its first line.
     """
     subjects = [item.t1w.subject for item in files]
     tiv = pd.Series([(item.qc or {}).get("tiv_ml", np.nan) for item in files],
@@ -220,6 +238,9 @@ def covariate_table(participants: pd.DataFrame, files: Sequence[ParticipantFiles
                 raise BidsMddError(f"{source}: no covariate column {name!r} (columns: "
                                    f"{', '.join(map(str, participants.columns))}); name others "
                                    "with --covariates", ExitCode.USAGE)
+            commas = decimal_comma_error(participants[column], source, str(column))
+            if commas is not None:  # as text, the GLM would make each value a category
+                raise commas
             values = participants.loc[subjects, column]
             name = column
         if requested is None and values.isna().any():

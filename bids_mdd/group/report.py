@@ -109,7 +109,8 @@ def _participants_section(results: GroupResults) -> str:
         fate = ("kept, as --include-qc-failures asks" if results.qc_failures_included
                 else "left out of every analysis (--include-qc-failures keeps them)")
         parts.append(f"<p class='flag'>{len(results.qc_failed)} participant(s) failed the QC "
-                     f"gate (a metric far outside real scans'): {fate}.</p>")
+                     "gate (a metric far outside real scans', or no readable QC metrics): "
+                     f"{fate}.</p>")
         parts.append(_table(results.qc_failed))
     parts.append("<h3>Quality control</h3>")
     if results.qc.empty:

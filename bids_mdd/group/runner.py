@@ -3,13 +3,16 @@ metrics, QC and the report, written under ``OUTPUT_DIR/group``.
 
 Reads only the participant level's derivatives (through the naming module) and
 participants.tsv. Every file is written atomically with its JSON sidecar; a rerun overwrites
-the group outputs (they depend on every participant, so nothing is resumed here).
+the group outputs (they depend on every participant, so nothing is resumed here) and then
+removes those of an earlier run that it did not make, so that the group outputs are exactly
+this run's (a t-map beside an earlier run's permutation maps would read as one analysis).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,7 +28,8 @@ from bids_mdd.bids.atomic import remove_stale_temporaries
 from bids_mdd.bids.derivatives import (copy_file, provenance, write_dataset_description,
                                        write_file, write_image)
 from bids_mdd.bids.discovery import T1wInput, select_one_per_participant
-from bids_mdd.bids.names import attention_desc, derivative_path, parse_path, sidecar_path
+from bids_mdd.bids.names import (attention_desc, derivative_path, parse_path, relative_path,
+                                 sidecar_path)
 from bids_mdd.errors import BidsMddError, ExitCode
 from bids_mdd.group import figures
 from bids_mdd.group.attention import mean_map
@@ -51,6 +55,11 @@ FWE_ALPHA = 0.05
 EXPLORATORY_P = 0.001
 #: Automatic covariates are added only while the residual degrees of freedom stay >= this.
 MIN_RESIDUAL_DF = 2
+#: Fewer residual degrees of freedom than this: a warning. Each voxel's variance then rests on
+#: a handful of residuals, and Student's t tails are heavy (|t| for two-sided p < 0.001 is 637
+#: at 1 df, 12.9 at 3, 4.6 at 10, 3.3 for large n): maps are noisy and FDR rarely passes. 10 is
+#: a rule of thumb, where the critical |t| is within 40 % of its large-sample value.
+LOW_RESIDUAL_DF = 10
 
 
 @dataclass(frozen=True)
@@ -93,25 +102,42 @@ class GroupResults:
     #: each model's predictions-sidecar entry (name, card, ...), as the participants' record it
     models: list[dict[str, Any]] = field(default_factory=list)
     report: Path | None = None
+    #: every file this run wrote (sidecars included): the group outputs it owns
+    written: set[Path] = field(default_factory=set)
+
+
+def _record(results: GroupResults, path: Path, sidecar: bool = True) -> Path:
+    """Note ``path`` (and its JSON sidecar) as made by this run."""
+    results.written.add(Path(path))
+    if sidecar:
+        results.written.add(sidecar_path(path))
+    return Path(path)
 
 
 def _software() -> dict[str, str]:
     return {name: version(name) for name in ("nilearn", "scipy", "numpy", "pandas")}
 
 
-def _write_table(path: Path, table: pd.DataFrame, sidecar: dict[str, Any]) -> Path:
-    return write_file(path, lambda tmp: table.to_csv(tmp, sep="\t", index=False, na_rep="n/a",
-                                                     float_format="%.10g"), sidecar)
+def _write_table(results: GroupResults, path: Path, table: pd.DataFrame,
+                 sidecar: dict[str, Any]) -> Path:
+    write_file(path, lambda tmp: table.to_csv(tmp, sep="\t", index=False, na_rep="n/a",
+                                              float_format="%.10g"), sidecar)
+    return _record(results, path)
 
 
-def _figure(output_dir: Path, desc: str, make) -> Path:
+def _write_image(results: GroupResults, path: Path, image, sidecar: dict[str, Any]) -> Path:
+    write_image(path, image, sidecar)
+    return _record(results, path)
+
+
+def _figure(results: GroupResults, output_dir: Path, desc: str, make) -> Path:
     """Make a figure in a temporary folder with ``make(path)`` and copy it atomically."""
     path = derivative_path(output_dir, datatype="figures", desc=desc, extension=".svg")
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         made = make(str(Path(tmp) / f"{desc}.svg"))
         copy_file(made, path)
-    return path
+    return _record(results, path, sidecar=False)
 
 
 # --- voxelwise statistics ----------------------------------------------------------------------
@@ -153,7 +179,7 @@ def _t_threshold(result: GlmResult, significant: np.ndarray) -> float:
 
 def _write_glm_maps(output_dir: Path, grid: Grid, result: GlmResult,
                     maps: dict[str, np.ndarray], sidecar: dict[str, Any],
-                    options: GroupOptions) -> None:
+                    options: GroupOptions, results: GroupResults) -> None:
     """The t and effect statmaps, the FDR mask and the group GM mask, with sidecars."""
     space = {"space": TEMPLATE, "res": grid.res}
     design = " + ".join(sidecar["Parameters"]["Design"])
@@ -169,18 +195,41 @@ def _write_glm_maps(output_dir: Path, grid: Grid, result: GlmResult,
             ({"desc": "GM", "suffix": "mask"}, result.mask, np.uint8,
              f"Group GM mask: mean GM >= {options.gm_threshold} within the template brain "
              "dilated by 6 mm")):
-        write_image(derivative_path(output_dir, **space, **entities),
-                    grid.image(data, dtype=dtype), {**sidecar, "Description": description})
+        _write_image(results, derivative_path(output_dir, **space, **entities),
+                     grid.image(data, dtype=dtype), {**sidecar, "Description": description})
 
 
-def voxelwise(output_dir: Path, bids_dir: Path, files: Sequence[ParticipantFiles],
-              options: GroupOptions, results: GroupResults, grid: Grid = CLASSIFIER_GRID) -> None:
-    """GLM, FDR, optional permutation inference, cluster tables and t-map figures."""
+def _with_gm(files: Sequence[ParticipantFiles], output_dir: Path) -> list[ParticipantFiles]:
     with_gm = [item for item in files if item.gm is not None]
     if not with_gm:
         raise BidsMddError(f"no participant in {output_dir} has a GM map; run the participant "
                            "level first", ExitCode.MISSING_INPUT)
-    design, names, table = _design(with_gm, bids_dir, options, results.notes)
+    return with_gm
+
+
+def _check_degrees_of_freedom(design: np.ndarray, names: Sequence[str], table: pd.DataFrame,
+                              results: GroupResults) -> None:
+    """One warning (and a report note) when the GLM has fewer than LOW_RESIDUAL_DF residual
+    degrees of freedom."""
+    n, p = design.shape
+    if n - p >= LOW_RESIDUAL_DF:
+        return
+    n_mdd = int(table[GROUP_COLUMN].sum())
+    message = (f"voxelwise GLM: {n_mdd} MDD and {n - n_mdd} HC leave {n - p} residual degree(s) "
+               f"of freedom ({n} participants, {p} design columns: {', '.join(names)}), fewer "
+               f"than {LOW_RESIDUAL_DF}: the t-map is unreliable; add participants "
+               "or drop covariates (--covariates)")
+    LOGGER.warning("%s", message)
+    results.notes.append(message)
+
+
+def voxelwise(output_dir: Path, bids_dir: Path, files: Sequence[ParticipantFiles],
+              options: GroupOptions, results: GroupResults, grid: Grid = CLASSIFIER_GRID,
+              design: tuple[np.ndarray, list[str], pd.DataFrame] | None = None) -> None:
+    """GLM, FDR, optional permutation inference, cluster tables and t-map figures
+    (``design``: :func:`_design` of the participants with GM maps, when already made)."""
+    with_gm = _with_gm(files, output_dir)
+    design, names, table = design or _design(with_gm, bids_dir, options, results.notes)
     paths = [item.gm for item in with_gm]
     contrast = contrast_vector(names, GROUP_COLUMN)
     LOGGER.info("voxelwise GLM: %d participants (%d MDD, %d HC), design %s", len(paths),
@@ -203,9 +252,10 @@ def voxelwise(output_dir: Path, bids_dir: Path, files: Sequence[ParticipantFiles
     sources = [str(p) for p in paths]
     _write_glm_maps(output_dir, grid, result, {"t": t_grid, "effect": effect_grid,
                                                "FDR": fdr_grid},
-                    provenance(sources, parameters, _software()), options)
+                    provenance(sources, parameters, _software()), options, results)
     clusters = cluster_table(t_grid, effect_grid, fdr_grid, grid, options.min_cluster_voxels)
-    _write_table(derivative_path(output_dir, suffix="clusters", extension=".tsv"), clusters,
+    _write_table(results, derivative_path(output_dir, suffix="clusters", extension=".tsv"),
+                 clusters,
                  provenance(sources, {**parameters, "MinClusterVoxels":
                                       options.min_cluster_voxels, "Connectivity": 26},
                             _software(), Atlas="AAL2 (Rolls et al. 2015), through nilearn",
@@ -222,9 +272,10 @@ def voxelwise(output_dir: Path, bids_dir: Path, files: Sequence[ParticipantFiles
     results.glm["caption"] = caption
     t_image = grid.image(t_grid)
     results.figures["tmap_glass"] = _figure(
-        output_dir, "tmapGlass", lambda out: figures.tmap_glass(t_image, threshold, caption, out))
+        results, output_dir, "tmapGlass",
+        lambda out: figures.tmap_glass(t_image, threshold, caption, out))
     results.figures["tmap_slices"] = _figure(
-        output_dir, "tmapSlices",
+        results, output_dir, "tmapSlices",
         lambda out: figures.tmap_slices(t_image, threshold, caption, out))
     if options.permutations > 0:
         _permutations(output_dir, paths, design, result, options, results, grid, sources,
@@ -248,13 +299,14 @@ def _permutations(output_dir: Path, paths: Sequence[Path], design: np.ndarray,
                          _software(), Description=f"-log10 family-wise-error p ({method}, "
                                                   "nilearn permuted_ols, two-sided)")
     space = {"space": TEMPLATE, "res": grid.res, "contrast": CONTRAST}
-    write_image(derivative_path(output_dir, **space, stat="logp", desc=method, suffix="statmap"),
-                grid.image(logp), sidecar)
-    write_image(derivative_path(output_dir, **space, desc=method, suffix="mask"),
-                grid.image(fwe, dtype=np.uint8),
-                {**sidecar, "Description": f"Voxels with {method} FWE p < {FWE_ALPHA}"})
+    _write_image(results, derivative_path(output_dir, **space, stat="logp", desc=method,
+                                          suffix="statmap"), grid.image(logp), sidecar)
+    _write_image(results, derivative_path(output_dir, **space, desc=method, suffix="mask"),
+                 grid.image(fwe, dtype=np.uint8),
+                 {**sidecar, "Description": f"Voxels with {method} FWE p < {FWE_ALPHA}"})
     clusters = cluster_table(t_grid, effect_grid, fwe, grid, options.min_cluster_voxels)
-    _write_table(derivative_path(output_dir, desc=method, suffix="clusters", extension=".tsv"),
+    _write_table(results, derivative_path(output_dir, desc=method, suffix="clusters",
+                                          extension=".tsv"),
                  clusters, {**sidecar, "Description": f"Clusters of {method} FWE-significant "
                                                       "voxels (peaks and t from the GLM)"})
     results.permutation_clusters = clusters
@@ -282,12 +334,14 @@ def attention(output_dir: Path, files: Sequence[ParticipantFiles],
                              _software(), Target=target,
                              Description="Mean over participants of their attention maps "
                                          "(each scaled by its brain mean |value|)")
-        write_image(derivative_path(output_dir, **entities, suffix="attention"), image, sidecar)
+        _write_image(results, derivative_path(output_dir, **entities, suffix="attention"), image,
+                     sidecar)
         regions = region_summary(np.asarray(image.dataobj), None, grid, top=10)
-        _write_table(derivative_path(output_dir, **entities, suffix="regions", extension=".tsv"),
+        _write_table(results,
+                     derivative_path(output_dir, **entities, suffix="regions", extension=".tsv"),
                      regions, {**sidecar, "Description": "AAL2 regions ranked by the mean "
                                                          "attention over their voxels"})
-        figure = _figure(output_dir, f"attention{desc}",
+        figure = _figure(results, output_dir, f"attention{desc}",
                          lambda out: figures.attention_figure(
                              image, f"{target}: mean attention of {len(paths)} participants",
                              out))
@@ -307,7 +361,8 @@ def predictions(output_dir: Path, bids_dir: Path, files: Sequence[ParticipantFil
         return
     table = collect_predictions(tables)
     sources = [str(item.predictions) for item in files if item.predictions is not None]
-    _write_table(derivative_path(output_dir, suffix="predictions", extension=".tsv"), table,
+    _write_table(results, derivative_path(output_dir, suffix="predictions", extension=".tsv"),
+                 table,
                  provenance(sources, None, _software(),
                             Description="Every participant's predictions (one row per model "
                                         "output)"))
@@ -322,14 +377,14 @@ def predictions(output_dir: Path, bids_dir: Path, files: Sequence[ParticipantFil
                                 {"Bootstrap": options.n_bootstrap, "Seed": options.seed,
                                  "ConfidenceLevel": 0.95, "Threshold": 0.5},
                                 _software(), Columns=dict(METRIC_COLUMNS), Notes=notes)
-    _write_table(derivative_path(output_dir, suffix="metrics", extension=".tsv"), metrics,
-                 metric_sidecar)
+    _write_table(results, derivative_path(output_dir, suffix="metrics", extension=".tsv"),
+                 metrics, metric_sidecar)
     results.metrics = metrics
     results.models = _models(files)
     results.synthetic_models = any(m.get("synthetic") for m in results.models)
     for model, (observed, p_mdd) in metrics.attrs["classifier_scores"].items():
         results.figures[f"roc_{model}"] = _figure(
-            output_dir, f"roc{attention_desc(model)}",
+            results, output_dir, f"roc{attention_desc(model)}",
             lambda out: figures.roc_figure(observed, p_mdd, out, f"{model}: P(MDD)",
                                    options.n_bootstrap, options.seed))
 
@@ -355,20 +410,96 @@ def _models(files: Sequence[ParticipantFiles]) -> list[dict[str, Any]]:
 def _qc_gate(files: list[ParticipantFiles], options: GroupOptions,
              results: GroupResults) -> list[ParticipantFiles]:
     """The participants to analyse: without those failing the QC gate, unless
-    ``options.include_qc_failures``; the failures are recorded for the report either way."""
+    ``options.include_qc_failures``; the failures are recorded for the report either way.
+
+    A participant with outputs to analyse but no readable QC metrics cannot pass the gate: it
+    is treated as failing it, with its own warning (even when kept: a broken file is not a bad
+    scan, and would otherwise go unnoticed)."""
     gated = {item.name: gate_failures(item.qc) for item in files if item.qc}
+    unreadable = [item for item in files if item.qc is None and item.qc_problem
+                  and (item.gm is not None or item.predictions is not None)]
+    gated.update({item.name: [item.qc_problem] for item in unreadable})
     failed = [item for item in files if gated.get(item.name)]
     results.qc_failed = pd.DataFrame(
         [{"participant": item.name, "qc_failures": "; ".join(gated[item.name])}
          for item in failed], columns=["participant", "qc_failures"])
     results.qc_failures_included = options.include_qc_failures
+    if unreadable:
+        LOGGER.warning("%d participant(s) have no readable QC metrics, so the QC gate cannot "
+                       "pass them: %s; %s; rerun the participant level for them", len(unreadable),
+                       "; ".join(f"{item.name} ({item.qc_problem})" for item in unreadable[:5])
+                       + ("; ..." if len(unreadable) > 5 else ""),
+                       "kept, as --include-qc-failures asks" if options.include_qc_failures
+                       else "left out (--include-qc-failures keeps them)")
     if not failed or options.include_qc_failures:
         return files
-    LOGGER.warning("%d participant(s) failed the QC gate and are left out "
-                   "(--include-qc-failures keeps them): %s", len(failed),
-                   "; ".join(f"{item.name} ({', '.join(gated[item.name])})"
-                             for item in failed[:5]) + ("; ..." if len(failed) > 5 else ""))
+    unreadable_names = {item.name for item in unreadable}
+    metric_failures = [item for item in failed if item.name not in unreadable_names]
+    if metric_failures:
+        LOGGER.warning("%d participant(s) failed the QC gate and are left out "
+                       "(--include-qc-failures keeps them): %s", len(metric_failures),
+                       "; ".join(f"{item.name} ({', '.join(gated[item.name])})"
+                                 for item in metric_failures[:5])
+                       + ("; ..." if len(metric_failures) > 5 else ""))
     return [item for item in files if not gated.get(item.name)]
+
+
+def _shown(path: Path, bids_dir: Path) -> str:
+    """``path`` relative to the dataset when it lies inside, else as it is."""
+    try:
+        return Path(path).resolve().relative_to(Path(bids_dir).resolve()).as_posix()
+    except (ValueError, OSError):
+        return str(path)
+
+
+def _warn_tied_t1w(inputs: Sequence[T1wInput], chosen: Sequence[T1wInput],
+                   bids_dir: Path) -> None:
+    """A warning for each participant whose T1w was picked by name among several of the same
+    session and run (acq-, ce-, rec- variants): no rule says which one the user meant."""
+    for item in chosen:
+        tied = [other for other in inputs if other.subject == item.subject
+                and other.session == item.session and other.run == item.run
+                and other.path != item.path]
+        if not tied:
+            continue
+        differ = [key for key in ("acquisition", "ceagent", "reconstruction")
+                  if any(other.entities.get(key) != item.entities.get(key) for other in tied)]
+        example = (f', e.g. {{"t1w": {{"{differ[0]}": '
+                   f'[{json.dumps(item.entities.get(differ[0]))}, null]}}}}' if differ else "")
+        LOGGER.warning("sub-%s has %d T1w of the same session and run: the group level uses %s "
+                       "(the first by name) and leaves out %s; choose one with "
+                       "--bids-filter-file%s", item.subject, len(tied) + 1,
+                       _shown(item.path, bids_dir),
+                       ", ".join(_shown(other.path, bids_dir) for other in tied), example)
+
+
+def owned_output(relative: str) -> bool:
+    """Whether ``relative`` (under OUTPUT_DIR, '/'-separated) is a name the group level
+    writes: under group/, and built back exactly by the naming module's group patterns (a
+    file of the user's there, e.g. group/notes.txt, is not)."""
+    if not relative.startswith("group/"):
+        return False
+    try:
+        return relative_path(**parse_path(relative)) == relative
+    except (ValueError, TypeError):
+        return False
+
+
+def remove_earlier_outputs(output_dir: Path, made: set[Path]) -> list[str]:
+    """Remove the group outputs (see :func:`owned_output`) under ``output_dir`` that are not
+    in ``made``; return their paths relative to ``output_dir``. Symbolic links are removed,
+    never followed."""
+    output_dir = Path(output_dir)
+    keep = {Path(path).relative_to(output_dir).as_posix() for path in made}
+    removed = []
+    for folder, _, names in os.walk(output_dir / "group"):
+        for name in sorted(names):
+            path = Path(folder) / name
+            relative = path.relative_to(output_dir).as_posix()
+            if relative not in keep and owned_output(relative):
+                path.unlink(missing_ok=True)
+                removed.append(relative)
+    return sorted(removed)
 
 
 def run_group_level(bids_dir: Path, output_dir: Path, inputs: Sequence[T1wInput],
@@ -379,10 +510,9 @@ def run_group_level(bids_dir: Path, output_dir: Path, inputs: Sequence[T1wInput]
     chosen = select_one_per_participant(list(inputs))
     LOGGER.info("group level uses %d participant(s): one T1w each (first session, lowest run)",
                 len(chosen))
+    _warn_tied_t1w(list(inputs), chosen, bids_dir)
     files = gather(output_dir, chosen)
-    if not any(item.gm is not None for item in files):
-        raise BidsMddError(f"no participant in {output_dir} has a GM map; run the participant "
-                           "level first", ExitCode.MISSING_INPUT)
+    _with_gm(files, output_dir)
     load_participants(bids_dir)  # a broken participants.tsv stops the run before any write
     incomplete = incomplete_participants(files)
     if incomplete and not options.allow_partial:
@@ -391,24 +521,37 @@ def run_group_level(bids_dir: Path, output_dir: Path, inputs: Sequence[T1wInput]
         raise BidsMddError(f"{output_dir}: the participant level is not finished: {shown}; "
                            "finish it (rerun the participant level for them) or pass "
                            "--allow-partial", ExitCode.MISSING_INPUT)
-    write_dataset_description(output_dir, [bids_dir])
-    for stale in remove_stale_temporaries(output_dir,
-                                          lambda relative: relative.startswith("group/")):
-        LOGGER.info("removed %s, left by an interrupted run", stale)
     results = GroupResults(n_selected=len(chosen), missing=missing_outputs(files, output_dir),
                            qc=qc_table(files))
     results.notes.extend(f"participant level not finished (--allow-partial): {reason}"
                          for reason in incomplete)
+    files = _qc_gate(files, options, results)
+    # the diagnosis and covariates of participants.tsv are checked before any write
+    design = _design(_with_gm(files, output_dir), bids_dir, options, results.notes)
+    _check_degrees_of_freedom(design[0], design[1], design[2], results)
+    write_dataset_description(output_dir, [bids_dir])
+    for stale in remove_stale_temporaries(output_dir,
+                                          lambda relative: relative.startswith("group/")):
+        LOGGER.info("removed %s, left by an interrupted run", stale)
     (output_dir / "group").mkdir(parents=True, exist_ok=True)
     if not results.qc.empty:
-        _write_table(derivative_path(output_dir, desc="qc", suffix="metrics", extension=".tsv"),
+        _write_table(results,
+                     derivative_path(output_dir, desc="qc", suffix="metrics", extension=".tsv"),
                      results.qc,
                      provenance([], {"RobustZ": 3.5}, _software(),
                                 Description="QC metrics of each participant, robust z-scores "
                                             "(median/MAD) and outlier flags"))
-    files = _qc_gate(files, options, results)
-    voxelwise(output_dir, bids_dir, files, options, results)
+    voxelwise(output_dir, bids_dir, files, options, results, design=design)
     attention(output_dir, files, results)
     predictions(output_dir, bids_dir, files, options, results)
-    results.report = write_group_report(output_dir, results, options)
+    report = derivative_path(output_dir, extension=".html")
+    removed = remove_earlier_outputs(output_dir, results.written | {report})
+    if removed:
+        LOGGER.info("removed %d group output(s) of an earlier run that this run did not make: "
+                    "%s", len(removed), ", ".join(removed))
+        results.notes.append(f"removed {len(removed)} group output(s) of an earlier run that "
+                             "this run did not make: " + ", ".join(removed[:10])
+                             + (", ..." if len(removed) > 10 else ""))
+    results.report = _record(results, write_group_report(output_dir, results, options),
+                             sidecar=False)
     return results

@@ -17,15 +17,20 @@ class Failure:
 
     t1w: T1wInput
     reason: str
-    crash_file: Path
-    exit_code: ExitCode = ExitCode.FAILURE  # BAD_DATA, MISSING_INPUT: the input's fault
+    crash_file: Path | None  # None: it could not be written (a full or read-only disk)
+    exit_code: ExitCode = ExitCode.FAILURE  # BAD_DATA, MISSING_INPUT: the input's fault;
+    # CANNOT_CREATE_OUTPUT: the output or work folder's (full, read-only, not permitted)
 
 
-def write_crash(logs: Path, t1w: T1wInput, text: str) -> Path:
-    """Write ``text`` to the T1w's crash file under ``logs``; return its path."""
-    logs.mkdir(parents=True, exist_ok=True)
+def write_crash(logs: Path, t1w: T1wInput, text: str) -> Path | None:
+    """Write ``text`` to the T1w's crash file under ``logs``; return its path, or None when the
+    disk refuses it (the failure's line then says everything there is)."""
     path = logs / crash_name(t1w.output_entities())
-    path.write_text(text, encoding="utf-8")
+    try:
+        logs.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError:
+        return None
     return path
 
 
@@ -33,6 +38,12 @@ def from_error(logs: Path, t1w: T1wInput, error: BidsMddError) -> Failure:
     """A failure from one of our own errors (its message is already the one line)."""
     crash = write_crash(logs, t1w, f"{error}\n")
     return Failure(t1w, str(error), crash, error.exit_code)
+
+
+def output_failure(cause: str) -> bool:
+    """Whether ``cause`` is the output or work folder's: full, over quota, read-only, or not
+    writable by this user (exit 73, CANNOT_CREATE_OUTPUT)."""
+    return any(text in cause for text in _OUTPUT_CAUSES)
 
 
 def crashed_node(crash_file: Path) -> str:
@@ -56,6 +67,11 @@ _FIXES = (("No space left on device", "free disk space (or choose another -w / O
            "OUTPUT_DIR"),
           ("Cannot allocate memory", "give the job more memory (--mem-gb, SLURM --mem)"),
           ("MemoryError", "give the job more memory (--mem-gb, SLURM --mem)"))
+
+
+#: Causes that are the output or work folder's (the first four of _FIXES).
+_OUTPUT_CAUSES = ("No space left on device", "Disk quota exceeded", "Read-only file system",
+                  "Permission denied")
 
 
 def root_cause(text: str) -> str:
@@ -85,11 +101,20 @@ def fix_for(cause: str) -> str:
     return next((fix for text, fix in _FIXES if text in cause), "")
 
 
-def failure_line(what: str, text: str, crash_file: Path) -> str:
+def failure_line(what: str, text: str, crash_file: Path | None) -> str:
     """``what`` failed: the root cause of ``text`` (a traceback), its fix, the crash file."""
     cause = root_cause(text)
     fix = fix_for(cause)
-    return f"{what}: {cause}" + (f"; {fix}" if fix else "") + f"; crash file: {crash_file}"
+    where = f"crash file: {crash_file}" if crash_file else "no crash file could be written"
+    return f"{what}: {cause}" + (f"; {fix}" if fix else "") + f"; {where}"
+
+
+def traceback_failure(t1w: T1wInput, what: str, trace: str, logs: Path) -> Failure:
+    """A failure from a traceback of ours (its crash file written when the disk allows)."""
+    crash = write_crash(logs, t1w, trace)
+    cause = root_cause(trace)
+    code = ExitCode.CANNOT_CREATE_OUTPUT if output_failure(cause) else ExitCode.FAILURE
+    return Failure(t1w, failure_line(what, trace, crash), crash, code)
 
 
 def node_failure(t1w: T1wInput, crash_file: Path, logs: Path) -> Failure:
@@ -101,13 +126,15 @@ def node_failure(t1w: T1wInput, crash_file: Path, logs: Path) -> Failure:
     write_crash(logs, t1w, f"{reason}\n\n{text}")
     ours = any(_EXCEPTION.match(line.strip()) and "BidsMddError" in line
                for line in text.splitlines())  # our own checks inside a step: the data's fault
-    return Failure(t1w, reason, crash_file,
-                   ExitCode.BAD_DATA if ours else ExitCode.FAILURE)
+    code = (ExitCode.BAD_DATA if ours else ExitCode.CANNOT_CREATE_OUTPUT
+            if output_failure(root_cause(text)) else ExitCode.FAILURE)
+    return Failure(t1w, reason, crash_file, code)
 
 
 def exit_code_for(failures: list[Failure], n_inputs: int) -> ExitCode:
-    """0 when all succeeded; when every input failed for one reason of the input's own (65 bad
-    data, 66 missing or unreadable), that code; 1 otherwise."""
+    """0 when all succeeded; when every input failed for one kind of reason that is not ours (65
+    bad data, 66 missing or unreadable input, 73 output folder full or read-only), that code;
+    1 otherwise."""
     if not failures:
         return ExitCode.OK
     codes = {failure.exit_code for failure in failures}

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from bids_mdd.bids.atomic import atomic_output, write_json
 from bids_mdd.bids.derivatives import copy_file, provenance, write_image
-from bids_mdd.bids.names import derivative_path, sidecar_path
+from bids_mdd.bids.names import derivative_path, parse_path, sidecar_path
 from bids_mdd.bids.outputs import (OUTPUTS, PREDICTIONS, attention_entities,
                                    attention_figure_entities)
 from bids_mdd import __version__
@@ -158,10 +158,39 @@ def _write_table(output_dir: Path, entities: dict[str, Any], rows: list[dict[str
                         "models' evidence")
     if warnings:
         sidecar["Warning"] = "; ".join(warnings)
+    for path in remove_dropped_attention(output_dir, entities, models):
+        LOGGER.info("removed %s: no model of this run predicts its target", path)
     with atomic_output(table) as tmp:
         pd.DataFrame(rows, columns=list(COLUMNS)).to_csv(tmp, sep="\t", index=False)
     write_json(sidecar_path(table), sidecar)  # last: it marks the step complete
     return table
+
+
+#: Entities an attention output adds to its T1w's own.
+_ATTENTION_KEYS = {"space", "res", "desc", "suffix", "extension", "datatype"}
+
+
+def remove_dropped_attention(output_dir: Path, entities: dict[str, Any],
+                             models: list[LoadedModel]) -> list[Path]:
+    """Remove this T1w's attention maps, sidecars and figures of targets that no model of this
+    run predicts (a rerun with fewer ``--models``): the outputs beside predictions.tsv are the
+    ones it lists. Return what was removed."""
+    kept = set()
+    for model in models:
+        image = derivative_path(output_dir, **entities, **_map_entities(model))
+        kept |= {image, sidecar_path(image),
+                 derivative_path(output_dir, **entities, **attention_figure_entities(model.target))}
+    own = {key: str(value) for key, value in entities.items()}
+    removed = []
+    for probe, pattern in ((attention_entities("x", "1"), "*_attention.*"),
+                           (attention_figure_entities("x"), "*_desc-attention*.svg")):
+        for path in derivative_path(output_dir, **entities, **probe).parent.glob(pattern):
+            found = {key: str(value) for key, value in parse_path(path).items()
+                     if key not in _ATTENTION_KEYS}
+            if path not in kept and found == own:
+                path.unlink()
+                removed.append(path)
+    return removed
 
 
 def _row(result: ModelResult) -> dict[str, Any]:

@@ -6,16 +6,20 @@ from __future__ import annotations
 import logging
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from nipype import config as nipype_config
 from nipype import logging as nipype_logging
 from tqdm import tqdm
 
 from bids_mdd.bids.discovery import T1wInput
+from bids_mdd.bids.names import derivative_path, sidecar_path
+from bids_mdd.bids.outputs import OUTPUTS
 from bids_mdd.errors import BidsMddError
-from bids_mdd.participant.failures import (Failure, crashed_node, failure_line, from_error,
-                                           node_failure, write_crash)
+from bids_mdd.participant.failures import (Failure, crashed_node, from_error, node_failure,
+                                           traceback_failure)
 from bids_mdd.participant.resources import Resources, nipype_plugin
 from bids_mdd.preproc.inputs import load_t1w
 from bids_mdd.preproc.workflow import PreprocOptions, init_bids_mdd_wf, workflow_name
@@ -24,9 +28,10 @@ LOGGER = logging.getLogger(__name__)
 
 
 def configure_nipype(verbose: bool) -> None:
-    """nipype's logging (warnings unless verbose), text crash files, every output kept, no
-    workflow report."""
-    level = "INFO" if verbose else "WARNING"
+    """nipype's logging (only its own critical errors unless verbose: a failed step is told as
+    one line by us, its traceback is in the crash file), text crash files, every output kept,
+    no workflow report."""
+    level = "INFO" if verbose else "CRITICAL"
     for key in ("workflow_level", "interface_level", "utils_level"):
         nipype_config.set("logging", key, level)
     nipype_logging.update_logging(nipype_config)
@@ -37,18 +42,53 @@ def configure_nipype(verbose: bool) -> None:
     nipype_config.set("execution", "create_report", "false")
 
 
-def _progress(t1ws: list[T1wInput]) -> tuple[Callable, Callable[[], None]]:
-    """A nipype status callback logging each T1w whose outputs are written, and its closer."""
+@dataclass
+class GraphOutcome:
+    """What nipype's status callback saw, per T1w workflow name: the steps that raised, and
+    the T1w whose derivatives step ended (run or found cached). It does not depend on the
+    crash files, which a full or read-only disk leaves empty or unwritten."""
+
+    failed_steps: dict[str, Any] = field(default_factory=dict)  # name -> nipype node
+    written: set[str] = field(default_factory=set)
+
+    def step_trace(self, name: str) -> str:
+        """The traceback nipype attached to the T1w's failed step ("" if none)."""
+        trace = getattr(self.failed_steps.get(name), "_traceback", None) or ""
+        return trace if isinstance(trace, str) else "".join(trace)
+
+
+def _progress(t1ws: list[T1wInput]) -> tuple[Callable, Callable[[], None], GraphOutcome]:
+    """A nipype status callback logging each T1w whose outputs are written, its closer, and
+    the outcome it records."""
     names = {workflow_name(t1w): t1w for t1w in t1ws}
     bar = tqdm(total=len(t1ws), desc="participants", unit="T1w", disable=len(t1ws) < 2)
+    outcome = GraphOutcome()
 
     def callback(node, status: str) -> None:
+        parts = node.fullname.split(".")
+        name = next((part for part in parts if part in names), None)
+        if status == "exception" and name:
+            outcome.failed_steps.setdefault(name, node)
         if node.name == "derivatives" and status == "end":
-            t1w = names.get(node.fullname.split(".")[-2])
+            t1w = names.get(name)
+            outcome.written.add(name)
             LOGGER.info("preprocessed %s", t1w.path if t1w else node.fullname)
             bar.update()
 
-    return callback, bar.close
+    return callback, bar.close, outcome
+
+
+def missing_outputs(output_dir: Path, t1w: T1wInput) -> list[str]:
+    """The preprocessing derivatives of ``t1w`` not in ``output_dir`` (images with their
+    sidecars)."""
+    entities = t1w.output_entities()
+    missing = []
+    for name, extra in OUTPUTS.items():
+        path = derivative_path(output_dir, **entities, **extra)
+        if not path.is_file() or (path.name.endswith(".nii.gz")
+                                  and not sidecar_path(path).is_file()):
+            missing.append(name)
+    return missing
 
 
 def preprocess(inputs: list[T1wInput], bids_dir: Path, output_dir: Path, work_dir: Path,
@@ -73,7 +113,7 @@ def preprocess(inputs: list[T1wInput], bids_dir: Path, output_dir: Path, work_di
     workflow.base_dir = str(work_dir)
     workflow.config["execution"]["crashdump_dir"] = str(logs)
     plugin, plugin_args = nipype_plugin(resources)
-    callback, close = _progress(ready)
+    callback, close, outcome = _progress(ready)
     before = set(logs.glob("crash-*")) if logs.is_dir() else set()
     try:
         workflow.run(plugin=plugin, plugin_args={**plugin_args, "status_callback": callback})
@@ -85,15 +125,35 @@ def preprocess(inputs: list[T1wInput], bids_dir: Path, output_dir: Path, work_di
         close()
     crashes = sorted(set(logs.glob("crash-*")) - before) if logs.is_dir() else []
     for t1w in ready:
-        name = workflow_name(t1w)
-        mine = [crash for crash in crashes if f".{name}." in f".{crashed_node(crash)}."]
-        if mine:
-            failures.append(node_failure(t1w, mine[0], logs))
-        elif trace and not crashes:  # the graph itself failed: every participant is affected
-            crash = write_crash(logs, t1w, trace)
-            failures.append(Failure(t1w, failure_line(f"{t1w.path}: preprocessing failed",
-                                                      trace, crash), crash))
-        else:
-            continue
-        LOGGER.error("%s", failures[-1].reason)
+        failure = _failure_of(t1w, outcome, crashes, trace, output_dir)
+        if failure:
+            failures.append(failure)
+            LOGGER.error("%s", failure.reason)
     return failures
+
+
+def _failure_of(t1w: T1wInput, outcome: GraphOutcome, crashes: list[Path], trace: str,
+                output_dir: Path) -> Failure | None:
+    """The T1w's failure in this run, if any: from its nipype crash file when one is readable,
+    else from the step nipype reported, else from derivatives that are missing. A T1w counts
+    as done only when its derivatives step ended and every derivative is there."""
+    logs, name = output_dir / "logs", workflow_name(t1w)
+    mine = [crash for crash in crashes if f".{name}." in f".{_node_of(crash)}."]
+    if mine:
+        return node_failure(t1w, mine[0], logs)
+    step = outcome.failed_steps.get(name)
+    missing = [] if step else missing_outputs(output_dir, t1w)
+    if not step and name in outcome.written and not missing:
+        return None
+    what = (f"{t1w.path}: preprocessing failed in step {step.name}" if step else
+            f"{t1w.path}: preprocessing did not write "
+            f"{'its derivatives' if len(missing) == len(OUTPUTS) else ', '.join(missing)}")
+    text = outcome.step_trace(name) or trace or "no error was reported"
+    return traceback_failure(t1w, what, text, logs)
+
+
+def _node_of(crash: Path) -> str:
+    try:
+        return crashed_node(crash)
+    except (OSError, UnicodeDecodeError):
+        return ""

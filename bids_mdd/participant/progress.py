@@ -7,7 +7,7 @@ import os
 import socket
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from bids_mdd.bids.atomic import write_json
@@ -17,7 +17,8 @@ from bids_mdd.bids.names import in_progress_path
 @contextmanager
 def participants_in_progress(output_dir: Path, subjects: Iterable[str]) -> Iterator[None]:
     """Mark ``subjects`` as being processed (host, pid, start time) until the block ends,
-    also when it raises; only a killed process leaves its markers."""
+    also when it raises an error; a killed or interrupted (SIGTERM, SIGINT: not an Exception)
+    run leaves its markers, since its participants are incomplete."""
     markers = [in_progress_path(output_dir, subject) for subject in dict.fromkeys(subjects)]
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     for marker in markers:
@@ -25,10 +26,17 @@ def participants_in_progress(output_dir: Path, subjects: Iterable[str]) -> Itera
                             "Started": started})
     try:
         yield
-    finally:
-        for marker in markers:
+    except Exception:
+        _remove(markers)
+        raise
+    _remove(markers)
+
+
+def _remove(markers: list[Path]) -> None:
+    """Remove the markers; one the file system refuses (read-only now) stays, which is the safe
+    side: its participant reads as incomplete."""
+    for marker in markers:
+        with suppress(OSError):
             marker.unlink(missing_ok=True)
-            try:
-                marker.parent.rmdir()  # only when nothing was written for the participant
-            except OSError:
-                pass
+        with suppress(OSError):
+            marker.parent.rmdir()  # only when nothing was written for the participant

@@ -15,13 +15,13 @@ import torch
 from bids_mdd.bids.atomic import remove_stale_temporaries
 from bids_mdd.bids.derivatives import write_dataset_description
 from bids_mdd.bids.discovery import T1wInput
-from bids_mdd.bids.names import derivative_path, names_participant
+from bids_mdd.bids.names import crash_name, derivative_path, names_participant
 from bids_mdd.bids.outputs import OUTPUTS
 from bids_mdd.errors import BidsMddError, ExitCode
 from bids_mdd.models.device import resolve_device
 from bids_mdd.models.inference import LoadedModel, load_models
-from bids_mdd.participant.failures import (Failure, exit_code_for, failure_line,
-                                           from_error, write_crash)
+from bids_mdd.participant.failures import (Failure, exit_code_for, from_error,
+                                           traceback_failure)
 from bids_mdd.participant.predictions import (ModelStepSettings, predict_participants,
                                               up_to_date)
 from bids_mdd.participant.preprocessing import preprocess
@@ -70,9 +70,8 @@ def apply_models(inputs: list[T1wInput], output_dir: Path, models: list[LoadedMo
             failures.append(from_error(logs, t1w, outcome))
         elif isinstance(outcome, Exception):
             trace = "".join(traceback.format_exception(outcome))
-            crash = write_crash(logs, t1w, trace)
-            failures.append(Failure(t1w, failure_line(f"{t1w.path}: applying the models failed",
-                                                      trace, crash), crash))
+            failures.append(traceback_failure(t1w, f"{t1w.path}: applying the models failed",
+                                              trace, logs))
         else:
             LOGGER.info("wrote %s", outcome)
             continue
@@ -150,6 +149,10 @@ def run_participant_level(bids_dir: Path, output_dir: Path, work_dir: Path,
             failures += apply_models([t1w for t1w in inputs if t1w.path not in failed],
                                      output_dir, models, settings)
     failed = {failure.t1w.path for failure in failures}
+    for t1w in inputs:  # an earlier run's crash file must not pass for this run's
+        crash = output_dir / "logs" / crash_name(t1w.output_entities())
+        if t1w.path not in failed and crash.exists():
+            crash.unlink()
     qc_failed = qc_gate(output_dir, [t1w for t1w in inputs if t1w.path not in failed])
     try:
         write_reports(output_dir, inputs)

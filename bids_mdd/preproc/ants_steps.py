@@ -81,6 +81,9 @@ def set_threads(n_threads: int | None) -> None:
 def validate_t1w(in_file: str, out_dir: str) -> str:
     """Checked, squeezed, RAS-reoriented float32 copy of the input T1w."""
     image = load_t1w(in_file, warn=False)  # the participant level warned already
+    # NIfTI units, which load_t1w's new header lacks: without them every ITK read of this copy
+    # and of what is made from it prints "NIftI spatial/time units are 'unknown'"
+    image.header.set_xyzt_units("mm", "sec")
     path = str(Path(out_dir) / "t1w_ras.nii.gz")
     nib.save(image, path)
     return path
@@ -274,7 +277,7 @@ def _atropos_with_priors(image: ants.ANTsImage, brain: ants.ANTsImage, registrat
     low, high = np.percentile(data[inside], settings.clip_percentiles)
     clipped = image.new_image_like(np.where(inside, np.clip(data, low, high), 0.0)
                                    .astype(np.float32))
-    priors = [ants.apply_transforms(image, ants.from_nibabel_nifti(prior),
+    priors = [ants.apply_transforms(image, _from_nibabel(prior),
                                     [registration_inverse], interpolator="linear").numpy()
               for prior in template_priors()]
     total = np.maximum(sum(np.clip(p, 0.0, None) for p in priors), 1e-6)
@@ -336,7 +339,16 @@ def _scratch_tempdir(parent: str) -> Iterator[None]:
 
 
 def _grid_image(grid: Grid) -> ants.ANTsImage:
-    return ants.from_nibabel_nifti(grid.image())
+    return _from_nibabel(grid.image())
+
+
+def _from_nibabel(image: nib.Nifti1Image) -> ants.ANTsImage:
+    """antspyx's conversion (through a temporary NIfTI file) with the units set, which ITK
+    otherwise reports as unknown on every read."""
+    header = image.header.copy()
+    header.set_xyzt_units("mm", "sec")
+    return ants.from_nibabel_nifti(nib.Nifti1Image(np.asanyarray(image.dataobj), image.affine,
+                                                   header))
 
 
 def modulated_gm(gm: str, registration_forward: str, grid: Grid, out_dir: str) -> str:

@@ -7,7 +7,7 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
-from nilearn.image import resample_to_img
+from nilearn.image import load_img, resample_to_img
 
 from bids_mdd.spaces.grids import Grid
 
@@ -117,7 +117,9 @@ def template_on_grid(template: str, template_mask: str, grid: Grid, out_dir: str
     for source, name, interpolation in ((template, "template_on_grid.nii.gz", "continuous"),
                                         (template_mask, "template_mask_on_grid.nii.gz",
                                          "nearest")):
-        resampled = resample_to_img(source, grid.image(), interpolation=interpolation,
+        # float32 first: nilearn warns when it casts the int16 template itself
+        image = load_img(source, dtype=np.float32 if interpolation == "continuous" else None)
+        resampled = resample_to_img(image, grid.image(), interpolation=interpolation,
                                     force_resample=True, copy_header=True)
         path = os.path.join(out_dir, name)
         resampled.to_filename(path)
