@@ -9,6 +9,7 @@ import hashlib
 import itertools
 import json
 import os
+import signal
 from pathlib import Path
 
 import nibabel as nib
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 
 from bids_mdd.bids.discovery import T1wInput
+from bids_mdd.bids.names import in_progress_path
 from bids_mdd.cli.run import main
 from bids_mdd.participant import resources
 from bids_mdd.participant.resources import (available_cpus, available_mem_gb, nipype_plugin,
@@ -240,3 +242,57 @@ def test_killed_at_five_points_then_resumed_is_byte_identical(deterministic_run,
                      if path.startswith("sub-001/")}
     assert len(uninterrupted) == 14 and _digests(out) == uninterrupted
     assert (out / "sub-001.html").is_file()
+
+
+@pytest.mark.parametrize("signum, to_group", [(signal.SIGTERM, False), (signal.SIGINT, True)])
+def test_signal_mid_run_stops_every_worker_and_the_rerun_is_byte_identical(
+        deterministic_run, tmp_path, signum, to_group) -> None:
+    """SIGTERM to the main process (kill, timeout, SLURM's pre-emption) or SIGINT to the
+    process group (Ctrl-C) while a registration of a two-participant run is in a worker: one
+    "interrupted" line, exit 128 + the signal, no traceback, no process of the run alive 10 s
+    later, both participants still marked in progress; after SIGTERM, the rerun completes
+    with the uninterrupted run's bytes (SIGINT's rerun would repeat it)."""
+    import subprocess
+    import sys
+    import time
+
+    out, work, marker = tmp_path / "out", tmp_path / "work", tmp_path / "registering"
+    args = [str(deterministic_run["bids"]), str(out), "participant", "-w", str(work),
+            "--sloppy", "--deterministic", "--nprocs", "2", "--skip-bids-validation",
+            "--models", "demo"]
+    run = subprocess.Popen([sys.executable, str(Path(__file__).with_name("crash_at.py")),
+                            "registration", *args],
+                           env={**os.environ, "CRASH_AT_ACTION": f"mark:{marker}"},
+                           start_new_session=True, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not marker.exists():
+        assert run.poll() is None and time.monotonic() < deadline, run.communicate()[1][-3000:]
+        time.sleep(0.1)
+    (os.killpg if to_group else os.kill)(run.pid, signum)
+    _, stderr = run.communicate(timeout=60)
+    assert run.returncode == 128 + signum, stderr[-3000:]
+    lines = [line for line in stderr.splitlines() if line.startswith("bids_mdd:")]
+    assert len(lines) == 1 and lines[0].startswith(
+        f"bids_mdd: interrupted by {signal.Signals(signum).name}: stopped "), lines
+    assert "rerun the same command to resume" in lines[0] and "Traceback" not in stderr
+    time.sleep(10)
+    assert _group_alive(run.pid) == []
+    assert all(in_progress_path(out, label).is_file() for label in ("001", "002"))
+    if signum == signal.SIGINT:
+        return
+    assert main(args) == 0
+    assert not list(out.rglob(".bids_mdd-*"))
+    assert _digests(out) == deterministic_run["digests"]
+
+
+def _group_alive(pgid: int) -> list[str]:
+    """The processes of process group ``pgid`` still alive (zombies are not), from /proc."""
+    alive = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                alive.append((stat.parent / "cmdline").read_text().replace("\0", " ")[:120])
+        except (OSError, IndexError):
+            continue
+    return alive
