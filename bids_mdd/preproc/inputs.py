@@ -35,7 +35,7 @@ QFORM_SFORM_TOLERANCE_MM = 0.1
 #: Largest/smallest voxel edge above which a warning is given. Research 3D T1w are isotropic
 #: or nearly (1 x 1 x 1.2 mm, ADNI's 1.25 x 1.25 x 1.2; at most 2:1); clinical 2D T1w with
 #: thick slices (0.5 x 0.5 x 3.5 mm: 7:1) blur tissue boundaries along the slices, which
-#: biases the tissue volumes (+9 % TIV and twice the CSF in such a scan) and the VBM maps.
+#: biases the tissue volumes (TIV, CSF) and the VBM maps.
 MAX_ANISOTROPY = 3.0
 #: A constant value below zero on at least this share of the image's faces is a background
 #: fill (a masking tool's -1000), not signal.
