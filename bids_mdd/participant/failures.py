@@ -57,21 +57,19 @@ def crashed_node(crash_file: Path) -> str:
 _EXCEPTION = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt)): ?(.*)$")
 #: Exception lines that only wrap the real one (nipype's, and our interfaces' re-raises).
 _WRAPPERS = ("Exception raised while executing Node", "Traceback")
-#: Root causes whose fix is not in the data: (text in the cause, what to do).
-_FIXES = (("No space left on device", "free disk space (or choose another -w / OUTPUT_DIR) "
-           "and rerun: finished steps are kept"),
-          ("Disk quota exceeded", "raise the quota or choose another -w / OUTPUT_DIR, then "
-           "rerun"),
-          ("Read-only file system", "choose a writable -w / OUTPUT_DIR"),
-          ("Permission denied", "give the user running bids_mdd write access to -w and "
-           "OUTPUT_DIR"),
+#: Causes that are the output or work folder's (exit 73): (text in the cause, what to do).
+_OUTPUT_FIXES = (("No space left on device", "free disk space (or choose another -w / "
+                  "OUTPUT_DIR) and rerun: finished steps are kept"),
+                 ("Disk quota exceeded", "raise the quota or choose another -w / OUTPUT_DIR, "
+                  "then rerun"),
+                 ("Read-only file system", "choose a writable -w / OUTPUT_DIR"),
+                 ("Permission denied", "give the user running bids_mdd write access to -w and "
+                  "OUTPUT_DIR"))
+#: Root causes whose fix is not in the data.
+_FIXES = (*_OUTPUT_FIXES,
           ("Cannot allocate memory", "give the job more memory (--mem-gb, SLURM --mem)"),
           ("MemoryError", "give the job more memory (--mem-gb, SLURM --mem)"))
-
-
-#: Causes that are the output or work folder's (the first four of _FIXES).
-_OUTPUT_CAUSES = ("No space left on device", "Disk quota exceeded", "Read-only file system",
-                  "Permission denied")
+_OUTPUT_CAUSES = tuple(text for text, _ in _OUTPUT_FIXES)
 
 
 def root_cause(text: str) -> str:
