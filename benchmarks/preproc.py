@@ -2,16 +2,20 @@
 SYNTHETIC subject on this machine (default mode; ``--sloppy`` as the first argument for the
 test mode). Prints figures; asserts nothing.
 
-Run: ``.venv/bin/python benchmarks/preproc.py [--sloppy] [--subjects N]``. Target (issue 3):
-<= 3 min in the default mode on 2 cores. With ``--subjects N`` the first subject is timed step
+Run: ``.venv/bin/python benchmarks/preproc.py [--sloppy] [--subjects N] [--scan T1W]``. With
+``--scan`` the steps run on that real scan instead (times only); ``BIDS_MDD_PROFILE=1`` prints
+each step's costliest calls (cProfile, by own time). With ``--subjects N`` the first subject is timed step
 by step and subjects 2..N (other random deformations) are only registered, for the known-warp
 Dice of each and its spread.
 """
 
 from __future__ import annotations
 
+import cProfile
+import io
 import multiprocessing as mp
 import os
+import pstats
 import resource
 import sys
 import tempfile
@@ -33,9 +37,18 @@ def _timed(step: str, args: tuple) -> tuple[object, float, float]:
 
     grids = {"classifier": CLASSIFIER_GRID, "dfrn": DFRN_GRID}
     args = tuple(grids.get(a, a) if isinstance(a, str) else a for a in args)
+    profiler = cProfile.Profile() if os.environ.get("BIDS_MDD_PROFILE") else None
     start = time.perf_counter()
+    if profiler:
+        profiler.enable()
     result = getattr(ants_steps, step)(*args)
     seconds = time.perf_counter() - start
+    if profiler:
+        profiler.disable()
+        text = io.StringIO()
+        pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(8)
+        lines = [line for line in text.getvalue().splitlines() if line.strip()][-9:]
+        print("\n".join(f"    {line}" for line in lines), flush=True)
     return result, seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -71,7 +84,6 @@ def known_warp_dice(truth_gm: str, forward: str, template: str, template_mask: s
 
 
 def main(sloppy: bool, n_subjects: int) -> None:
-    from bids_mdd.preproc import ants_steps
     from bids_mdd.spaces.templates import template_brain_mask, template_t1w
     from bids_mdd.synth.cohort import generate_cohort
     from bids_mdd.synth.model import CohortSpec
@@ -86,17 +98,8 @@ def main(sloppy: bool, n_subjects: int) -> None:
         truth = bids / "derivatives/synthetic-truth/sub-001/anat/sub-001_"
         print(f"SYNTHETIC whole-head subject, 1 mm, {'sloppy' if sloppy else 'default'} mode,"
               f" {os.cpu_count()} CPUs")
-        t1w = run_step("validate_t1w", str(bids / "sub-001/anat/sub-001_T1w.nii.gz"), tmp)
-        stripped = run_step("is_skull_stripped", t1w)
-        n4 = run_step("n4_correct", t1w, tmp, sloppy)
-        reg = run_step("register_to_template", n4, template, template_mask, stripped, tmp, sloppy)
-        mask, how = run_step("brain_mask", n4, template_mask, reg.inverse, stripped, tmp, 2)
-        print(f"  brain mask: {how}")
-        settings = ants_steps.SegmentationSettings.for_mode(sloppy)
-        csf, gm, wm = run_step("segment_tissues", n4, mask, tmp, settings, reg.inverse)
-        modulated = run_step("modulated_gm", gm, reg.forward, "classifier", tmp)
-        run_step("normalized_t1w", n4, mask, reg.forward, "dfrn", tmp)
-        print(f"{'total':24s} {run_step.total:7.1f} s")
+        _, reg, mask, gm, modulated = all_steps(str(bids / "sub-001/anat/sub-001_T1w.nii.gz"),
+                                                tmp, sloppy)
 
         load = lambda p: np.asarray(nib.load(str(p)).dataobj, dtype=np.float32)  # noqa: E731
         native_ml = load(gm).sum() / 1000
@@ -123,7 +126,34 @@ def main(sloppy: bool, n_subjects: int) -> None:
                   f"SD {np.std(dices, ddof=1):.4f}, min {np.min(dices):.4f}")
 
 
+def all_steps(path: str, tmp: str, sloppy: bool) -> tuple:
+    """Every step on one T1w, each timed; the N4 image, registration, mask, GM and modulated
+    GM."""
+    from bids_mdd.preproc import ants_steps
+    from bids_mdd.spaces.templates import template_brain_mask, template_t1w
+
+    template, template_mask = str(template_t1w()), str(template_brain_mask())
+    t1w = run_step("validate_t1w", path, tmp)
+    stripped = run_step("is_skull_stripped", t1w)
+    n4 = run_step("n4_correct", t1w, tmp, sloppy)
+    reg = run_step("register_to_template", n4, template, template_mask, stripped, tmp, sloppy)
+    mask, how = run_step("brain_mask", n4, template_mask, reg.inverse, stripped, tmp, 2)
+    print(f"  brain mask: {how}")
+    settings = ants_steps.SegmentationSettings.for_mode(sloppy)
+    _, gm, _ = run_step("segment_tissues", n4, mask, tmp, settings, reg.inverse)
+    modulated = run_step("modulated_gm", gm, reg.forward, "classifier", tmp)
+    run_step("normalized_t1w", n4, mask, reg.forward, "dfrn", tmp)
+    print(f"{'total':24s} {run_step.total:7.1f} s")
+    return n4, reg, mask, gm, modulated
+
+
 if __name__ == "__main__":
     arguments = sys.argv[1:]
     count = int(arguments[arguments.index("--subjects") + 1]) if "--subjects" in arguments else 1
-    main(sloppy="--sloppy" in arguments, n_subjects=count)
+    if "--scan" in arguments:
+        scan = arguments[arguments.index("--scan") + 1]
+        print(f"{scan}, {os.cpu_count()} CPUs")
+        with tempfile.TemporaryDirectory() as scratch:
+            all_steps(scan, scratch, sloppy="--sloppy" in arguments)
+    else:
+        main(sloppy="--sloppy" in arguments, n_subjects=count)

@@ -11,6 +11,7 @@ import json
 import os
 import signal
 from pathlib import Path
+from types import SimpleNamespace
 
 import nibabel as nib
 import numpy as np
@@ -20,8 +21,10 @@ from bids_mdd.bids.discovery import T1wInput
 from bids_mdd.bids.names import in_progress_path
 from bids_mdd.cli.run import main
 from bids_mdd.participant import resources
-from bids_mdd.participant.resources import (available_cpus, available_mem_gb, nipype_plugin,
-                                            plan_resources)
+from bids_mdd.participant.resources import available_cpus, available_mem_gb, plan_resources
+from bids_mdd.participant.background import AfterPreprocessing
+from bids_mdd.participant.scheduler import (DepthFirstMultiProcPlugin, nipype_runner,
+                                            rank_by_workflow)
 from bids_mdd.preproc.workflow import PreprocOptions, init_bids_mdd_wf
 from bids_mdd.synth.cohort import generate_cohort
 from bids_mdd.synth.model import CohortSpec
@@ -75,11 +78,38 @@ def test_plan_resources(monkeypatch) -> None:
                            **{**common, "deterministic": True, "model_batch_size": 8})
     assert (fixed.nprocs, fixed.omp_nthreads, fixed.model_threads, fixed.model_batch_size) == (
         4, 1, 1, 1)
-    assert nipype_plugin(plan_resources(nprocs=1, omp_nthreads=None, n_inputs=3,
-                                        **common)) == ("Linear", {})
-    assert nipype_plugin(plan_resources(nprocs=2, omp_nthreads=None, n_inputs=3,
-                                        **{**common, "mem_gb": 3.0})) == (
-        "MultiProc", {"n_procs": 2, "raise_insufficient": False, "memory_gb": 3.0})
+    runner = nipype_runner(plan_resources(nprocs=2, omp_nthreads=None, n_inputs=3,
+                                          **{**common, "mem_gb": 3.0}), ["a", "b"], print)
+    assert (runner.processors, runner.memory_gb) == (2, 3.0)
+    runner.pool.shutdown()
+
+
+def test_ready_steps_go_to_the_first_participant_first() -> None:
+    """nipype's topological order has every participant's first step before any second step;
+    the depth-first scheduler takes the earliest participant's ready step first."""
+    runner = DepthFirstMultiProcPlugin(plugin_args={"n_procs": 1},
+                                       rank_of=rank_by_workflow(["anat_b", "anat_a"]))
+    runner.procs = [SimpleNamespace(fullname=name) for name in (
+        "wf.anat_a.validate", "wf.anat_b.validate", "wf.anat_a.n4", "wf.anat_b.n4", "wf.other")]
+    assert runner._sort_jobs([0, 1, 2, 3, 4]) == [1, 3, 0, 2, 4]
+    runner.pool.shutdown()
+
+
+def test_after_preprocessing_batches_in_order_and_raises_in_the_caller() -> None:
+    seen = []
+    with AfterPreprocessing(lambda batch: seen.append([t.subject for t in batch]) or [],
+                            batch_size=2) as after:
+        for label in "abc":
+            after.submit(T1wInput(Path(label), label))
+    assert [label for batch in seen for label in batch] == ["a", "b", "c"]
+    assert all(1 <= len(batch) <= 2 for batch in seen)
+
+    def full_disk(batch):
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space"):
+        with AfterPreprocessing(full_disk) as after:
+            after.submit(T1wInput(Path("a"), "a"))
 
 
 # --- the graph ---------------------------------------------------------------------------------
@@ -204,6 +234,38 @@ def test_deterministic_mode_records_one_thread_everywhere(deterministic_run) -> 
     assert (attention["Parameters"]["BatchSize"], attention["Parameters"]["RandomSeed"]) == (1, 0)
     assert sidecar["Parameters"]["RandomSeed"]["antsRegistration"] == 1
     assert not (out.parent / "work1" / "bids_mdd_wf" / "graph.json").exists()  # no report
+
+
+def test_participants_run_one_after_another_and_a_finished_one_is_skipped_whole(
+        deterministic_run, caplog) -> None:
+    """With one process, the first participant's every step ends before the second's first
+    begins (depth-first). A rerun with other thread counts finds both finished and writes
+    nothing; one derivative removed makes its participant go through the graph again (its
+    nipype cache: the same bytes back) while the other is still skipped."""
+    import logging
+
+    out, work = deterministic_run["out"], deterministic_run["bids"].parent / "work1"
+    steps = {label: [path.stat().st_mtime_ns for path in
+                     (work / "bids_mdd_wf" / f"anat_preproc_subject{label}").glob("*/result_*")]
+             for label in ("001", "002")}
+    assert len(steps["001"]) == len(steps["002"]) >= 10
+    assert max(steps["001"]) < min(steps["002"])
+    written = {path: path.stat().st_mtime_ns for path in out.glob("sub-*/**/*") if path.is_file()}
+    args = [str(deterministic_run["bids"]), str(out), "participant", "-w", str(work),
+            "--sloppy", "--nprocs", "2", "--omp-nthreads", "2", "--skip-bids-validation",
+            "--models", "demo"]
+    with caplog.at_level(logging.INFO, logger="bids_mdd"):
+        assert main(args + ["--deterministic"]) == 0
+    assert caplog.text.count("derivatives up to date with these inputs and options") == 2
+    # every derivative, sidecar and prediction untouched
+    assert {path: path.stat().st_mtime_ns for path in written} == written
+    gm = next((out / "sub-002").rglob("*_label-GM_probseg.nii.gz"))
+    gm.unlink()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="bids_mdd"):
+        assert main(args + ["--deterministic"]) == 0
+    assert caplog.text.count("derivatives up to date with these inputs and options") == 1
+    assert _digests(out) == deterministic_run["digests"]
 
 
 # --- crash and resume --------------------------------------------------------------------------

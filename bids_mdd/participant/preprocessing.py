@@ -1,5 +1,5 @@
-"""Preprocess every selected T1w in one nipype graph; a failing participant never stops the
-others."""
+"""Preprocess every selected T1w in one nipype graph, participants finishing one after
+another; a failing participant never stops the others."""
 
 from __future__ import annotations
 
@@ -20,7 +20,10 @@ from bids_mdd.bids.outputs import OUTPUTS
 from bids_mdd.errors import BidsMddError
 from bids_mdd.participant.failures import (Failure, crashed_node, from_error, node_failure,
                                            traceback_failure)
-from bids_mdd.participant.resources import Resources, nipype_plugin
+from bids_mdd.participant import completion
+from bids_mdd.participant.resources import Resources
+from bids_mdd.participant.scheduler import (POLL_SECONDS, DepthFirstMultiProcPlugin,
+                                            nipype_runner)
 from bids_mdd.preproc.inputs import load_t1w
 from bids_mdd.preproc.workflow import PreprocOptions, init_bids_mdd_wf, workflow_name
 
@@ -57,9 +60,15 @@ class GraphOutcome:
         return trace if isinstance(trace, str) else "".join(trace)
 
 
-def _progress(t1ws: list[T1wInput]) -> tuple[Callable, Callable[[], None], GraphOutcome]:
-    """A nipype status callback logging each T1w whose outputs are written, its closer, and
-    the outcome it records."""
+def _progress(t1ws: list[T1wInput], work_dir: Path, output_dir: Path,
+              made_from: dict[str, dict[str, Any]], on_written: Callable[[T1wInput], None]
+              ) -> tuple[Callable, Callable[[], None], GraphOutcome]:
+    """A nipype status callback, its closer, and the outcome it records.
+
+    The progress bar counts the T1w whose derivatives are written and names the step just
+    started. A T1w whose derivatives step ends is recorded as finished (``completion``) and
+    handed to ``on_written`` at once, while the graph goes on with the others.
+    """
     names = {workflow_name(t1w): t1w for t1w in t1ws}
     bar = tqdm(total=len(t1ws), desc="participants", unit="T1w", disable=len(t1ws) < 2)
     outcome = GraphOutcome()
@@ -67,12 +76,17 @@ def _progress(t1ws: list[T1wInput]) -> tuple[Callable, Callable[[], None], Graph
     def callback(node, status: str) -> None:
         parts = node.fullname.split(".")
         name = next((part for part in parts if part in names), None)
+        t1w = names.get(name)
+        if status == "start" and t1w:
+            bar.set_postfix_str(f"{t1w.path.name}: {node.name}", refresh=True)
         if status == "exception" and name:
             outcome.failed_steps.setdefault(name, node)
-        if node.name == "derivatives" and status == "end":
-            t1w = names.get(name)
+        if node.name == "derivatives" and status == "end" and t1w:
             outcome.written.add(name)
-            LOGGER.info("preprocessed %s", t1w.path if t1w else node.fullname)
+            LOGGER.info("preprocessed %s", t1w.path)
+            if not missing_outputs(output_dir, t1w):
+                completion.record_finished(work_dir, t1w, made_from[name], output_dir)
+                on_written(t1w)
             bar.update()
 
     return callback, bar.close, outcome
@@ -91,10 +105,16 @@ def missing_outputs(output_dir: Path, t1w: T1wInput) -> list[str]:
     return missing
 
 
+def _ignore(t1w: T1wInput) -> None:
+    pass
+
+
 def preprocess(inputs: list[T1wInput], bids_dir: Path, output_dir: Path, work_dir: Path,
-               options: PreprocOptions, resources: Resources,
-               verbose: bool = False) -> list[Failure]:
-    """Preprocess every T1w in one graph; return the failures (also logged, and in logs/)."""
+               options: PreprocOptions, resources: Resources, verbose: bool = False,
+               on_written: Callable[[T1wInput], None] = _ignore) -> list[Failure]:
+    """Preprocess every T1w in one graph, depth-first; return the failures (also logged, and
+    in logs/). ``on_written`` gets each T1w as soon as its derivatives are all written (a T1w
+    finished by an earlier run with the same inputs and options at once, without the graph)."""
     logs = output_dir / "logs"
     configure_nipype(verbose)
     failures, ready = [], []
@@ -106,17 +126,35 @@ def preprocess(inputs: list[T1wInput], bids_dir: Path, output_dir: Path, work_di
             LOGGER.error("%s", failures[-1].reason)
         else:
             ready.append(t1w)
-    if not ready:
-        return failures
-    workflow = init_bids_mdd_wf(t1ws=ready, bids_dir=bids_dir, output_dir=output_dir,
+    made_from = {workflow_name(t1w): completion.made_from(t1w, bids_dir, output_dir, options)
+                 for t1w in ready}
+    finished = [t1w for t1w in ready if completion.is_finished(
+        work_dir, t1w, made_from[workflow_name(t1w)], output_dir)]
+    todo = [t1w for t1w in ready if t1w not in finished]
+    workflow = init_bids_mdd_wf(t1ws=todo, bids_dir=bids_dir, output_dir=output_dir,
                                 options=options)
     workflow.base_dir = str(work_dir)
     workflow.config["execution"]["crashdump_dir"] = str(logs)
-    plugin, plugin_args = nipype_plugin(resources)
-    callback, close, outcome = _progress(ready)
+    workflow.config["execution"]["poll_sleep_duration"] = POLL_SECONDS
+    callback, close, outcome = _progress(todo, work_dir, output_dir, made_from, on_written)
+    runner = nipype_runner(resources, [workflow_name(t1w) for t1w in todo], callback) \
+        if todo else None
+    for t1w in finished:  # after the runner's workers are forked (see nipype_runner)
+        LOGGER.info("%s: derivatives up to date with these inputs and options", t1w.path)
+        on_written(t1w)
+    if runner is None:
+        close()
+        return failures
+    return failures + _run_graph(workflow, runner, close, outcome, todo, output_dir)
+
+
+def _run_graph(workflow, runner: DepthFirstMultiProcPlugin, close: Callable[[], None],
+               outcome: GraphOutcome, todo: list[T1wInput], output_dir: Path) -> list[Failure]:
+    """Run the graph; the failure of each T1w of ``todo`` that failed."""
+    logs = output_dir / "logs"
     before = set(logs.glob("crash-*")) if logs.is_dir() else set()
     try:
-        workflow.run(plugin=plugin, plugin_args={**plugin_args, "status_callback": callback})
+        workflow.run(plugin=runner)
     except Exception:  # nipype reports node crashes as one RuntimeError at the end
         trace = traceback.format_exc()
     else:
@@ -124,7 +162,8 @@ def preprocess(inputs: list[T1wInput], bids_dir: Path, output_dir: Path, work_di
     finally:
         close()
     crashes = sorted(set(logs.glob("crash-*")) - before) if logs.is_dir() else []
-    for t1w in ready:
+    failures = []
+    for t1w in todo:
         failure = _failure_of(t1w, outcome, crashes, trace, output_dir)
         if failure:
             failures.append(failure)

@@ -124,12 +124,3 @@ def thread_environment(resources: Resources) -> Iterator[dict[str, str]]:
             else:
                 os.environ[variable] = value
 
-
-def nipype_plugin(resources: Resources) -> tuple[str, dict]:
-    """nipype's plugin and its arguments: Linear for one process, else MultiProc."""
-    if resources.nprocs == 1:
-        return "Linear", {}
-    args: dict = {"n_procs": resources.nprocs, "raise_insufficient": False}
-    if resources.mem_gb:
-        args["memory_gb"] = resources.mem_gb
-    return "MultiProc", args

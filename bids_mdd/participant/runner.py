@@ -1,5 +1,6 @@
-"""The participant level: preprocess every T1w (one graph), apply the models (batched), write
-the reports; a failing participant never stops the others."""
+"""The participant level: preprocess every T1w (one graph, depth-first), and as each one's
+derivatives are written apply the models (batched) and write its participant's report; a
+failing participant never stops the others."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import logging
 import sys
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from bids_mdd.bids.outputs import OUTPUTS
 from bids_mdd.errors import BidsMddError, ExitCode
 from bids_mdd.models.device import resolve_device
 from bids_mdd.models.inference import LoadedModel, load_models
+from bids_mdd.participant.background import AfterPreprocessing
 from bids_mdd.participant.failures import (Failure, exit_code_for, from_error,
                                            traceback_failure)
 from bids_mdd.participant.predictions import (ModelStepSettings, predict_participants,
@@ -96,10 +99,43 @@ def qc_gate(output_dir: Path, inputs: list[T1wInput]) -> list[str]:
     return failed
 
 
-def write_reports(output_dir: Path, inputs: list[T1wInput]) -> None:
-    """One HTML report per participant, covering all of its T1w images."""
+def write_reports(output_dir: Path, inputs: list[T1wInput], subjects: set[str]) -> None:
+    """One HTML report per participant of ``subjects``, covering all of its T1w images."""
     for subject in dict.fromkeys(t1w.subject for t1w in inputs):
-        write_participant_report(output_dir, subject, inputs)
+        if subject in subjects:
+            write_participant_report(output_dir, subject, inputs)
+
+
+def _remove_old_crash(output_dir: Path, t1w: T1wInput) -> None:
+    """An earlier run's crash file of a T1w that succeeded now must not pass for this run's."""
+    crash = output_dir / "logs" / crash_name(t1w.output_entities())
+    crash.unlink(missing_ok=True)
+
+
+def finish_participants(output_dir: Path, inputs: list[T1wInput], models: list[LoadedModel],
+                        settings: ModelStepSettings, finished: Callable[[str], None]
+                        ) -> tuple[Callable[[list[T1wInput]], list[Failure]], set[str]]:
+    """What follows a T1w's preprocessing: its predictions, then, once all of a participant's
+    T1w are through, the participant's report and ``finished(subject)``. Returns that step
+    and the set of participants it reports (filled as it goes)."""
+    reported: set[str] = set()
+    through: set[Path] = set()
+
+    def handle(batch: list[T1wInput]) -> list[Failure]:
+        failures = apply_models(batch, output_dir, models, settings) if models else []
+        failed = {failure.t1w.path for failure in failures}
+        for t1w in batch:
+            if t1w.path not in failed:
+                _remove_old_crash(output_dir, t1w)
+                through.add(t1w.path)
+        for subject in dict.fromkeys(t1w.subject for t1w in batch):
+            if all(t1w.path in through for t1w in inputs if t1w.subject == subject):
+                write_participant_report(output_dir, subject, inputs)
+                reported.add(subject)
+                finished(subject)
+        return failures
+
+    return handle, reported
 
 
 def _load_models(options: ParticipantOptions, resources: Resources, device: str
@@ -140,22 +176,18 @@ def run_participant_level(bids_dir: Path, output_dir: Path, work_dir: Path,
     if options.preproc.sloppy:
         LOGGER.warning("--sloppy: coarse registration for tests; do not use these outputs")
     preproc = replace(options.preproc, omp_nthreads=resources.omp_nthreads)
-    with participants_in_progress(output_dir, subjects):
-        with thread_environment(resources):
-            failures = preprocess(inputs, bids_dir, output_dir, work_dir, preproc, resources,
-                                  verbose=options.verbose)
-        if models:
-            failed = {failure.t1w.path for failure in failures}
-            failures += apply_models([t1w for t1w in inputs if t1w.path not in failed],
-                                     output_dir, models, settings)
+    with participants_in_progress(output_dir, subjects) as finished:
+        handle, reported = finish_participants(output_dir, inputs, models, settings, finished)
+        with AfterPreprocessing(handle, settings.batch_size) as after:
+            with thread_environment(resources):
+                failures = preprocess(inputs, bids_dir, output_dir, work_dir, preproc,
+                                      resources, verbose=options.verbose,
+                                      on_written=after.submit)
+        failures += after.failures
     failed = {failure.t1w.path for failure in failures}
-    for t1w in inputs:  # an earlier run's crash file must not pass for this run's
-        crash = output_dir / "logs" / crash_name(t1w.output_entities())
-        if t1w.path not in failed and crash.exists():
-            crash.unlink()
     qc_failed = qc_gate(output_dir, [t1w for t1w in inputs if t1w.path not in failed])
     try:
-        write_reports(output_dir, inputs)
+        write_reports(output_dir, inputs, subjects - reported)
     finally:  # the failures are told even when a report cannot be written
         for reason in qc_failed:
             print(f"bids_mdd: QC failed: {reason}", file=sys.stderr)
