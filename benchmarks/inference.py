@@ -59,6 +59,15 @@ def write_random_bundles(models: Path, folds: int) -> None:
                                      "intended_use": "benchmark only: random weights"}, states)
 
 
+def synthetic_participants(root: Path, n: int) -> Path:
+    """Render ``n`` SYNTHETIC participants with MNI-space model inputs under ``root``; return
+    the derivatives folder the model step reads."""
+    if synth([str(root / "cohort"), "--n-mdd", str(n), "--n-hc", "0", "--seed", "7",
+              "--resolution", "3", "--mni-derivatives"]):
+        raise SystemExit("could not render the synthetic participants")
+    return root / "cohort" / "derivatives" / "bids_mdd-synthetic"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--participants", type=int, default=2)
@@ -68,10 +77,7 @@ def main() -> None:
           f"{os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        if synth([str(root / "cohort"), "--n-mdd", str(args.participants), "--n-hc", "0",
-                  "--seed", "7", "--resolution", "3", "--mni-derivatives"]):
-            raise SystemExit("could not render the synthetic participants")
-        output_dir = root / "cohort" / "derivatives" / "bids_mdd-synthetic"
+        output_dir = synthetic_participants(root, args.participants)
         write_random_bundles(root / "models", args.folds)
         start = time.perf_counter()
         models = load_models([root / "models"], "cpu")

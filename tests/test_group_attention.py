@@ -37,3 +37,40 @@ def test_maps_on_another_grid_or_none_are_refused(tmp_path) -> None:
     with pytest.raises(BidsMddError, match="no attention maps") as error:
         mean_map([], GRID)
     assert error.value.exit_code == 66
+
+
+def _files(name: str, targets: tuple[str, ...], maps: tuple[str, ...], skipped: bool):
+    from pathlib import Path
+
+    from bids_mdd.bids.discovery import T1wInput
+    from bids_mdd.group.inputs import ParticipantFiles
+
+    return ParticipantFiles(t1w=T1wInput(Path(f"sub-{name}_T1w.nii.gz"), name), gm=None, qc=None,
+                            predictions=Path("predictions.tsv"), targets=targets,
+                            attention={t: Path(f"{name}_{t}.nii.gz") for t in maps},
+                            attention_skipped=skipped)
+
+
+def test_participants_without_maps_are_reported_not_silently_left_out() -> None:
+    from bids_mdd.group.attention import mapped_targets, missing_maps_note
+    from bids_mdd.group.report import _attention_section
+    from bids_mdd.group.runner import GroupResults
+
+    files = [_files("01", ("MDD", "Sleep"), ("MDD", "Sleep"), False),
+             _files("02", ("MDD", "Sleep"), (), True),
+             _files("03", ("MDD", "Sleep"), (), True),
+             _files("04", ("MDD", "Sleep"), ("MDD",), False)]
+    assert mapped_targets(files) == ["MDD", "Sleep"]
+    assert missing_maps_note(files, "MDD") == ("MDD: 2 participants have no attention maps "
+                                               "(run with --no-attention)")
+    assert missing_maps_note(files, "Sleep") == (
+        "Sleep: 2 participants have no attention maps (run with --no-attention); 1 participant "
+        "lacks the map although its predictions list Sleep (sub-04)")
+    assert missing_maps_note(files[:1], "MDD") is None
+    only_skipped = files[1:3]
+    assert missing_maps_note(only_skipped, "MDD").startswith("MDD: 2 participants have no")
+    results = GroupResults(n_selected=2, missing=None, qc=None,
+                           attention_missing={"MDD": missing_maps_note(only_skipped, "MDD")})
+    html = _attention_section(results)
+    assert "No attention maps found" in html
+    assert "MDD: 2 participants have no attention maps (run with --no-attention)" in html

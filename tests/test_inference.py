@@ -3,6 +3,7 @@ toy subjects; predictions, attention maps, their sidecars, resume and the bundle
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import shutil
@@ -22,10 +23,13 @@ from bids_mdd.bids.outputs import PREDICTIONS
 from bids_mdd.cli.run import main as run_main
 from bids_mdd.cli.train import main as train_main
 from bids_mdd.errors import BidsMddError
+from bids_mdd.models.attention import input_gradient
 from bids_mdd.models.bundle import sha256_of
 from bids_mdd.models.card import evidence_line
-from bids_mdd.models.inference import load_models, packaged_models_dir, resolve_models
+from bids_mdd.models.inference import (_for_inference, load_models, packaged_models_dir,
+                                       resolve_models)
 from bids_mdd.models.inputs import GM_INPUT, load_input
+from bids_mdd.models.networks import build_network
 from bids_mdd.participant.predictions import (ModelStepSettings, predict_participant,
                                               predict_participants, up_to_date)
 from bids_mdd.spaces.grids import CLASSIFIER_GRID
@@ -378,3 +382,87 @@ def test_rerun_with_fewer_models_removes_the_dropped_models_outputs(applied, tmp
     assert not figures["Score"].exists()
     assert maps["MDD"].is_file() and sidecar_path(maps["MDD"]).is_file()
     assert figures["MDD"].is_file() and other_run.is_file()
+
+
+def _reference_gradient(net: torch.nn.Module, x: torch.Tensor, score, guided: bool):
+    """The textbook implementation: autograd's own backward everywhere, each ReLU's input
+    gradient clamped at zero by a module backward hook (guided)."""
+    leaf = x.detach().clone().requires_grad_(True)
+    handles = [m.register_full_backward_hook(
+        lambda module, grad_in, grad_out: tuple(g.clamp(min=0) for g in grad_in))
+        for m in net.modules() if guided and isinstance(m, torch.nn.ReLU)]
+    try:
+        with torch.enable_grad():
+            out = net(leaf)
+            (grad,) = torch.autograd.grad(score(out).sum(), leaf)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return out.detach(), grad
+
+
+@pytest.mark.parametrize("architecture,kwargs,shape", [
+    ("dfrn", {"channels": [4, 8, 8, 8]}, (23, 30, 21)),
+    ("densenet121", {"init_features": 4, "growth_rate": 4}, (33, 47, 39)),
+    ("densenet121", {"init_features": 4, "growth_rate": 4, "first_stride": (2, 2, 2)},
+     (35, 40, 37)),
+    ("densenet121", {"init_features": 4, "growth_rate": 4, "first_stride": (1, 1, 1)},
+     (17, 19, 16)),
+    ("resnet10", {"width": 4}, (20, 24, 21)),
+])
+@pytest.mark.parametrize("guided", [True, False])
+def test_inference_networks_give_the_reference_outputs_and_maps(architecture, kwargs, shape,
+                                                                guided) -> None:
+    """Folded BatchNorm, channels_last_3d, the one-pass guided ReLUs and the input
+    convolution's own gradient: the unmodified network's outputs and (guided) input gradients
+    within float tolerance, for a batch of two, odd grid sizes and the three first strides."""
+    torch.manual_seed(0)
+    reference = build_network(architecture, **kwargs).eval()
+    for module in reference.modules():  # non-trivial BatchNorm statistics to fold
+        if isinstance(module, torch.nn.BatchNorm3d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    fast = _for_inference(copy.deepcopy(reference), "cpu")
+    x = torch.randn(2, 1, *shape)
+    score = lambda out: out[:, -1] - out[:, 0]  # noqa: E731
+    expected_out, expected = _reference_gradient(reference, x, score, guided)
+    out, grad = input_gradient(fast, x.contiguous(memory_format=torch.channels_last_3d), score,
+                               guided=guided)
+    torch.testing.assert_close(out, expected_out, rtol=1e-4, atol=1e-5)
+    assert grad.shape == x.shape
+    torch.testing.assert_close(grad, expected, rtol=1e-4, atol=1e-5 * expected.abs().max())
+    assert not any(p.grad is not None for p in fast.parameters())  # no weight gradients
+
+
+def test_no_attention_writes_the_predictions_without_maps(applied, tmp_path) -> None:
+    """--no-attention: the same predictions, no maps, sidecars or figures (earlier ones are
+    removed); up to date only for a run without maps, so a rerun asking for maps writes them
+    (the same maps as before)."""
+    from bids_mdd.cli.parser import build_parser
+
+    out, entities = tmp_path / "derivatives", {"subject": "h02"}
+    shutil.copytree(applied["out"] / "sub-h02", out / "sub-h02")
+    models = applied["models"]
+    maps = {m.target: derivative_path(out, **entities, space="MNI152NLin2009cAsym", res="1p5",
+                                      desc=m.target, suffix="attention") for m in models}
+    figure = derivative_path(out, **entities, datatype="figures", desc="attentionMDD",
+                             extension=".svg")
+    figure.parent.mkdir(parents=True, exist_ok=True)
+    figure.write_text("<svg/>")  # (this toy cohort has no MNI T1w to draw them on)
+    assert up_to_date(out, entities, models) and not up_to_date(out, entities, models,
+                                                                attention=False)
+    args = build_parser().parse_args(["bids", "out", "participant", "--no-attention"])
+    predict_participant(out, entities, models, "cpu", attention=not args.no_attention)
+    table = derivative_path(out, **entities, **PREDICTIONS)
+    expected = pd.read_csv(derivative_path(applied["out"], **entities, **PREDICTIONS), sep="\t")
+    pd.testing.assert_frame_equal(pd.read_csv(table, sep="\t"), expected, atol=1e-5)
+    assert not any(p.exists() or sidecar_path(p).exists() for p in maps.values())
+    assert not figure.exists()
+    assert json.loads(sidecar_path(table).read_text())["Parameters"]["Attention"] is False
+    assert up_to_date(out, entities, models, attention=False)
+    assert not up_to_date(out, entities, models)  # predictions without maps: maps are asked
+    predict_participant(out, entities, models, "cpu")
+    for target, path in maps.items():
+        np.testing.assert_allclose(np.asarray(nib.load(path).dataobj),
+                                   _attention(applied, "h02", target), atol=1e-4)
+    assert up_to_date(out, entities, models)

@@ -103,6 +103,11 @@ def build_parser() -> BidsAppArgumentParser:
     run.add_argument("--models", type=Path, nargs="+", default=None, metavar="DIR",
                      help="model bundle folders, folders of bundles, or the name of a packaged "
                           "set: demo (the default; trained on SYNTHETIC data)")
+    run.add_argument("--no-attention", action="store_true",
+                     help="participant level: write predictions.tsv but no attention maps or "
+                          "their figures (removes earlier ones of these models; skips the "
+                          "backward passes, half of the model step's FLOPs); the group level "
+                          "then reports these participants as having no attention maps")
     run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                      help="where the networks run")
     run.add_argument("--random-seed", "--seed", dest="seed", type=int, default=0, metavar="N",

@@ -64,7 +64,7 @@ def run_participant(args: argparse.Namespace, inputs: list[T1wInput]) -> ExitCod
         preproc=preproc, models=args.models, preproc_only=args.preproc_only, device=args.device,
         nprocs=args.nprocs, omp_nthreads=args.omp_nthreads, mem_gb=args.mem_gb,
         model_batch_size=args.model_batch_size, verbose=args.verbose > 0,
-        qc_fail_ok=args.qc_fail_ok)
+        qc_fail_ok=args.qc_fail_ok, attention=not args.no_attention)
     return run_participant_level(args.bids_dir, args.output_dir, args.work_dir, inputs, options)
 
 

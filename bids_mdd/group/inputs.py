@@ -44,6 +44,10 @@ class ParticipantFiles:
     qc: dict[str, Any] | None
     predictions: Path | None  # only complete ones: the table with its sidecar
     attention: dict[str, Path] = field(default_factory=dict)  # target -> map
+    #: the targets its complete predictions list (whose maps ``attention`` should hold)
+    targets: tuple[str, ...] = ()
+    #: its predictions sidecar records a participant level run with ``--no-attention``
+    attention_skipped: bool = False
     in_progress: dict[str, Any] | None = None  # the participant level's marker, if left
     #: why ``qc`` is None ("QC metrics <path> is missing", "... cannot be read as JSON (...)")
     qc_problem: str | None = None
@@ -83,6 +87,12 @@ def _targets(predictions: Path) -> list[str]:
         return []
 
 
+def _attention_skipped(predictions: Path) -> bool:
+    """Whether the predictions' sidecar says the participant level ran with --no-attention."""
+    parameters = (_json(sidecar_path(predictions)) or {}).get("Parameters")
+    return isinstance(parameters, dict) and parameters.get("Attention") is False
+
+
 def participant_files(output_dir: Path, t1w: T1wInput) -> ParticipantFiles:
     """Find one T1w's group-level inputs under ``output_dir`` (through the naming module)."""
     entities = t1w.output_entities()
@@ -91,8 +101,9 @@ def participant_files(output_dir: Path, t1w: T1wInput) -> ParticipantFiles:
     predictions = derivative_path(output_dir, **entities, **PREDICTIONS)
     complete = predictions.is_file() and sidecar_path(predictions).is_file()
     attention = {}
+    targets = _targets(predictions) if complete else []
     if complete:
-        for target in _targets(predictions):
+        for target in targets:
             for grid in (DFRN_GRID, CLASSIFIER_GRID):
                 path = derivative_path(output_dir, **entities,
                                        **attention_entities(target, grid.res))
@@ -104,7 +115,9 @@ def participant_files(output_dir: Path, t1w: T1wInput) -> ParticipantFiles:
     metrics, problem = _qc_metrics(qc)
     return ParticipantFiles(t1w=t1w, gm=gm if gm.is_file() else None, qc=metrics,
                             predictions=predictions if complete else None,
-                            attention=attention, in_progress=in_progress, qc_problem=problem)
+                            attention=attention, in_progress=in_progress, qc_problem=problem,
+                            targets=tuple(targets),
+                            attention_skipped=complete and _attention_skipped(predictions))
 
 
 def gather(output_dir: Path, chosen: Sequence[T1wInput]) -> list[ParticipantFiles]:

@@ -147,11 +147,18 @@ def _voxelwise_section(results: GroupResults) -> str:
 
 
 def _attention_section(results: GroupResults) -> str:
+    """Each target's mean map, and who is not in it (participants run with --no-attention)."""
+    missing = results.attention_missing
+    notes = [f"<p class='warn'>{escape(missing[t])}: not in a mean map.</p>"
+             for t in missing if t not in results.attention]
     if not results.attention:
-        return "<h2>Attention maps</h2><p>No attention maps found.</p>"
-    parts = ["<h2>Attention maps (mean over participants)</h2>"]
+        return "\n".join(["<h2>Attention maps</h2><p>No attention maps found.</p>", *notes])
+    parts = ["<h2>Attention maps (mean over participants)</h2>", *notes]
     for target, info in results.attention.items():
         parts.append(f"<h3>{escape(target)} ({info['n']} participants)</h3>")
+        if target in missing:
+            parts.append(f"<p class='warn'>{escape(missing[target])}: the mean is over "
+                         f"{info['n']} participants.</p>")
         parts.append(_image(info["figure"]))
         parts.append(_table(info["regions"], 3))
     return "\n".join(parts)

@@ -32,7 +32,7 @@ from bids_mdd.bids.names import (attention_desc, derivative_path, parse_path, re
                                  sidecar_path)
 from bids_mdd.errors import BidsMddError, ExitCode
 from bids_mdd.group import figures
-from bids_mdd.group.attention import mean_map
+from bids_mdd.group.attention import mapped_targets, mean_map, missing_maps_note
 from bids_mdd.group.clusters import cluster_table, region_summary
 from bids_mdd.group.glm import (GlmResult, contrast_vector, design_matrix, fdr_mask, fit_glm,
                                 permutation_inference, search_region)
@@ -97,6 +97,8 @@ class GroupResults:
     permutation_clusters: pd.DataFrame | None = None
     figures: dict[str, Path] = field(default_factory=dict)
     attention: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: target -> why some participants' maps are not in its mean (--no-attention, missing)
+    attention_missing: dict[str, str] = field(default_factory=dict)
     metrics: pd.DataFrame | None = None
     synthetic_models: bool = False
     #: each model's predictions-sidecar entry (name, card, ...), as the participants' record it
@@ -318,10 +320,17 @@ def _permutations(output_dir: Path, paths: Sequence[Path], design: np.ndarray,
 
 def attention(output_dir: Path, files: Sequence[ParticipantFiles],
               results: GroupResults) -> None:
-    """The mean attention map of each target, its region table and figure."""
-    targets = list(dict.fromkeys(t for item in files for t in item.attention))
-    for target in targets:
+    """The mean attention map of each target, its region table and figure; participants
+    without the map (run with --no-attention) are counted in the report, not silently left
+    out."""
+    for target in mapped_targets(files):
+        note = missing_maps_note(files, target)
+        if note:
+            LOGGER.warning("%s", note)
+            results.attention_missing[target] = note
         paths = [item.attention[target] for item in files if target in item.attention]
+        if not paths:
+            continue
         grid = GRIDS[parse_path(paths[0])["res"]]  # found through a grid's res- entity
         try:
             image = mean_map(paths, grid)

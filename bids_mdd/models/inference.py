@@ -198,7 +198,7 @@ class ModelResult:
     value: float
     std: float
     n_models: int
-    attention: np.ndarray  # on the input's full grid (spec.grid)
+    attention: np.ndarray | None  # on the input's full grid (spec.grid); None: not computed
     source: Path
     distance: float | None = None  # to the training distribution (None: no domain model)
 
@@ -234,18 +234,34 @@ def model_input(model: LoadedModel, image: Path) -> np.ndarray:
     return data
 
 
-def apply_model(model: LoadedModel, image: Path) -> ModelResult:
+def apply_model(model: LoadedModel, image: Path, attention: bool = True) -> ModelResult:
     """:func:`apply_model_batch` on one image."""
-    return apply_model_batch(model, [model_input(model, image)], [image])[0]
+    return apply_model_batch(model, [model_input(model, image)], [image], attention)[0]
 
 
-def apply_model_batch(model: LoadedModel, inputs: list[np.ndarray],
-                       sources: list[Path]) -> list[ModelResult]:
+def _fold_outputs(net: nn.Module, x: torch.Tensor, task: str,
+                  transform: Callable[[torch.Tensor], torch.Tensor], attention: bool,
+                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One fold model's output and input gradient (None without ``attention``).
+
+    The map's backward reuses the prediction's forward pass; without a map the forward runs
+    under ``inference_mode``, which keeps no activations for a backward pass.
+    """
+    if attention:
+        return input_gradient(net, x, _score(task), transform,
+                              guided=task != "classification")
+    with torch.inference_mode():
+        return net(transform(x)), None
+
+
+def apply_model_batch(model: LoadedModel, inputs: list[np.ndarray], sources: list[Path],
+                      attention: bool = True) -> list[ModelResult]:
     """Run every fold model on a batch of inputs (from :func:`model_input`); return, for each,
-    the mean, SD (ddof 0) and mean attention map over the fold models.
+    the mean, SD (ddof 0) and (with ``attention``) mean attention map over the fold models.
 
     The batch is one forward and one backward pass per fold model: in eval mode the samples do
-    not interact, so each sample's input gradient is that of its own score.
+    not interact, so each sample's input gradient is that of its own score. Without
+    ``attention`` it is one forward pass per fold model, and the results' maps are None.
 
     Attention: regressors, |guided backpropagation| (paper B); the classifier, minus the plain
     gradient of the MDD log-odds (signed): on a synthetic selection cohort guided maps missed
@@ -262,19 +278,20 @@ def apply_model_batch(model: LoadedModel, inputs: list[np.ndarray],
 
     classifier = model.bundle.task == "classification"
     values = np.zeros((len(model.nets), len(inputs)))
-    attention = np.zeros(brains.shape, np.float32)
+    maps = np.zeros(brains.shape, np.float32) if attention else None
     for index, net in enumerate(model.nets):
-        out, grad = input_gradient(net, x, _score(model.bundle.task), to_network_grid,
-                                   guided=not classifier)
+        out, grad = _fold_outputs(net, x, model.bundle.task, to_network_grid, attention)
         values[index] = _fold_values(model, index, out)
-        fold_maps = (-grad if classifier else grad.abs())[:, 0].cpu().numpy() * brains
-        for sample, (fold_map, brain) in enumerate(zip(fold_maps, brains)):
-            scale = float(np.abs(fold_map[brain]).mean())
-            attention[sample] += fold_map / max(scale, np.finfo(np.float32).tiny)
-    attention /= len(model.nets)
+        if grad is not None:
+            fold_maps = (-grad if classifier else grad.abs())[:, 0].cpu().numpy() * brains
+            for sample, (fold_map, brain) in enumerate(zip(fold_maps, brains)):
+                scale = float(np.abs(fold_map[brain]).mean())
+                maps[sample] += fold_map / max(scale, np.finfo(np.float32).tiny)
+    if maps is not None:
+        maps /= len(model.nets)
     distances = (model.domain.distances(np.stack([prepare(data, model.spec) for data in inputs]))
                  if model.domain is not None else [None] * len(inputs))
     return [ModelResult(model, float(np.mean(values[:, i])), float(np.std(values[:, i])),
-                        len(model.nets), attention[i], sources[i],
+                        len(model.nets), None if maps is None else maps[i], sources[i],
                         None if distances[i] is None else float(distances[i]))
             for i in range(len(inputs))]

@@ -2,7 +2,7 @@
 
 Every factory takes explicit keyword arguments (MONAI style) so that a bundle's ``model.json``
 can rebuild the network from ``architecture`` + ``kwargs`` alone (:func:`build_network`).
-ReLUs are ``nn.ReLU`` modules, never in-place, so guided backpropagation can hook each one.
+ReLUs are ``nn.ReLU`` modules, never in-place, so guided backpropagation can guide each one.
 """
 
 from __future__ import annotations

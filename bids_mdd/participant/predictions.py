@@ -75,18 +75,27 @@ def fingerprint(output_dir: Path, entities: dict[str, Any], models: list[LoadedM
             "Inputs": inputs, "T1w": sha256_of(t1w) if t1w is not None else None}
 
 
+def _maps_as_asked(output_dir: Path, entities: dict[str, Any], models: list[LoadedModel],
+                   attention: bool) -> bool:
+    """Every model's attention map exists (``attention``), or none does (without: a rerun
+    with ``--no-attention`` after one with maps must run to remove them)."""
+    present = [derivative_path(output_dir, **entities, **_map_entities(m)).is_file()
+               for m in models]
+    return all(present) if attention else not any(present)
+
+
 def up_to_date(output_dir: Path, entities: dict[str, Any], models: list[LoadedModel],
-               t1w: Path | None = None) -> bool:
-    """Whether this T1w's predictions and maps exist and came from these same weights, inputs
-    and T1w (:func:`fingerprint`)."""
+               t1w: Path | None = None, attention: bool = True) -> bool:
+    """Whether this T1w's predictions exist, with its attention maps when ``attention`` and
+    without them otherwise, and came from these same weights, inputs and T1w
+    (:func:`fingerprint`). Predictions written without maps are not up to date for a run
+    that asks for maps."""
     table = derivative_path(output_dir, **entities, **PREDICTIONS)
     try:
         sidecar = json.loads(sidecar_path(table).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return False
-    maps = all(derivative_path(output_dir, **entities, **_map_entities(m)).is_file()
-               for m in models)
-    if not (maps and table.is_file()):
+    if not (table.is_file() and _maps_as_asked(output_dir, entities, models, attention)):
         return False
     current = fingerprint(output_dir, entities, models, t1w)
     return current is not None and sidecar.get("Fingerprint") == current
@@ -110,10 +119,14 @@ class ModelStepSettings:
     batch_size: int = 1  # participants per forward pass
     deterministic: bool = False
     seed: int = 0  # torch's seed (inference draws no random number; recorded all the same)
+    #: False (``--no-attention``): predictions only, a forward pass per fold model and no
+    #: backward; no attention maps or figures, and earlier ones of this T1w are removed
+    attention: bool = True
 
     def parameters(self) -> dict[str, Any]:
         return {"Device": self.device, "Threads": self.threads, "BatchSize": self.batch_size,
-                "Deterministic": self.deterministic, "RandomSeed": self.seed}
+                "Deterministic": self.deterministic, "RandomSeed": self.seed,
+                "Attention": self.attention}
 
 
 def _write_attention(output_dir: Path, entities: dict[str, Any], result: ModelResult,
@@ -158,8 +171,10 @@ def _write_table(output_dir: Path, entities: dict[str, Any], rows: list[dict[str
                         "models' evidence")
     if warnings:
         sidecar["Warning"] = "; ".join(warnings)
-    for path in remove_dropped_attention(output_dir, entities, models):
-        LOGGER.info("removed %s: no model of this run predicts its target", path)
+    for path in remove_dropped_attention(output_dir, entities,
+                                         models if settings.attention else []):
+        LOGGER.info("removed %s: %s", path, "no model of this run predicts its target"
+                    if settings.attention else "this run has --no-attention")
     with atomic_output(table) as tmp:
         pd.DataFrame(rows, columns=list(COLUMNS)).to_csv(tmp, sep="\t", index=False)
     write_json(sidecar_path(table), sidecar)  # last: it marks the step complete
@@ -173,8 +188,9 @@ _ATTENTION_KEYS = {"space", "res", "desc", "suffix", "extension", "datatype"}
 def remove_dropped_attention(output_dir: Path, entities: dict[str, Any],
                              models: list[LoadedModel]) -> list[Path]:
     """Remove this T1w's attention maps, sidecars and figures of targets that no model of this
-    run predicts (a rerun with fewer ``--models``): the outputs beside predictions.tsv are the
-    ones it lists. Return what was removed."""
+    run predicts (a rerun with fewer ``--models``; no ``models``: every map, for a run with
+    ``--no-attention``): the outputs beside predictions.tsv are the ones it lists. Return what
+    was removed."""
     kept = set()
     for model in models:
         image = derivative_path(output_dir, **entities, **_map_entities(model))
@@ -235,13 +251,15 @@ def predict_participants(output_dir: Path, entities: list[dict[str, Any]],
             if ready:
                 try:
                     results = apply_model_batch(model, [data for _, data in ready.values()],
-                                                [image for image, _ in ready.values()])
+                                                [image for image, _ in ready.values()],
+                                                settings.attention)
                 except Exception as error:  # noqa: BLE001  (recorded per T1w, reported by caller)
                     for i in ready:
                         outcomes[i] = error
             for i, result in zip(ready, results):
                 try:
-                    _write_attention(output_dir, entities[i], result, settings)
+                    if settings.attention:
+                        _write_attention(output_dir, entities[i], result, settings)
                 except Exception as error:  # noqa: BLE001
                     outcomes[i] = error
                     continue
@@ -261,9 +279,10 @@ def predict_participants(output_dir: Path, entities: list[dict[str, Any]],
 
 
 def predict_participant(output_dir: Path, entities: dict[str, Any], models: list[LoadedModel],
-                        device: str) -> Path:
+                        device: str, attention: bool = True) -> Path:
     """:func:`predict_participants` for one T1w; raises its error."""
-    outcome = predict_participants(output_dir, [entities], models, ModelStepSettings(device))[0]
+    settings = ModelStepSettings(device, attention=attention)
+    outcome = predict_participants(output_dir, [entities], models, settings)[0]
     if isinstance(outcome, Exception):
         raise outcome
     return outcome

@@ -51,6 +51,7 @@ class ParticipantOptions:
     model_batch_size: int | None = None
     verbose: bool = False
     qc_fail_ok: bool = False  # exit 0 although a participant failed the QC gate
+    attention: bool = True  # False (--no-attention): predictions without attention maps
 
 
 def apply_models(inputs: list[T1wInput], output_dir: Path, models: list[LoadedModel],
@@ -60,7 +61,8 @@ def apply_models(inputs: list[T1wInput], output_dir: Path, models: list[LoadedMo
     logs = output_dir / "logs"
     todo = []
     for t1w in inputs:
-        if up_to_date(output_dir, t1w.output_entities(), models, t1w.path):
+        if up_to_date(output_dir, t1w.output_entities(), models, t1w.path,
+                      attention=settings.attention):
             LOGGER.info("predictions of %s are up to date with these models and inputs",
                         t1w.path)
         else:
@@ -152,7 +154,7 @@ def _load_models(options: ParticipantOptions, resources: Resources, device: str
     return models, ModelStepSettings(device=device, threads=resources.model_threads,
                                      batch_size=resources.model_batch_size,
                                      deterministic=options.preproc.deterministic,
-                                     seed=options.preproc.seed)
+                                     seed=options.preproc.seed, attention=options.attention)
 
 
 def run_participant_level(bids_dir: Path, output_dir: Path, work_dir: Path,

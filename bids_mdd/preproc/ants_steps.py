@@ -18,6 +18,7 @@ from pathlib import Path
 import ants
 import nibabel as nib
 import numpy as np
+from scipy import ndimage
 
 from bids_mdd.preproc.inputs import load_t1w
 from bids_mdd.spaces.grids import Grid
@@ -29,23 +30,45 @@ SKULL_STRIPPED_MAX_ML = 2500.0
 
 @dataclass(frozen=True)
 class RegistrationSettings:
-    """Resolution (mm), SyN metric and iterations per level of the template registration.
+    """Resolution (mm), metrics and iterations per level of the template registration.
 
-    Default: cross-correlation (radius 2) at 2 mm. On 1 mm synthetic subjects it gave a
-    known-warp GM Dice of 0.952 in 61 s (Mattes at 2 mm, 100x70x40 iterations: 0.93);
-    see benchmarks/preproc.py.
+    Default: SyN with cross-correlation (radius 2) at 2 mm, Mattes MI being clearly worse on
+    the known-warp check (``benchmarks/preproc.py``); a shorter affine stage than antspyx's
+    and SyN on the template brain's bounding box, which left that check unchanged
+    (``benchmarks/registration_speed.py``; figures in docs/benchmarks.md).
     """
 
     resolution: float
     syn_iterations: tuple[int, ...]
     syn_metric: str
     syn_sampling: int  # CC radius in voxels, or Mattes histogram bins
+    # the affine stage (Mattes, 32 bins): iterations, shrink factors and smoothing sigmas
+    # (voxels) per level, and the fraction of voxels sampled; antspyx's defaults
+    affine_iterations: tuple[int, ...] = (2100, 1200, 1200, 10)
+    affine_shrink: tuple[int, ...] = (6, 4, 2, 1)
+    affine_smoothing: tuple[int, ...] = (3, 2, 1, 0)
+    affine_sampling: float = 0.2
+    # SyN on the template cropped to its brain mask's bounding box plus this margin (mm), not
+    # on the whole head: the metric only looks inside the mask anyway (None: no crop)
+    syn_margin_mm: float | None = None
 
     @classmethod
     def for_mode(cls, sloppy: bool) -> RegistrationSettings:
         if sloppy:
             return cls(4.0, (30, 10), "mattes", 32)
-        return cls(2.0, (50, 30, 10), "CC", 2)
+        return cls(2.0, (50, 30, 10), "CC", 2, affine_iterations=(1000, 500, 250, 0),
+                   syn_margin_mm=10.0)
+
+    def describe(self) -> dict:
+        return {"method": "antspyx Affine + SyNOnly", "resolution_mm": self.resolution,
+                "syn_iterations": list(self.syn_iterations), "syn_metric": self.syn_metric,
+                "syn_sampling": self.syn_sampling,
+                "affine_iterations": list(self.affine_iterations),
+                "affine_shrink_factors": list(self.affine_shrink),
+                "affine_smoothing_sigmas": list(self.affine_smoothing),
+                "affine_sampling_rate": self.affine_sampling,
+                "syn_domain": ("whole template" if self.syn_margin_mm is None else
+                               f"template brain's bounding box + {self.syn_margin_mm:g} mm")}
 
 
 def _to_ants(path: str | Path) -> ants.ANTsImage:
@@ -131,7 +154,8 @@ class Registration:
 
 
 def register_to_template(in_file: str, template: str, template_mask: str, skull_stripped: bool,
-                         out_dir: str, sloppy: bool = False, seed: int = 0) -> Registration:
+                         out_dir: str, sloppy: bool = False, seed: int = 0,
+                         settings: RegistrationSettings | None = None) -> Registration:
     """Affine then SyN registration of the bias-corrected T1w to the template.
 
     A skull-stripped input is registered to the brain-extracted template; a whole head is
@@ -140,7 +164,7 @@ def register_to_template(in_file: str, template: str, template_mask: str, skull_
     """
     # antspyx has no per-call seed; set_ants_deterministic() would also pin ITK to one thread.
     ants.config._random_seed = ants_registration_seed(seed)
-    settings = RegistrationSettings.for_mode(sloppy)
+    settings = settings or RegistrationSettings.for_mode(sloppy)
     spacing = (settings.resolution,) * 3
     fixed_head = ants.resample_image(_to_ants(template), spacing, False, 0)
     fixed_mask = ants.resample_image(_to_ants(template_mask), spacing, False, 1)
@@ -149,13 +173,30 @@ def register_to_template(in_file: str, template: str, template_mask: str, skull_
     prefix = str(Path(out_dir) / "t1w_to_template_")
     affine = ants.registration(fixed_brain if skull_stripped else fixed_head, moving,
                                type_of_transform="Affine", aff_metric="mattes",
+                               aff_iterations=settings.affine_iterations,
+                               aff_shrink_factors=settings.affine_shrink,
+                               aff_smoothing_sigmas=settings.affine_smoothing,
+                               aff_random_sampling_rate=settings.affine_sampling,
                                outprefix=prefix + "affine_")
+    if settings.syn_margin_mm is not None:
+        fixed_brain, fixed_mask = _cropped_to(fixed_mask, settings.syn_margin_mm,
+                                              fixed_brain, fixed_mask)
     syn = ants.registration(fixed_brain, moving, type_of_transform="SyNOnly",
                             initial_transform=affine["fwdtransforms"][0], mask=fixed_mask,
                             reg_iterations=settings.syn_iterations, outprefix=prefix,
                             syn_metric=settings.syn_metric, syn_sampling=settings.syn_sampling,
                             write_composite_transform=True)
     return Registration(forward=syn["fwdtransforms"], inverse=syn["invtransforms"])
+
+
+def _cropped_to(mask: ants.ANTsImage, margin_mm: float, *images: ants.ANTsImage
+                ) -> list[ants.ANTsImage]:
+    """``images`` cropped to ``mask``'s bounding box grown by ``margin_mm`` on every side."""
+    where = np.argwhere(mask.numpy() > 0)
+    pad = np.ceil(margin_mm / np.asarray(mask.spacing)).astype(int)
+    lower = np.maximum(where.min(axis=0) - pad, 0)
+    upper = np.minimum(where.max(axis=0) + pad + 1, mask.shape)
+    return [ants.crop_indices(image, lower.tolist(), upper.tolist()) for image in images]
 
 
 #: deepbet's mask is kept only when it overlaps the registered template mask this much (IXI
@@ -178,9 +219,11 @@ def brain_mask(t1w: str, template_mask: str, registration_inverse: str, skull_st
 
     image = _to_ants(t1w)
     if skull_stripped:
-        mask = ants.threshold_image(image, 1e-6, float(image.max()) + 1, 1, 0)
-        return (_write(ants.iMath(mask, "FillHoles"), out_dir, "brain_mask.nii.gz"),
-                "input already skull-stripped: its non-zero voxels")
+        # scipy's hole filling, not iMath's FillHoles: the same holes (background not connected
+        # to the border), filled in a fraction of the time on a 1 mm scan
+        filled = ndimage.binary_fill_holes(image.numpy() > 1e-6)
+        return (_write(image.new_image_like(filled.astype(np.float32)), out_dir,
+                       "brain_mask.nii.gz"), "input already skull-stripped: its non-zero voxels")
     warped = ants.apply_transforms(image, _to_ants(template_mask), [registration_inverse],
                                    interpolator="linear")
     mask = ants.threshold_image(warped, 0.5, 2.0, 1, 0)
@@ -220,6 +263,7 @@ class SegmentationSettings:
     csf_gm_half: float = 0.15
     gm_wm_half: float = 0.6
     tissue_weighted_n4: bool = True
+    atropos_mm: float | None = None  # Atropos on a copy at this spacing when the scan is finer
 
     @classmethod
     def for_mode(cls, sloppy: bool, method: str = "priors") -> SegmentationSettings:
@@ -234,7 +278,8 @@ class SegmentationSettings:
                 "prior_weight": self.prior_weight, "mrf": self.mrf,
                 "iterations": self.iterations, "clip_percentiles": list(self.clip_percentiles),
                 "csf_gm_half": self.csf_gm_half, "gm_wm_half": self.gm_wm_half,
-                "tissue_weighted_n4": self.tissue_weighted_n4}
+                "tissue_weighted_n4": self.tissue_weighted_n4,
+                "atropos_resolution_mm": self.atropos_mm or "native"}
 
 
 def segment_tissues(t1w: str, mask: str, out_dir: str, settings: SegmentationSettings,
@@ -256,9 +301,9 @@ def segment_tissues(t1w: str, mask: str, out_dir: str, settings: SegmentationSet
     cropped, brain = ants.crop_image(image, brain, 1), ants.crop_image(brain, brain, 1)
     if settings.tissue_weighted_n4:
         cropped = _tissue_weighted_n4(cropped, brain, registration_inverse, settings, out_dir)
-    clipped, posteriors = _atropos_with_priors(cropped, brain, registration_inverse, settings,
-                                               out_dir)
     inside = brain.numpy() > 0
+    clipped = _clipped(cropped, inside, settings.clip_percentiles)
+    posteriors = _atropos_posteriors(clipped, brain, registration_inverse, settings, out_dir)
     fractions = tissue_fractions(clipped.numpy(), posteriors, inside, settings.csf_gm_half,
                                  settings.gm_wm_half)
     empty = image.new_image_like(np.zeros(image.shape, np.float32))  # decrop pastes into it
@@ -266,33 +311,79 @@ def segment_tissues(t1w: str, mask: str, out_dir: str, settings: SegmentationSet
                  for f, n in zip(fractions[:3], names))
 
 
-def _atropos_with_priors(image: ants.ANTsImage, brain: ants.ANTsImage, registration_inverse: str,
-                         settings: SegmentationSettings, out_dir: str
-                         ) -> tuple[ants.ANTsImage, list[np.ndarray]]:
-    """Clipped image and the five Atropos posteriors (``preproc.priors`` order) of ``image``."""
+def _clipped(image: ants.ANTsImage, inside: np.ndarray, percentiles: tuple[float, float]
+             ) -> ants.ANTsImage:
+    """``image`` clipped to the ``percentiles`` of its brain voxels, 0 outside the brain."""
+    data = image.numpy()
+    low, high = np.percentile(data[inside], percentiles)
+    return image.new_image_like(np.where(inside, np.clip(data, low, high), 0.0)
+                                .astype(np.float32))
+
+
+def _atropos_posteriors(clipped: ants.ANTsImage, brain: ants.ANTsImage,
+                        registration_inverse: str, settings: SegmentationSettings,
+                        out_dir: str) -> list[np.ndarray]:
+    """The five posteriors on ``clipped``'s grid, from Atropos on that grid or, for a scan
+    finer than ``settings.atropos_mm``, on a copy at that spacing, brought back linearly
+    (the partial-volume fractions are then computed from the native intensities)."""
+    spacing = settings.atropos_mm
+    if spacing is None or min(clipped.spacing) >= 0.95 * spacing:
+        return _atropos_with_priors(clipped, brain, registration_inverse, settings, out_dir)
+    coarse = ants.resample_image(clipped, (spacing,) * 3, False, 0)
+    coarse_brain = ants.resample_image_to_target(brain, coarse, interp_type="nearestNeighbor")
+    posteriors = _atropos_with_priors(coarse, coarse_brain, registration_inverse, settings,
+                                      out_dir)
+    native = [ants.resample_image_to_target(coarse.new_image_like(p.astype(np.float32)),
+                                            clipped, interp_type="linear").numpy()
+              for p in posteriors]
+    total = np.maximum(sum(np.clip(p, 0.0, None) for p in native), 1e-6)
+    return [np.clip(p, 0.0, None) / total for p in native]
+
+
+def _atropos_with_priors(clipped: ants.ANTsImage, brain: ants.ANTsImage,
+                         registration_inverse: str, settings: SegmentationSettings,
+                         out_dir: str) -> list[np.ndarray]:
+    """The five Atropos posteriors (``preproc.priors`` order) of a clipped ``image``."""
     from bids_mdd.preproc.priors import template_priors
 
     inside = brain.numpy() > 0
-    data = image.numpy()
-    low, high = np.percentile(data[inside], settings.clip_percentiles)
-    clipped = image.new_image_like(np.where(inside, np.clip(data, low, high), 0.0)
-                                   .astype(np.float32))
-    priors = [ants.apply_transforms(image, _from_nibabel(prior),
+    priors = [ants.apply_transforms(clipped, _from_nibabel(prior),
                                     [registration_inverse], interpolator="linear").numpy()
               for prior in template_priors()]
     total = np.maximum(sum(np.clip(p, 0.0, None) for p in priors), 1e-6)
-    with _scratch_tempdir(out_dir):
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix="atropos-") as scratch:
         # Atropos reads the priors back from NIfTI files (float32 header): the image and mask
         # must carry the same rounded geometry, or ITK finds them 1e-6 mm apart and refuses
-        clipped = _to_ants(_write(clipped, tempfile.gettempdir(), "clipped.nii.gz"))
+        clipped = _to_ants(_write(clipped, scratch, "clipped.nii"))
         prior_images = [clipped.new_image_like(np.where(inside, np.clip(p, 0.0, None) / total,
                                                         0.0).astype(np.float32))
                         for p in priors]
-        result = ants.atropos(a=clipped, x=clipped.new_image_like(inside.astype(np.float32)),
-                              i=prior_images, m=f"[{settings.mrf},1x1x1]",
-                              c=f"[{settings.iterations},0]", priorweight=settings.prior_weight,
-                              **ATROPOS_FIXED_SEED)
-    return clipped, [p.numpy() for p in result["probabilityimages"]]
+        return _atropos(clipped, clipped.new_image_like(inside.astype(np.float32)),
+                        prior_images, settings, scratch)
+
+
+def _atropos(image: ants.ANTsImage, mask: ants.ANTsImage, priors: list[ants.ANTsImage],
+             settings: SegmentationSettings, scratch: str) -> list[np.ndarray]:
+    """Atropos initialised and constrained by ``priors``; its posteriors, in their order.
+
+    The call ``ants.atropos`` makes, with uncompressed files: it hands the priors over and
+    gets the posteriors back through ``.nii.gz`` files in /tmp, ten compressions and reads of
+    full-resolution images per call.
+    """
+    from ants.internal import get_lib_fn, get_pointer_string, process_arguments
+
+    pattern = os.path.join(scratch, "prior%02d.nii")  # Atropos overwrites them: posteriors
+    for index, prior in enumerate(priors, start=1):
+        ants.image_write(prior, pattern % index)
+    labels = image.clone("unsigned int")
+    arguments = {"d": 3, "a": image, "m": f"[{settings.mrf},1x1x1]",
+                 "o": f"[{get_pointer_string(labels)},{pattern}]",
+                 "c": f"[{settings.iterations},0]", "x": mask.clone("unsigned int"),
+                 "i": f"PriorProbabilityImages[{len(priors)},{pattern},{settings.prior_weight}]",
+                 **ATROPOS_FIXED_SEED}
+    if get_lib_fn("Atropos")(process_arguments(arguments)) != 0:
+        raise RuntimeError("Atropos failed")
+    return [_to_ants(pattern % index).numpy() for index in range(1, len(priors) + 1)]
 
 
 def _tissue_weighted_n4(image: ants.ANTsImage, brain: ants.ANTsImage, registration_inverse: str,
@@ -303,16 +394,15 @@ def _tissue_weighted_n4(image: ants.ANTsImage, brain: ants.ANTsImage, registrati
     white matter darker in some lobes, where it is then labelled grey. A first, coarse (2 mm)
     prior-based Atropos gives the WM posterior; N4 refitted with it as the weight corrects
     what is left. WM alone was chosen on the selection split (GM+WM weights, ANTs' default in
-    antsCorticalThickness, gave GM Dice 0.776 against 0.795). The 2 mm pass keeps the cost
-    to seconds on a 1 mm scan (a full-resolution first pass doubled the segmentation time).
+    antsCorticalThickness, gave GM Dice 0.776 against 0.795).
     """
     from bids_mdd.preproc.priors import TISSUE_CLASSES
 
     coarse = ants.resample_image(image, (2.0,) * 3, False, 0)
     coarse_brain = ants.resample_image_to_target(brain, coarse, interp_type="nearestNeighbor")
     inside = coarse_brain.numpy() > 0
-    _, posteriors = _atropos_with_priors(coarse, coarse_brain, registration_inverse,
-                                         settings, out_dir)
+    posteriors = _atropos_with_priors(_clipped(coarse, inside, settings.clip_percentiles),
+                                      coarse_brain, registration_inverse, settings, out_dir)
     wm = TISSUE_CLASSES.index("WM")
     field = ants.n4_bias_field_correction(
         coarse, mask=coarse.new_image_like(inside.astype(np.float32)), return_bias_field=True,

@@ -39,11 +39,7 @@ class PreprocOptions:
                                "antsRegistration": ants_registration_seed(self.seed),
                                "Atropos": "ANTs' constant seed (--use-random-seed 0)"},
                 "Deterministic": self.deterministic,
-                "Registration": {"method": "antspyx Affine + SyNOnly",
-                                 "resolution_mm": registration.resolution,
-                                 "syn_iterations": list(registration.syn_iterations),
-                                 "syn_metric": registration.syn_metric,
-                                 "syn_sampling": registration.syn_sampling},
+                "Registration": registration.describe(),
                 "Segmentation": SegmentationSettings.for_mode(self.sloppy,
                                                               self.segmentation).describe(),
                 "BiasCorrection": "antspyx N4"}
