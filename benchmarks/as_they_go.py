@@ -80,6 +80,7 @@ def main() -> None:
     labels = sorted(p.name.removeprefix("sub-") for p in DATASET.glob("sub-*"))
     labels = labels[:args.participants]
     root = args.keep or Path(tempfile.mkdtemp(prefix="bids_mdd-as-they-go-"))
+    root.mkdir(parents=True, exist_ok=True)
     app = str(Path(sys.executable).with_name("bids_mdd"))
     print(f"ds002748 scans {', '.join(labels)}; --nprocs 2, demo models; {os.cpu_count()} CPUs",
           flush=True)
