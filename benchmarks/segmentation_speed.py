@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -23,6 +24,8 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 os.environ.setdefault("TEMPLATEFLOW_HOME", str(SHARED / "templateflow"))
@@ -65,15 +68,14 @@ def synthetic_scan(root: Path) -> tuple[str, Path, Path]:
 
 
 def ixi_reference(label: str, like: str) -> dict[str, np.ndarray]:
-    import pandas as pd
+    """DLMUSE's GM and WM of an IXI scan on the grid of ``like`` (``real_scans``' labels)."""
     from nilearn.image import resample_to_img
+    from real_scans import muse_labels  # benchmarks/real_scans.py
 
-    table = pd.read_csv(IXI / "muse_tissue_labels.csv").set_index("name")
     seg = next((IXI / "dlmuse_seg").glob(f"{label}-*_DLMUSE.nii.gz"))
     labels = np.asarray(resample_to_img(seg, nib.load(like), interpolation="nearest",
                                         force_resample=True, copy_header=True).dataobj)
-    return {tissue: np.isin(labels, [int(x) for x in table.loc[tissue, "muse_labels"].split()])
-            for tissue in ("GM", "WM")}
+    return {tissue: np.isin(labels, muse_labels(tissue)) for tissue in ("GM", "WM")}
 
 
 def prepared(path: Path, tmp: str) -> tuple[str, str, str]:

@@ -23,7 +23,7 @@ from bids_mdd.participant.failures import (Failure, crashed_node, from_error, no
 from bids_mdd.participant import completion
 from bids_mdd.participant.resources import Resources
 from bids_mdd.participant.scheduler import (POLL_SECONDS, DepthFirstMultiProcPlugin,
-                                            nipype_runner)
+                                            nipype_runner, rank_by_workflow)
 from bids_mdd.preproc.inputs import load_t1w
 from bids_mdd.preproc.workflow import PreprocOptions, init_bids_mdd_wf, workflow_name
 
@@ -70,12 +70,14 @@ def _progress(t1ws: list[T1wInput], work_dir: Path, output_dir: Path,
     handed to ``on_written`` at once, while the graph goes on with the others.
     """
     names = {workflow_name(t1w): t1w for t1w in t1ws}
+    ordered = list(names)
+    rank_of = rank_by_workflow(ordered)
     bar = tqdm(total=len(t1ws), desc="participants", unit="T1w", disable=len(t1ws) < 2)
     outcome = GraphOutcome()
 
     def callback(node, status: str) -> None:
-        parts = node.fullname.split(".")
-        name = next((part for part in parts if part in names), None)
+        rank = rank_of(node.fullname)
+        name = ordered[rank] if rank < len(ordered) else None
         t1w = names.get(name)
         if status == "start" and t1w:
             bar.set_postfix_str(f"{t1w.path.name}: {node.name}", refresh=True)
