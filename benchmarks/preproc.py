@@ -2,11 +2,14 @@
 SYNTHETIC subject on this machine (default mode; ``--sloppy`` as the first argument for the
 test mode). Prints figures; asserts nothing.
 
-Run: ``.venv/bin/python benchmarks/preproc.py [--sloppy] [--subjects N] [--scan T1W]``. With
-``--scan`` the steps run on that real scan instead (times only); ``BIDS_MDD_PROFILE=1`` prints
-each step's costliest calls (cProfile, by own time). With ``--subjects N`` the first subject is timed step
-by step and subjects 2..N (other random deformations) are only registered, for the known-warp
-Dice of each and its spread.
+Run: ``.venv/bin/python benchmarks/preproc.py [--sloppy] [--subjects N] [--scan T1W]
+[--against REV]``. With ``--scan`` the steps run on that real scan instead (times, and the
+tissue fractions of the brain, where a collapsed segmentation shows); ``BIDS_MDD_PROFILE=1``
+prints each step's costliest calls (cProfile, by own time). With ``--subjects N`` the first
+subject is timed step by step and subjects 2..N (other random deformations) are only
+registered, for the known-warp Dice of each and its spread. ``--against REV`` first runs the
+same measurement with bids_mdd as it was at git revision REV (a temporary worktree on
+``PYTHONPATH``), so that old and new code are compared in one run.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import multiprocessing as mp
 import os
 import pstats
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -140,15 +144,43 @@ def all_steps(path: str, tmp: str, sloppy: bool) -> tuple:
     mask, how = run_step("brain_mask", n4, template_mask, reg.inverse, stripped, tmp, 2)
     print(f"  brain mask: {how}")
     settings = ants_steps.SegmentationSettings.for_mode(sloppy)
-    _, gm, _ = run_step("segment_tissues", n4, mask, tmp, settings, reg.inverse)
+    csf, gm, wm = run_step("segment_tissues", n4, mask, tmp, settings, reg.inverse)
     modulated = run_step("modulated_gm", gm, reg.forward, "classifier", tmp)
     run_step("normalized_t1w", n4, mask, reg.forward, "dfrn", tmp)
     print(f"{'total':24s} {run_step.total:7.1f} s")
+    load = lambda p: np.asarray(nib.load(str(p)).dataobj, dtype=np.float32)  # noqa: E731
+    inside = load(mask) > 0
+    print("tissue fractions of the brain: " + ", ".join(
+        f"{name} {load(path)[inside].mean():.3f}" for name, path in
+        (("GM", gm), ("WM", wm), ("CSF", csf))), flush=True)
     return n4, reg, mask, gm, modulated
+
+
+def run_against(revision: str, arguments: list[str]) -> None:
+    """This script, as it is, on bids_mdd as it was at ``revision``."""
+    repo = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory() as scratch:
+        tree = Path(scratch) / "tree"
+        subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", "--quiet",
+                        str(tree), revision], check=True)
+        try:
+            print(f"=== bids_mdd at {revision}", flush=True)
+            subprocess.run([sys.executable, __file__, *arguments], check=True,
+                           env={**os.environ, "PYTHONPATH": str(tree)})
+        finally:
+            subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(tree)],
+                           check=True)
+    head = subprocess.run(["git", "-C", str(repo), "describe", "--always", "--dirty"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    print(f"=== bids_mdd as checked out ({head})", flush=True)
 
 
 if __name__ == "__main__":
     arguments = sys.argv[1:]
+    if "--against" in arguments:
+        at = arguments.index("--against")
+        run_against(arguments[at + 1], arguments[:at] + arguments[at + 2:])
+        del arguments[at:at + 2]
     count = int(arguments[arguments.index("--subjects") + 1]) if "--subjects" in arguments else 1
     if "--scan" in arguments:
         scan = arguments[arguments.index("--scan") + 1]

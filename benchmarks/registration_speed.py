@@ -6,8 +6,15 @@ registered with every variant of ``RegistrationSettings``. Known-warp Dice: the 
 GM brought into MNI by our transform against the template GM, on the classifier grid. Prints
 figures; asserts nothing.
 
-Run: ``.venv/bin/python benchmarks/registration_speed.py [--subjects 3] [--variants NAME ...]``
-(alone on the machine).
+With ``--ixi``, the 10 real IXI whole-head scans instead: each is registered with every
+variant, and its DLMUSE labels (a reference segmentation made by others, in the scan's space)
+are brought into MNI through the transform. Alignment across subjects: the Dice of each MUSE
+region between every pair of subjects in MNI, averaged over regions, then over pairs (the
+inter-subject label overlap of registration evaluations, e.g. Klein et al. 2009), and the GM
+Dice of each subject against the template's GM.
+
+Run: ``.venv/bin/python benchmarks/registration_speed.py [--subjects 3] [--ixi]
+[--variants NAME ...]`` (alone on the machine).
 """
 
 from __future__ import annotations
@@ -26,13 +33,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from preproc import known_warp_dice  # noqa: E402  (benchmarks/preproc.py)
 
 from bids_mdd.preproc import ants_steps  # noqa: E402
+from bids_mdd.preproc.qc import dice  # noqa: E402
 
 BASE = ants_steps.RegistrationSettings.for_mode(False)
 VARIANTS = {
     # the settings before the speed work: antspyx's affine iterations, SyN on the whole head
-    "before": replace(BASE, affine_iterations=(2100, 1200, 1200, 10), syn_margin_mm=None),
+    "before": replace(BASE, affine_iterations=(2100, 1200, 1200, 10), syn_margin_mm=None,
+                      syn_sampling=2),
     "current": BASE,
-    "syn-40x20x8": replace(BASE, syn_iterations=(40, 20, 8)),
+    "cc-radius2": replace(BASE, syn_sampling=2),
+    # shorter SyN, measured with radius 2
+    "syn-40x20x8": replace(BASE, syn_iterations=(40, 20, 8), syn_sampling=2),
+    "syn-50x30x5": replace(BASE, syn_iterations=(50, 30, 5), syn_sampling=2),
 }
 
 
@@ -44,7 +56,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--subjects", type=int, default=3)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--ixi", action="store_true", help="the IXI scans and their DLMUSE labels")
     args = parser.parse_args()
+    if args.ixi:
+        ixi(args.variants)
+        return
     template, template_mask = str(template_t1w()), str(template_brain_mask())
     dices: dict[str, list[float]] = {name: [] for name in args.variants}
     seconds: dict[str, list[float]] = {name: [] for name in args.variants}
@@ -74,6 +90,69 @@ def main() -> None:
     for name in args.variants:
         print(f"{name:18s} mean {np.mean(seconds[name]):6.1f} s  Dice mean "
               f"{np.mean(dices[name]):.4f} min {np.min(dices[name]):.4f}")
+
+
+def _region_dice(a: np.ndarray, b: np.ndarray, regions: np.ndarray) -> float:
+    """Mean Dice over ``regions`` of two label images (one joint histogram for all)."""
+    size = int(max(a.max(), b.max())) + 1
+    joint = np.bincount(a.ravel() * size + b.ravel(), minlength=size * size).reshape(size, size)
+    both, in_a, in_b = np.diag(joint)[regions], joint.sum(1)[regions], joint.sum(0)[regions]
+    present = (in_a + in_b) > 0
+    return float(np.mean(2 * both[present] / (in_a + in_b)[present]))
+
+
+def ixi(variants: list[str]) -> None:
+    import ants
+    import nibabel as nib
+    from nilearn.image import resample_to_img
+
+    from bids_mdd.spaces.grids import CLASSIFIER_GRID
+    from bids_mdd.spaces.templates import template_brain_mask, template_t1w
+    from bids_mdd.synth.tissue import tissue_maps
+    from real_scans import IXI, muse_labels  # benchmarks/real_scans.py
+
+    template, template_mask = str(template_t1w()), str(template_brain_mask())
+    domain = ants.from_nibabel_nifti(CLASSIFIER_GRID.image())
+    t1w = nib.load(template)
+    template_gm = tissue_maps(np.asarray(t1w.dataobj, np.float32),
+                              np.asarray(nib.load(template_mask).dataobj) > 0).of("GM")
+    template_gm = resample_to_img(nib.Nifti1Image(template_gm, t1w.affine),
+                                  CLASSIFIER_GRID.image(), force_resample=True,
+                                  copy_header=True).get_fdata() > 0.5
+    gm_labels = muse_labels("GM")
+    warped: dict[str, list[np.ndarray]] = {name: [] for name in variants}
+    seconds: dict[str, list[float]] = {name: [] for name in variants}
+    gm_dice: dict[str, list[float]] = {name: [] for name in variants}
+    print(f"IXI whole-head scans, DLMUSE labels into MNI, {os.cpu_count()} CPUs", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for scan in sorted(IXI.glob("IXI*-T1_ds.nii.gz")):
+            label = scan.name.split("-")[0]
+            seg = ants.image_read(str(next((IXI / "dlmuse_seg").glob(f"{label}-*"))))
+            work = Path(tmp) / label
+            work.mkdir()
+            n4 = ants_steps.n4_correct(ants_steps.validate_t1w(str(scan), str(work)), str(work))
+            for name in variants:
+                out = work / name
+                out.mkdir()
+                start = time.perf_counter()
+                reg = ants_steps.register_to_template(n4, template, template_mask, False,
+                                                      str(out), settings=VARIANTS[name])
+                seconds[name].append(time.perf_counter() - start)
+                labels = ants.apply_transforms(domain, seg, [reg.forward],
+                                               interpolator="genericLabel").numpy()
+                warped[name].append(labels.astype(np.int64))
+                gm_dice[name].append(dice(np.isin(labels, gm_labels), template_gm))
+                print(f"{label} {name:14s} {seconds[name][-1]:6.1f} s  GM Dice vs template "
+                      f"{gm_dice[name][-1]:.4f}", flush=True)
+    regions = np.setdiff1d(np.unique(np.concatenate([np.unique(w) for w in warped[variants[0]]])),
+                           [0])
+    for name in variants:
+        pairs = [_region_dice(a, b, regions) for i, a in enumerate(warped[name])
+                 for b in warped[name][i + 1:]]
+        print(f"{name:14s} mean {np.mean(seconds[name]):6.1f} s; region Dice between subjects "
+              f"({len(regions)} MUSE regions, {len(pairs)} pairs): mean {np.mean(pairs):.4f} "
+              f"SD {np.std(pairs, ddof=1):.4f}; GM Dice vs template mean "
+              f"{np.mean(gm_dice[name]):.4f} min {np.min(gm_dice[name]):.4f}")
 
 
 if __name__ == "__main__":

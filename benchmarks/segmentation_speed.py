@@ -41,11 +41,14 @@ from bids_mdd.preproc.qc import dice  # noqa: E402
 BASE = ants_steps.SegmentationSettings()
 VARIANTS = {
     # the settings before the speed work: 5 Atropos iterations at native resolution
-    "before": replace(BASE, iterations=5, atropos_mm=None),
-    "iter3": replace(BASE, iterations=3, atropos_mm=None),
+    "before": replace(BASE, iterations=5, atropos_mm=None, icm_synchronous=False),
+    "current": BASE,
+    "iter3": replace(BASE, iterations=3, atropos_mm=None, icm_synchronous=False),
     "1.5mm": replace(BASE, iterations=5, atropos_mm=1.5),
     "1.5mm-iter3": replace(BASE, iterations=3, atropos_mm=1.5),
     "1.2mm": replace(BASE, iterations=5, atropos_mm=1.2),
+    "sync": replace(BASE, iterations=5, atropos_mm=None, icm_synchronous=True),
+    "sync-iter3": replace(BASE, iterations=3, atropos_mm=None, icm_synchronous=True),
 }
 
 
@@ -128,7 +131,9 @@ def main() -> None:
     args = parser.parse_args()
     print(f"{os.cpu_count()} CPUs; variants: " + "; ".join(
         f"{name}: iterations {VARIANTS[name].iterations}, Atropos at "
-        f"{VARIANTS[name].atropos_mm or 'native'} mm" for name in args.variants))
+        f"{VARIANTS[name].atropos_mm or 'native'} mm, ICM "
+        f"{'synchronous' if VARIANTS[name].icm_synchronous else 'asynchronous'}"
+        for name in args.variants))
     with tempfile.TemporaryDirectory() as tmp:
         if "synthetic" in args.scans:
             label, path, truth = synthetic_scan(Path(tmp) / "synthetic")

@@ -24,7 +24,7 @@ POINTS = {
     # an image and its sidecar written to temporary files, not yet renamed
     "writing": ("bids_mdd.bids.derivatives", "atomic_outputs", 3),
     "inference": ("bids_mdd.participant.predictions", "apply_model_batch", 1),
-    "report": ("bids_mdd.participant.runner", "write_reports", 1),
+    "report": ("bids_mdd.participant.runner", "write_participant_report", 1),
 }
 
 

@@ -323,6 +323,21 @@ def test_missing_or_off_grid_inputs_name_the_file(applied, tmp_path) -> None:
     assert error.value.exit_code == 65 and str(path) in str(error.value)
 
 
+def test_subnormal_input_values_reach_the_networks_as_zeros(tmp_path) -> None:
+    """A background of subnormal floats (slow on CPU, zero to any model) is read as zeros;
+    the smallest normal number and everything above it are kept as they are."""
+    from bids_mdd.models.inputs import read_on_grid
+
+    data = np.zeros(CLASSIFIER_GRID.shape, np.float32)
+    tiny = np.finfo(np.float32).tiny
+    data[0, 0, :4] = [tiny / 2, -tiny / 1e6, tiny, 0.5]
+    path = tmp_path / "gm.nii.gz"
+    nib.save(nib.Nifti1Image(data, CLASSIFIER_GRID.affine), path)
+    read = read_on_grid(path, GM_INPUT)
+    assert read[0, 0, :4].tolist() == [0.0, 0.0, tiny, 0.5]
+    assert read.dtype == np.float32 and np.count_nonzero(read) == 2
+
+
 def test_default_models_are_the_labelled_demo_bundles(caplog) -> None:
     with caplog.at_level(logging.WARNING):
         models = load_models(None, "cpu")

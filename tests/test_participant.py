@@ -5,6 +5,7 @@ crash and resume (SIGKILL at five points, then byte-identical outputs)."""
 from __future__ import annotations
 
 import ast
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -25,6 +26,8 @@ from bids_mdd.participant.resources import available_cpus, available_mem_gb, pla
 from bids_mdd.participant.background import AfterPreprocessing
 from bids_mdd.participant.scheduler import (DepthFirstMultiProcPlugin, nipype_runner,
                                             rank_by_workflow)
+from bids_mdd.preproc.ants_steps import (RegistrationSettings, SegmentationSettings,
+                                         settings_from_json)
 from bids_mdd.preproc.workflow import PreprocOptions, init_bids_mdd_wf
 from bids_mdd.synth.cohort import generate_cohort
 from bids_mdd.synth.model import CohortSpec
@@ -78,9 +81,19 @@ def test_plan_resources(monkeypatch) -> None:
                            **{**common, "deterministic": True, "model_batch_size": 8})
     assert (fixed.nprocs, fixed.omp_nthreads, fixed.model_threads, fixed.model_batch_size) == (
         4, 1, 1, 1)
+    # the model step keeps 3 GB of --mem-gb on the CPU, none on a GPU or without models
+    bounded = plan_resources(nprocs=2, omp_nthreads=None, n_inputs=3, **{**common, "mem_gb": 10})
+    assert (bounded.mem_gb, bounded.model_mem_gb) == (7.0, 3.0)
+    assert "7 GB (+ 3 GB kept for the model step)" in bounded.describe()
+    assert plan_resources(nprocs=2, omp_nthreads=None, n_inputs=3, applies_models=False,
+                          **{**common, "mem_gb": 10}).mem_gb == 10.0
+    assert plan_resources(nprocs=2, omp_nthreads=None, n_inputs=3,
+                          **{**common, "mem_gb": 10, "device": "cuda"}).mem_gb == 10.0
+    assert plan_resources(nprocs=2, omp_nthreads=None, n_inputs=3,
+                          **{**common, "environ": {"SLURM_MEM_PER_NODE": "16384"}}).mem_gb == 13.0
     runner = nipype_runner(plan_resources(nprocs=2, omp_nthreads=None, n_inputs=3,
-                                          **{**common, "mem_gb": 3.0}), ["a", "b"], print)
-    assert (runner.processors, runner.memory_gb) == (2, 3.0)
+                                          **{**common, "mem_gb": 4.0}), ["a", "b"], print)
+    assert (runner.processors, runner.memory_gb) == (2, 3.0)  # never below the largest node
     runner.pool.shutdown()
 
 
@@ -143,6 +156,14 @@ def test_graph_builds_for_every_option(templateflow_home, tmp_path, skull_strip,
     assert uses_inverse is (segmentation == "priors")
     parameters = json.loads(workflow.get_node("anat_preproc_subject01.derivatives")
                             .inputs.parameters)
+    # the nodes run with the settings the sidecars describe
+    for step, kind, key in (("register", RegistrationSettings, "Registration"),
+                            ("segment", SegmentationSettings, "Segmentation")):
+        settings = settings_from_json(kind, workflow.get_node(
+            f"anat_preproc_subject01.{step}").inputs.settings)
+        assert settings.describe() == parameters[key]
+    assert parameters["Segmentation"]["iterations"] == (2 if sloppy else
+                                                        3 if segmentation == "priors" else 5)
     assert parameters["Deterministic"] is deterministic
     assert parameters["RandomSeed"]["antsRegistration"] == 1  # seed 0, shifted: 0 is "random"
 
@@ -161,6 +182,28 @@ def test_threads_do_not_enter_the_cache_hash(templateflow_home, tmp_path) -> Non
     seeded = hashes(omp_nthreads=1, seed=5)
     changed = sorted(name.split(".")[-1] for name in one if seeded[name] != one[name])
     assert changed == ["derivatives", "derivatives", "register", "register"]
+
+
+def test_a_change_of_step_settings_changes_the_cache_hash(templateflow_home, tmp_path,
+                                                         monkeypatch) -> None:
+    """Settings changed in code (a new release's Atropos iterations, say) reach nipype's hash:
+    a rerun recomputes that step instead of passing an older result off as this version's."""
+    t1ws = _t1ws(tmp_path)
+
+    def hashes() -> dict[str, str]:
+        workflow = init_bids_mdd_wf(t1ws=t1ws, bids_dir=tmp_path, output_dir=tmp_path / "out",
+                                    options=PreprocOptions())
+        return {node.fullname.split(".", 1)[1]: node.inputs.get_hashval()[1]
+                for node in workflow._create_flat_graph().nodes()}
+
+    before = hashes()
+    released = SegmentationSettings.for_mode
+    monkeypatch.setattr(SegmentationSettings, "for_mode", classmethod(
+        lambda cls, *args: dataclasses.replace(released(*args), iterations=4)))
+    after = hashes()
+    changed = sorted(name for name in before if after[name] != before[name])
+    assert changed == [f"anat_preproc_{s}.{step}" for s in ("subject01", "subject02_session1")
+                       for step in ("derivatives", "segment")]
 
 
 # --- import direction --------------------------------------------------------------------------

@@ -95,7 +95,8 @@ def build_parser() -> BidsAppArgumentParser:
     run.add_argument("--omp-nthreads", type=positive_int, default=None, metavar="N",
                      help="threads per process (default: nprocs / number of T1w, 1 to 8)")
     run.add_argument("--mem-gb", type=positive_float, default=None, metavar="GB",
-                     help="memory the workflow may use (default: SLURM's allocation, else "
+                     help="memory the run may use; on CPU the workflow gets it less 3 GB "
+                          "kept for the model step (default: SLURM's allocation, else "
                           "nipype's 90 %% of RAM)")
     run.add_argument("--model-batch-size", type=positive_int, default=None, metavar="N",
                      help="participants per forward pass of the models (default: 1 on CPU, 4 "

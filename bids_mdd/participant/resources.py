@@ -14,6 +14,15 @@ LOGGER = logging.getLogger(__name__)
 #: Most ITK/torch threads given to one node by default (ITK gains little beyond).
 MAX_DEFAULT_OMP = 8
 
+#: Memory kept back from ``--mem-gb`` for the model step, which runs in the main process while
+#: the graph's nodes run: the full-size networks' peak with attention maps, rounded up
+#: (``benchmarks/inference.py``).
+MODEL_STEP_MEM_GB = 3.0
+
+#: The least memory bound left to the graph: its largest node's estimate (registration,
+#: segmentation), so that a node still runs, alone, under a small ``--mem-gb``.
+MIN_GRAPH_MEM_GB = 3.0
+
 
 def _positive_int(text: str | None) -> int | None:
     try:
@@ -68,20 +77,27 @@ class Resources:
     nprocs: int  # nipype MultiProc processes: nodes of any participants at once
     omp_nthreads: int  # ITK / torch threads of one preprocessing node
     mem_gb: float | None  # MultiProc's memory bound (None: nipype's default, 90 % of RAM)
-    model_threads: int  # torch threads of the model step (which runs alone, after)
+    model_threads: int  # torch threads of the model step (a thread beside the graph)
     model_batch_size: int  # participants per forward pass of the model step
+    model_mem_gb: float = 0.0  # kept back from --mem-gb for the model step
 
     def describe(self) -> str:
         mem = f"{self.mem_gb:g} GB" if self.mem_gb else "nipype's default memory bound"
+        if self.mem_gb and self.model_mem_gb:
+            mem += f" (+ {self.model_mem_gb:g} GB kept for the model step)"
         return (f"{self.nprocs} process(es) x {self.omp_nthreads} thread(s) each, {mem}; "
                 f"models: {self.model_threads} thread(s), batches of {self.model_batch_size}")
 
 
 def plan_resources(*, nprocs: int | None, omp_nthreads: int | None, mem_gb: float | None,
                    n_inputs: int, deterministic: bool, model_batch_size: int | None,
-                   device: str, environ: Mapping[str, str] = os.environ) -> Resources:
+                   device: str, applies_models: bool = True,
+                   environ: Mapping[str, str] = os.environ) -> Resources:
     """Fill in what the command line left open.
 
+    ``--mem-gb`` (or SLURM's allocation) bounds the whole process: the graph gets it less
+    ``MODEL_STEP_MEM_GB`` when models are applied on the CPU (their tensors then live in host
+    memory beside the graph's nodes), but never less than ``MIN_GRAPH_MEM_GB``.
     ``--nprocs``: the CPUs the process may use. ``--omp-nthreads``: the processes' share when
     there are fewer T1w than processes (one participant gets up to 8 threads), else 1, so that
     many participants run one per core. ``--deterministic`` pins every step to one thread and
@@ -97,9 +113,16 @@ def plan_resources(*, nprocs: int | None, omp_nthreads: int | None, mem_gb: floa
         omp = omp_nthreads or max(1, min(MAX_DEFAULT_OMP, cpus // max(1, n_inputs)))
         model_threads = cpus
         batch = model_batch_size or (4 if device == "cuda" else 1)
-    return Resources(nprocs=cpus, omp_nthreads=min(omp, cpus),
-                     mem_gb=mem_gb or available_mem_gb(environ), model_threads=model_threads,
-                     model_batch_size=batch)
+    total_gb = mem_gb or available_mem_gb(environ)
+    model_gb = MODEL_STEP_MEM_GB if applies_models and device == "cpu" else 0.0
+    graph_gb = max(total_gb - model_gb, MIN_GRAPH_MEM_GB) if total_gb else None
+    if total_gb and graph_gb and graph_gb + model_gb > total_gb:
+        LOGGER.warning("--mem-gb %g leaves less than %g GB for preprocessing beside the model "
+                       "step's %g GB: the graph runs one node at a time and the run may use "
+                       "up to %g GB", total_gb, MIN_GRAPH_MEM_GB, model_gb, graph_gb + model_gb)
+    return Resources(nprocs=cpus, omp_nthreads=min(omp, cpus), mem_gb=graph_gb,
+                     model_threads=model_threads, model_batch_size=batch,
+                     model_mem_gb=model_gb if total_gb else 0.0)
 
 
 #: The numerical libraries' thread variables (OpenMP, MKL, OpenBLAS). The images set none of

@@ -164,7 +164,8 @@ def run_participant_level(bids_dir: Path, output_dir: Path, work_dir: Path,
     resources = plan_resources(nprocs=options.nprocs, omp_nthreads=options.omp_nthreads,
                                mem_gb=options.mem_gb, n_inputs=len(inputs),
                                deterministic=options.preproc.deterministic,
-                               model_batch_size=options.model_batch_size, device=device)
+                               model_batch_size=options.model_batch_size, device=device,
+                               applies_models=not options.preproc_only)
     models, settings = [], ModelStepSettings()
     if not options.preproc_only:
         models, settings = _load_models(options, resources, device)

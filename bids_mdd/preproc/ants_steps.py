@@ -8,12 +8,15 @@ resolution images.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import ants
 import nibabel as nib
@@ -27,14 +30,30 @@ from bids_mdd.spaces.grids import Grid
 #: ~1.0-1.8 L, a whole head with neck and background noise far more.
 SKULL_STRIPPED_MAX_ML = 2500.0
 
+Settings = TypeVar("Settings", "RegistrationSettings", "SegmentationSettings")
+
+
+def settings_to_json(settings: RegistrationSettings | SegmentationSettings) -> str:
+    """A step's settings as the JSON string its nipype node takes as an input, so that the
+    node's cache hash changes whenever they do."""
+    return json.dumps(dataclasses.asdict(settings), sort_keys=True)
+
+
+def settings_from_json(kind: type[Settings], text: str) -> Settings:
+    """The settings :func:`settings_to_json` wrote (JSON lists back to tuples)."""
+    values = json.loads(text)
+    return kind(**{key: tuple(value) if isinstance(value, list) else value
+                   for key, value in values.items()})
+
 
 @dataclass(frozen=True)
 class RegistrationSettings:
     """Resolution (mm), metrics and iterations per level of the template registration.
 
-    Default: SyN with cross-correlation (radius 2) at 2 mm, Mattes MI being clearly worse on
-    the known-warp check (``benchmarks/preproc.py``); a shorter affine stage than antspyx's
-    and SyN on the template brain's bounding box, which left that check unchanged
+    Default: SyN with cross-correlation at 2 mm, Mattes MI being clearly worse on the
+    known-warp check (``benchmarks/preproc.py``); a shorter affine stage than antspyx's, SyN
+    on the template brain's bounding box, and a CC radius of 1 voxel instead of 2, which left
+    that check and the alignment of the IXI scans' DLMUSE regions unchanged
     (``benchmarks/registration_speed.py``; figures in docs/benchmarks.md).
     """
 
@@ -56,7 +75,7 @@ class RegistrationSettings:
     def for_mode(cls, sloppy: bool) -> RegistrationSettings:
         if sloppy:
             return cls(4.0, (30, 10), "mattes", 32)
-        return cls(2.0, (50, 30, 10), "CC", 2, affine_iterations=(1000, 500, 250, 0),
+        return cls(2.0, (50, 30, 10), "CC", 1, affine_iterations=(1000, 500, 250, 0),
                    syn_margin_mm=10.0)
 
     def describe(self) -> dict:
@@ -252,22 +271,27 @@ class SegmentationSettings:
     0.5 and MRF 0.1 (0.35/0.65 and 0.2 lost GM or WM Dice); NLM denoising before Atropos did not
     raise Dice at 2 mm (0.801 vs 0.803) and costs time, so it is off; the N4 pass raised mean
     WM Dice 0.815 -> 0.825 and GM 0.802 -> 0.806 and brought the CSF fraction within 0.02 of
-    DLMUSE's (0.033 above it without).
+    DLMUSE's (0.033 above it without). Three Atropos iterations instead of five, and none of
+    the faster variants that moved Dice (a coarser Atropos, synchronous ICM updates):
+    ``benchmarks/segmentation_speed.py``, figures in docs/benchmarks.md.
     """
 
     method: str = "priors"
     prior_weight: float = 0.5
     mrf: float = 0.1
-    iterations: int = 5
+    iterations: int = 3
     clip_percentiles: tuple[float, float] = (0.5, 99.5)
     csf_gm_half: float = 0.15
     gm_wm_half: float = 0.6
     tissue_weighted_n4: bool = True
     atropos_mm: float | None = None  # Atropos on a copy at this spacing when the scan is finer
+    # Atropos' ICM updates every voxel's label at once (synchronous) rather than through its
+    # graph-colouring code image (asynchronous, ANTs' default), in about half the time
+    icm_synchronous: bool = False
 
     @classmethod
     def for_mode(cls, sloppy: bool, method: str = "priors") -> SegmentationSettings:
-        return cls(method=method, iterations=2 if sloppy else 5)
+        return cls(method=method, iterations=2 if sloppy else 3 if method == "priors" else 5)
 
     def describe(self) -> dict:
         if self.method == "kmeans":
@@ -279,7 +303,8 @@ class SegmentationSettings:
                 "iterations": self.iterations, "clip_percentiles": list(self.clip_percentiles),
                 "csf_gm_half": self.csf_gm_half, "gm_wm_half": self.gm_wm_half,
                 "tissue_weighted_n4": self.tissue_weighted_n4,
-                "atropos_resolution_mm": self.atropos_mm or "native"}
+                "atropos_resolution_mm": self.atropos_mm or "native",
+                "icm_updates": "synchronous" if self.icm_synchronous else "asynchronous"}
 
 
 def segment_tissues(t1w: str, mask: str, out_dir: str, settings: SegmentationSettings,
@@ -381,6 +406,9 @@ def _atropos(image: ants.ANTsImage, mask: ants.ANTsImage, priors: list[ants.ANTs
                  "c": f"[{settings.iterations},0]", "x": mask.clone("unsigned int"),
                  "i": f"PriorProbabilityImages[{len(priors)},{pattern},{settings.prior_weight}]",
                  **ATROPOS_FIXED_SEED}
+    if settings.icm_synchronous:
+        # the option's bare value is its first parameter (Atropos' parser refuses it in brackets)
+        arguments["g"] = "0"
     if get_lib_fn("Atropos")(process_arguments(arguments)) != 0:
         raise RuntimeError("Atropos failed")
     return [_to_ants(pattern % index).numpy() for index in range(1, len(priors) + 1)]

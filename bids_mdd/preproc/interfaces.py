@@ -89,6 +89,7 @@ class _RegisterIn(_Threaded):
     template_mask = File(exists=True, mandatory=True)
     skull_stripped = traits.Bool(mandatory=True)
     seed = traits.Int(0, usedefault=True)
+    settings = traits.Str(mandatory=True, desc="RegistrationSettings (settings_to_json)")
 
 
 class _RegisterOut(_ThreadedOut):
@@ -105,7 +106,9 @@ class RegisterToTemplate(_ThreadedInterface):
     def _run_step(self, cwd: str) -> None:
         result = ants_steps.register_to_template(
             self.inputs.in_file, self.inputs.template, self.inputs.template_mask,
-            self.inputs.skull_stripped, cwd, self.inputs.sloppy, self.inputs.seed)
+            self.inputs.skull_stripped, cwd, self.inputs.sloppy, self.inputs.seed,
+            ants_steps.settings_from_json(ants_steps.RegistrationSettings,
+                                          self.inputs.settings))
         self._results.update(forward=result.forward, inverse=result.inverse)
 
 
@@ -136,7 +139,7 @@ class BrainMask(_ThreadedInterface):
 class _SegmentIn(_Threaded):
     in_file = File(exists=True, mandatory=True)
     mask = File(exists=True, mandatory=True)
-    method = traits.Enum("priors", "kmeans", usedefault=True)
+    settings = traits.Str(mandatory=True, desc="SegmentationSettings (settings_to_json)")
     inverse = File(exists=True, desc="MNI -> T1w transform, for the template priors")
 
 
@@ -153,8 +156,8 @@ class SegmentTissues(_ThreadedInterface):
     output_spec = _SegmentOut
 
     def _run_step(self, cwd: str) -> None:
-        settings = ants_steps.SegmentationSettings.for_mode(self.inputs.sloppy,
-                                                            self.inputs.method)
+        settings = ants_steps.settings_from_json(ants_steps.SegmentationSettings,
+                                                 self.inputs.settings)
         inverse = self.inputs.inverse if isdefined(self.inputs.inverse) else None
         csf, gm, wm = ants_steps.segment_tissues(self.inputs.in_file, self.inputs.mask, cwd,
                                                  settings, inverse)

@@ -13,7 +13,7 @@ from bids_mdd.bids.derivatives import RAW_URI_PREFIX
 from bids_mdd.bids.discovery import T1wInput
 from bids_mdd.preproc import interfaces as ifc
 from bids_mdd.preproc.ants_steps import (RegistrationSettings, SegmentationSettings,
-                                         ants_registration_seed)
+                                         ants_registration_seed, settings_to_json)
 from bids_mdd.preproc.sink import THREADED_STEPS, DerivativesSink
 from bids_mdd.spaces.templates import TEMPLATE, template_brain_mask, template_t1w
 
@@ -31,17 +31,21 @@ class PreprocOptions:
     segmentation: str = "priors"
     deterministic: bool = False
 
+    def registration(self) -> RegistrationSettings:
+        return RegistrationSettings.for_mode(self.sloppy)
+
+    def segmentation_settings(self) -> SegmentationSettings:
+        return SegmentationSettings.for_mode(self.sloppy, self.segmentation)
+
     def sidecar_parameters(self) -> dict:
-        registration = RegistrationSettings.for_mode(self.sloppy)
         return {"Template": TEMPLATE, "SkullStrip": self.skull_strip,
                 "Sloppy": self.sloppy, "SmoothingFWHM": self.fwhm,
                 "RandomSeed": {"bids_mdd": self.seed,
                                "antsRegistration": ants_registration_seed(self.seed),
                                "Atropos": "ANTs' constant seed (--use-random-seed 0)"},
                 "Deterministic": self.deterministic,
-                "Registration": registration.describe(),
-                "Segmentation": SegmentationSettings.for_mode(self.sloppy,
-                                                              self.segmentation).describe(),
+                "Registration": self.registration().describe(),
+                "Segmentation": self.segmentation_settings().describe(),
                 "BiasCorrection": "antspyx N4"}
 
 
@@ -80,11 +84,13 @@ def init_anat_preproc_wf(*, t1w: T1wInput, bids_dir: Path, output_dir: Path,
     validate = node(ifc.ValidateT1w, "validate", in_file=str(t1w.path),
                     skull_strip=options.skull_strip)
     n4 = node(ifc.N4BiasCorrection, "n4", mem_gb=2.0, **threads)
+    # the steps' settings are node inputs, so that nipype's cache follows them
     register = node(ifc.RegisterToTemplate, "register", mem_gb=3.0, template=template,
-                    template_mask=template_mask, seed=options.seed, **threads)
+                    template_mask=template_mask, seed=options.seed,
+                    settings=settings_to_json(options.registration()), **threads)
     mask = node(ifc.BrainMask, "brain_mask", template_mask=template_mask, **threads)
-    segment = node(ifc.SegmentTissues, "segment", mem_gb=3.0, method=options.segmentation,
-                   **threads)
+    segment = node(ifc.SegmentTissues, "segment", mem_gb=3.0,
+                   settings=settings_to_json(options.segmentation_settings()), **threads)
     modulate = node(ifc.ModulatedGM, "gm_to_mni", mem_gb=2.0, fwhm=options.fwhm, **threads)
     normalize = node(ifc.NormalizedT1w, "t1w_to_mni", mem_gb=2.0, **threads)
     qc = node(ifc.QCMetrics, "qc", template=template, template_mask=template_mask)
