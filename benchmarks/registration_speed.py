@@ -38,13 +38,11 @@ from bids_mdd.preproc.qc import dice  # noqa: E402
 BASE = ants_steps.RegistrationSettings.for_mode(False)
 VARIANTS = {
     # the settings before the speed work: antspyx's affine iterations, SyN on the whole head
-    "before": replace(BASE, affine_iterations=(2100, 1200, 1200, 10), syn_margin_mm=None,
-                      syn_sampling=2),
+    "before": replace(BASE, affine_iterations=(2100, 1200, 1200, 10), syn_margin_mm=None),
     "current": BASE,
-    "cc-radius2": replace(BASE, syn_sampling=2),
-    # shorter SyN, measured with radius 2
-    "syn-40x20x8": replace(BASE, syn_iterations=(40, 20, 8), syn_sampling=2),
-    "syn-50x30x5": replace(BASE, syn_iterations=(50, 30, 5), syn_sampling=2),
+    "cc-radius1": replace(BASE, syn_sampling=1),
+    "syn-40x20x8": replace(BASE, syn_iterations=(40, 20, 8)),
+    "syn-50x30x5": replace(BASE, syn_iterations=(50, 30, 5)),
 }
 
 
