@@ -68,23 +68,30 @@ def run_step(step: str, *args) -> object:
 run_step.total = 0.0
 
 
-def known_warp_dice(truth_gm: str, forward: str, template: str, template_mask: str) -> float:
-    """The subject's true GM brought into MNI by our registration, against the template GM
-    the generator started from (both > 0.5)."""
-    import ants
+def template_gm(template: str, template_mask: str) -> np.ndarray:
+    """The template GM the synthetic generator starts from (> 0.5), on the classifier grid."""
     from nilearn.image import resample_to_img
 
     from bids_mdd.spaces.grids import CLASSIFIER_GRID
     from bids_mdd.synth.tissue import tissue_maps
 
-    domain = ants.from_nibabel_nifti(CLASSIFIER_GRID.image())
-    warped = ants.apply_transforms(domain, ants.image_read(truth_gm), [forward]).numpy()
     t1w = nib.load(template)
     brain = np.asarray(nib.load(template_mask).dataobj) > 0
     gm = tissue_maps(np.asarray(t1w.dataobj, np.float32), brain).of("GM")
-    reference = resample_to_img(nib.Nifti1Image(gm, t1w.affine), CLASSIFIER_GRID.image(),
-                                force_resample=True, copy_header=True).get_fdata()
-    return dice(warped > 0.5, reference > 0.5)
+    return resample_to_img(nib.Nifti1Image(gm, t1w.affine), CLASSIFIER_GRID.image(),
+                           force_resample=True, copy_header=True).get_fdata() > 0.5
+
+
+def known_warp_dice(truth_gm: str, forward: str, template: str, template_mask: str) -> float:
+    """The subject's true GM brought into MNI by our registration, against the template GM
+    the generator started from (both > 0.5)."""
+    import ants
+
+    from bids_mdd.spaces.grids import CLASSIFIER_GRID
+
+    domain = ants.from_nibabel_nifti(CLASSIFIER_GRID.image())
+    warped = ants.apply_transforms(domain, ants.image_read(truth_gm), [forward]).numpy()
+    return dice(warped > 0.5, template_gm(template, template_mask))
 
 
 def main(sloppy: bool, n_subjects: int) -> None:

@@ -101,22 +101,15 @@ def _region_dice(a: np.ndarray, b: np.ndarray, regions: np.ndarray) -> float:
 
 def ixi(variants: list[str]) -> None:
     import ants
-    import nibabel as nib
-    from nilearn.image import resample_to_img
 
     from bids_mdd.spaces.grids import CLASSIFIER_GRID
     from bids_mdd.spaces.templates import template_brain_mask, template_t1w
-    from bids_mdd.synth.tissue import tissue_maps
+    from preproc import template_gm  # benchmarks/preproc.py
     from real_scans import IXI, muse_labels  # benchmarks/real_scans.py
 
     template, template_mask = str(template_t1w()), str(template_brain_mask())
     domain = ants.from_nibabel_nifti(CLASSIFIER_GRID.image())
-    t1w = nib.load(template)
-    template_gm = tissue_maps(np.asarray(t1w.dataobj, np.float32),
-                              np.asarray(nib.load(template_mask).dataobj) > 0).of("GM")
-    template_gm = resample_to_img(nib.Nifti1Image(template_gm, t1w.affine),
-                                  CLASSIFIER_GRID.image(), force_resample=True,
-                                  copy_header=True).get_fdata() > 0.5
+    reference_gm = template_gm(template, template_mask)
     gm_labels = muse_labels("GM")
     warped: dict[str, list[np.ndarray]] = {name: [] for name in variants}
     seconds: dict[str, list[float]] = {name: [] for name in variants}
@@ -139,7 +132,7 @@ def ixi(variants: list[str]) -> None:
                 labels = ants.apply_transforms(domain, seg, [reg.forward],
                                                interpolator="genericLabel").numpy()
                 warped[name].append(labels.astype(np.int64))
-                gm_dice[name].append(dice(np.isin(labels, gm_labels), template_gm))
+                gm_dice[name].append(dice(np.isin(labels, gm_labels), reference_gm))
                 print(f"{label} {name:14s} {seconds[name][-1]:6.1f} s  GM Dice vs template "
                       f"{gm_dice[name][-1]:.4f}", flush=True)
     regions = np.setdiff1d(np.unique(np.concatenate([np.unique(w) for w in warped[variants[0]]])),

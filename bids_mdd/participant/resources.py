@@ -9,6 +9,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from bids_mdd.preproc.workflow import LARGEST_NODE_MEM_GB
+
 LOGGER = logging.getLogger(__name__)
 
 #: Most ITK/torch threads given to one node by default (ITK gains little beyond).
@@ -19,9 +21,9 @@ MAX_DEFAULT_OMP = 8
 #: (``benchmarks/inference.py``).
 MODEL_STEP_MEM_GB = 3.0
 
-#: The least memory bound left to the graph: its largest node's estimate (registration,
-#: segmentation), so that a node still runs, alone, under a small ``--mem-gb``.
-MIN_GRAPH_MEM_GB = 3.0
+#: The least memory bound left to the graph: its largest node's estimate, so that a node
+#: still runs, alone, under a small ``--mem-gb``.
+MIN_GRAPH_MEM_GB = LARGEST_NODE_MEM_GB
 
 
 def _positive_int(text: str | None) -> int | None:

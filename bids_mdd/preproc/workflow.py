@@ -18,6 +18,11 @@ from bids_mdd.preproc.sink import THREADED_STEPS, DerivativesSink
 from bids_mdd.spaces.templates import TEMPLATE, template_brain_mask, template_t1w
 
 
+#: nipype memory estimate (GB) of the costliest nodes (registration, segmentation): the
+#: largest any node asks for.
+LARGEST_NODE_MEM_GB = 3.0
+
+
 @dataclass(frozen=True)
 class PreprocOptions:
     """Options of the preprocessing workflow (written into every sidecar; the threads that
@@ -85,11 +90,11 @@ def init_anat_preproc_wf(*, t1w: T1wInput, bids_dir: Path, output_dir: Path,
                     skull_strip=options.skull_strip)
     n4 = node(ifc.N4BiasCorrection, "n4", mem_gb=2.0, **threads)
     # the steps' settings are node inputs, so that nipype's cache follows them
-    register = node(ifc.RegisterToTemplate, "register", mem_gb=3.0, template=template,
-                    template_mask=template_mask, seed=options.seed,
+    register = node(ifc.RegisterToTemplate, "register", mem_gb=LARGEST_NODE_MEM_GB,
+                    template=template, template_mask=template_mask, seed=options.seed,
                     settings=settings_to_json(options.registration()), **threads)
     mask = node(ifc.BrainMask, "brain_mask", template_mask=template_mask, **threads)
-    segment = node(ifc.SegmentTissues, "segment", mem_gb=3.0,
+    segment = node(ifc.SegmentTissues, "segment", mem_gb=LARGEST_NODE_MEM_GB,
                    settings=settings_to_json(options.segmentation_settings()), **threads)
     modulate = node(ifc.ModulatedGM, "gm_to_mni", mem_gb=2.0, fwhm=options.fwhm, **threads)
     normalize = node(ifc.NormalizedT1w, "t1w_to_mni", mem_gb=2.0, **threads)
