@@ -1,4 +1,5 @@
-"""``bids_mdd-train DERIVATIVES_DIR MODELS_DIR``: cross-validate and bundle a model."""
+"""``bids_mdd-train DERIVATIVES_DIR MODELS_DIR``: cross-validate and bundle a model;
+``bids_mdd-train prepare DERIVATIVES_DIR OUT_DIR``: extract the network inputs once."""
 
 from __future__ import annotations
 
@@ -23,9 +24,12 @@ def build_parser() -> BidsAppArgumentParser:
         description="Train and cross-validate a bids_mdd model on participant-level "
                     "derivatives; write a model bundle. Protocol defaults: classification = "
                     "paper A (5 folds, Adam LR 0.01, weight decay 1e-3, batch 8), regression = "
-                    "paper B (10 folds x 5 repeats, Adam LR 1e-3, batch 4).")
+                    "paper B (10 folds x 5 repeats, Adam LR 1e-3, batch 4). "
+                    "`bids_mdd-train prepare DERIVATIVES_DIR OUT_DIR` writes the network "
+                    "inputs once, as a folder DERIVATIVES_DIR accepts.")
     p.add_argument("derivatives_dir", type=Path,
-                   help="OUTPUT_DIR of `bids_mdd ... participant --preproc-only`")
+                   help="OUTPUT_DIR of `bids_mdd ... participant --preproc-only`, or a folder "
+                        "of prepared inputs (`bids_mdd-train prepare`; --zoom must match it)")
     p.add_argument("models_dir", type=Path, help="folder the bundle(s) are written into")
     p.add_argument("--participants", type=Path, required=True,
                    help="participants.tsv with the labels (e.g. BIDS_DIR/participants.tsv)")
@@ -106,12 +110,61 @@ def build_parser() -> BidsAppArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Parse, train, and return an exit code."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+def build_prepare_parser() -> BidsAppArgumentParser:
+    """The ``bids_mdd-train prepare`` argument parser."""
+    from bids_mdd.training.prepare import DEFAULT_VARIANTS, VARIANTS
+
+    p = BidsAppArgumentParser(
+        prog="bids_mdd-train prepare", formatter_class=DefaultsHelpFormatter,
+        description="Read, normalise and zoom every participant's network inputs once; write "
+                    "them (int16, with the full-grid hashes a bundle's fingerprint records) "
+                    "into a folder that bids_mdd-train trains on directly.")
+    p.add_argument("derivatives_dir", type=Path,
+                   help="OUTPUT_DIR of `bids_mdd ... participant --preproc-only`")
+    p.add_argument("out_dir", type=Path, help="folder of prepared inputs to write")
+    p.add_argument("--zoom", type=float, default=1.0,
+                   help="resample inputs by this factor, as bids_mdd-train --zoom")
+    p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(DEFAULT_VARIANTS),
+                   help="input and normalisation pairs to write")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a folder that is not empty")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s",
                         datefmt="%H:%M:%S")
+
+
+def prepare_main(argv: Sequence[str]) -> int:
+    """``bids_mdd-train prepare``: parse, write the prepared inputs, return an exit code."""
+    args = build_prepare_parser().parse_args(argv)
+    if not 0 < args.zoom <= 1:
+        build_prepare_parser().error(f"--zoom {args.zoom}: give 0 < zoom <= 1")
+    _logging(args.verbose)
+    from bids_mdd.training.prepare import prepare_inputs
+
+    try:
+        folder = prepare_inputs(args.derivatives_dir, args.out_dir, zoom=args.zoom,
+                                variants=tuple(args.variants), overwrite=args.overwrite,
+                                progress=not args.no_progress)
+    except BidsMddError as exc:
+        print(f"bids_mdd-train prepare: error: {exc}", file=sys.stderr)
+        return int(exc.exit_code)
+    LOGGER.info("wrote %s", folder.path)
+    return int(ExitCode.OK)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse, train (or prepare), and return an exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["prepare"]:
+        return prepare_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    _logging(args.verbose)
     from bids_mdd.training.run import train  # heavy imports after argument checks
 
     try:

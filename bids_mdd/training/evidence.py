@@ -16,7 +16,7 @@ from bids_mdd.bids.names import sidecar_path
 from bids_mdd.models.card import HEADLINE_METRIC, RESEARCH_USE, Cohort, Evidence, ModelCard
 from bids_mdd.models.domain import DomainModel, coarse_factor, fit_calibrated
 from bids_mdd.models.inputs import InputSpec
-from bids_mdd.training.data import Sample
+from bids_mdd.training.data import PREPARED_INDEX, Sample, is_prepared
 from bids_mdd.training.splits import Fold
 
 LOGGER = logging.getLogger(__name__)
@@ -44,9 +44,29 @@ def _source_dataset(derivatives_dir: Path, participants_tsv: Path) -> tuple[str,
     return str(name), (str(doi) if doi else None)
 
 
+def _prepared_preprocessing(folder: Path) -> str:
+    """What made a prepared folder's derivatives: its index's record, else the software the
+    participant level's QC table names (folders prepared before the index recorded it)."""
+    try:
+        variants = json.loads((folder / PREPARED_INDEX).read_text())
+        recorded = next((v["preprocessing"] for v in variants.values() if "preprocessing" in v),
+                        None)
+    except (OSError, json.JSONDecodeError, AttributeError):
+        recorded = None
+    if recorded:
+        return f"{recorded}; prepared inputs"
+    try:
+        software = pd.read_csv(folder / "qc.tsv", sep="\t", dtype=str)["SoftwareVersions"]
+        return f"{software.dropna().iloc[0]}; prepared inputs"
+    except (OSError, KeyError, IndexError, pd.errors.ParserError):
+        return "unknown; prepared inputs"
+
+
 def preprocessing_of(derivatives_dir: Path, samples: list[Sample]) -> str:
     """'bids_mdd 0.1.0 (template priors segmentation, full quality)' from the derivatives' own
     records: GeneratedBy and the first input's sidecar."""
+    if is_prepared(derivatives_dir):
+        return _prepared_preprocessing(derivatives_dir)
     generated = (derivatives_description(derivatives_dir).get("GeneratedBy") or [{}])[0]
     text = f"{generated.get('Name', 'unknown')} {generated.get('Version', '')}".strip()
     try:
