@@ -2,8 +2,9 @@
 paper B (symptom-score regression) on the same subject-level folds, with the spread over folds,
 label-permutation p-values and the papers' own figures beside them. Resumable; asserts nothing.
 
-Inputs are the participant level's derivatives (``benchmarks/preprocess_cohort.py`` writes the
-72 of ds002748 outside the repository) and the cohort's participants.tsv.
+Inputs: the 72 ds002748 scans' prepared inputs (``../shared/data/ds002748-inputs``, made by
+the participant level and ``bids_mdd-train prepare``'s layout; ``--inputs`` also takes a
+participant level's derivatives) and the cohort's participants.tsv.
 
 - Table A: LBP + RBF SVM, the 2D slice-wise vote and slices-as-channels networks, ridge on
   AAL2 regional GM (ours), 3D ResNets and DenseNet121/169/201/264, and a DenseNet with paper
@@ -13,14 +14,18 @@ Inputs are the participant level's derivatives (``benchmarks/preprocess_cohort.p
   leakage guard against the fold's test scans. Stratified 5-fold splits (``--repeats`` x).
 - Table B: DFRN on the T1w and ridge on regional GM for each score, paper B's 10 folds x 5
   repeats (``--folds-b``/``--repeats-b``); Pearson r and p per repeat and their range.
-- Every row: 1000 (``--permutations``) output permutations within folds; the cheap baselines
-  also ``--retrain-permutations`` full reruns of their cross-validation with permuted labels.
+- Every row: 1000 (``--permutations``) output permutations within folds, a p for each column;
+  the cheap baselines also ``--retrain-permutations`` full reruns of their cross-validation
+  with permuted labels.
 - ``--only cost``: one epoch of the full-size DenseNet121 (121 x 145 x 121, width 64, batch
   8) and DFRN (182 x 218 x 182, batch 4) on real maps, through the training package's loop.
 
-Run: ``.venv/bin/python benchmarks/paper_tables.py [--derivatives DIR] [--participants TSV]
-[--out DIR] [--only A|B|cost] [--rows NAME ...]``. Finished rows (and finished folds of a
-network row) are reused from ``--out``; delete a row's folder to recompute it.
+Run: ``.venv/bin/python benchmarks/paper_tables.py [--inputs DIR] [--participants TSV]
+[--out DIR] [--only A|B|cost] [--rows NAME ...] [--targets SCORE ...]``. Each finished row is
+appended to ``--out``'s ``table_a.tsv`` / ``table_b.tsv`` (in the repository:
+``docs/results/paper_tables_ds002748``) with its out-of-fold predictions, wall time, date and
+commit; a rerun skips it (delete its folder under ``rows/`` and its line to recompute it).
+Finished folds of a network row are kept in ``--work``, so an interrupted row resumes.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import argparse
 import json
 import logging
 import os
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -38,8 +44,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-COHORT = Path(__file__).resolve().parents[2] / "cohort"
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+SCRATCH = REPO.parent / "cohort"
 os.environ.setdefault("TEMPLATEFLOW_HOME", str(SHARED / "templateflow"))
 
 from bids_mdd.bids.participants import binary_labels, read_participants  # noqa: E402
@@ -52,7 +59,7 @@ from bids_mdd.training.cv import (CVResult, assemble, cross_validate_network,  #
                                   fold_metrics)
 from bids_mdd.training.data import Sample, find_samples, fingerprint, load_volumes  # noqa: E402
 from bids_mdd.training.loop import TrainConfig, train_network  # noqa: E402
-from bids_mdd.training.run import network_kwargs  # noqa: E402
+from bids_mdd.training.run import fold_cache_dir, network_kwargs  # noqa: E402
 from bids_mdd.training.splits import Fold, make_folds  # noqa: E402
 from bids_mdd.training.transfer import check_no_shared_data  # noqa: E402
 
@@ -72,7 +79,6 @@ ROWS_A = tuple(PAPER_A)
 PAPER_B = "Anhedonia 0.108-0.216, Sleep 0.103-0.254, Anxiety 0.020-0.152 (factors, not scales)"
 TARGETS_B = ("BDI", "Zung_SDS", "RRS-sum")
 METRICS_A = ("accuracy", "balanced_accuracy", "recall", "auc")
-PERMUTED_A = ("balanced_accuracy", "auc")
 
 
 def _permutation_p(cv: CVResult, metric: str, n: int, seed: int) -> float:
@@ -105,14 +111,27 @@ def _retrain_p(run: Callable[[np.ndarray], CVResult], y: np.ndarray, observed: C
     return permutation_p_value(pooled(observed), null)
 
 
-class RowStore:
-    """One folder per finished row: its out-of-fold predictions, per-fold metrics, record."""
+def _provenance() -> dict:
+    """When, on which commit and how many threads a row was computed."""
+    try:
+        commit = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"],
+                                capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": commit,
+            "threads": torch.get_num_threads()}
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
+
+class RowStore:
+    """Finished rows of one table: a folder each (out-of-fold predictions, per-fold metrics,
+    record) and a line each in the table's results file (``<table>.tsv``)."""
+
+    def __init__(self, root: Path, table: str) -> None:
+        self.folders = root / "rows" / table
+        self.results = root / f"{table}.tsv"
 
     def load(self, name: str, task: str) -> tuple[CVResult, dict] | None:
-        folder = self.root / name
+        folder = self.folders / name
         if not (folder / "row.json").is_file():
             return None
         record = json.loads((folder / "row.json").read_text())
@@ -121,13 +140,20 @@ class RowStore:
                       pd.read_csv(folder / "folds.tsv", sep="\t"), threshold)
         return cv, record
 
-    def save(self, name: str, cv: CVResult, record: dict) -> None:
-        folder = self.root / name
+    def save(self, name: str, cv: CVResult, record: dict, line: dict) -> None:
+        """Keep the row, then append its line (a row without its line is recomputed)."""
+        folder = self.folders / name
         folder.mkdir(parents=True, exist_ok=True)
         cv.predictions.to_csv(folder / "predictions.tsv", sep="\t", index=False)
         cv.per_fold.to_csv(folder / "folds.tsv", sep="\t", index=False)
         (folder / "row.json").write_text(json.dumps({**record, "threshold": cv.threshold},
-                                                    indent=2))
+                                                    indent=2) + "\n")
+        table = pd.DataFrame([line])
+        if self.results.is_file():
+            earlier = pd.read_csv(self.results, sep="\t", dtype=str, keep_default_na=False)
+            table = pd.concat([earlier[earlier.iloc[:, 0] != line[next(iter(line))]], table])
+        self.results.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(self.results, sep="\t", index=False)
 
 
 def _transfer(architecture: str, kwargs: dict, volumes: np.ndarray, y: np.ndarray,
@@ -164,7 +190,7 @@ def _transfer(architecture: str, kwargs: dict, volumes: np.ndarray, y: np.ndarra
 
 def table_a(args: argparse.Namespace, participants: pd.DataFrame, config: TrainConfig) -> None:
     spec = replace(GM_INPUT, zoom=args.zoom)
-    samples = [s for s in find_samples(args.derivatives, spec) if s.participant in
+    samples = [s for s in find_samples(args.inputs, spec) if s.participant in
                participants.index]
     y_all = binary_labels(participants["group"], None, None, args.participants)
     samples = [s for s in samples if not np.isnan(y_all[s.participant])]
@@ -178,61 +204,75 @@ def table_a(args: argparse.Namespace, participants: pd.DataFrame, config: TrainC
     gm_spec = replace(GM_INPUT, zoom=args.zoom, normalization="none")
     gm = load_volumes(samples, gm_spec, progress=False)[0]
     width = {"init_features": args.width, "growth_rate": args.growth_rate}
-    store = RowStore(args.out / "table_a")
-    rows = []
+    store = RowStore(args.out, "table_a")
     for name in args.rows or ROWS_A:
-        found = store.load(name, "classification")
-        if found is None:
-            LOGGER.info("table A: %s", name)
-            start = time.monotonic()
-            record: dict = {}
-            if name in compare.BASELINES_CLASSIFICATION:
-                cv = compare.run_baseline(name, gm, gm_spec, y, samples, folds,
-                                          "classification",
-                                          replace(config, epochs=args.epochs_2d), width)
-                if name in ("lbp-svm", "ridge-regions") and args.retrain_permutations:
-                    record["retrain_p_balanced_accuracy"] = _retrain_p(
-                        lambda labels: compare.run_baseline(name, gm, gm_spec, labels, samples,
-                                                            folds, "classification", config,
-                                                            width),
-                        y, cv, "balanced_accuracy", args.retrain_permutations, args.seed)
-                    record["n_retrain_permutations"] = args.retrain_permutations
-            else:
-                architecture = name.removesuffix("-transfer")
-                kwargs = network_kwargs(architecture, 2, args.width, args.growth_rate)
-                if name.endswith("-transfer"):
-                    cv = _transfer(architecture, kwargs, volumes, y, sex, samples, hashes, folds,
-                                   config, args.out / "work" / name)
-                else:
-                    cv = cross_validate_network(lambda: build_network(architecture, **kwargs),
-                                                volumes, y, samples, folds, "classification",
-                                                config, args.out / "work" / name, desc=name)
-                record["kwargs"] = kwargs
-            record["seconds"] = round(time.monotonic() - start, 1)
-            for metric in PERMUTED_A:
-                record[f"p_{metric}"] = _permutation_p(cv, metric, args.permutations, args.seed)
-            record["n_permutations"] = args.permutations
-            store.save(name, cv, record)
+        if store.load(name, "classification") is not None:
+            LOGGER.info("table A: %s finished earlier (%s)", name, store.folders / name)
+            continue
+        LOGGER.info("table A: %s", name)
+        start = time.monotonic()
+        record: dict = _provenance()
+        if name in compare.BASELINES_CLASSIFICATION:
+            cv = compare.run_baseline(name, gm, gm_spec, y, samples, folds, "classification",
+                                      replace(config, epochs=args.epochs_2d), width)
+            if name in ("lbp-svm", "ridge-regions") and args.retrain_permutations:
+                record["retrain_p_balanced_accuracy"] = _retrain_p(
+                    lambda labels: compare.run_baseline(name, gm, gm_spec, labels, samples,
+                                                        folds, "classification", config, width),
+                    y, cv, "balanced_accuracy", args.retrain_permutations, args.seed)
+                record["n_retrain_permutations"] = args.retrain_permutations
         else:
-            cv, record = found
-        summary = cv.summary
-        row = {"method": name, **{m: f"{summary[m]['mean']:.3f} ± {summary[m]['sd']:.3f}"
-                                  for m in METRICS_A},
-               "p (bal. acc.)": f"{record['p_balanced_accuracy']:.3f}",
-               "p (AUC)": f"{record['p_auc']:.3f}",
-               "retrain p": (f"{record['retrain_p_balanced_accuracy']:.3f} "
-                             f"({record['n_retrain_permutations']})"
-                             if "retrain_p_balanced_accuracy" in record else "-"),
-               "s": record["seconds"], "paper A (acc / recall / AUC)": PAPER_A.get(name, "")}
-        rows.append(row)
-        print(row, flush=True)
+            architecture = name.removesuffix("-transfer")
+            kwargs = network_kwargs(architecture, 2, args.width, args.growth_rate)
+            if name.endswith("-transfer"):
+                cv = _transfer(architecture, kwargs, volumes, y, sex, samples, hashes, folds,
+                               config, args.work / name)
+            else:
+                work = fold_cache_dir(args.work, f"ds002748-{architecture}", architecture,
+                                      kwargs, spec, config, folds, None)
+                cv = cross_validate_network(lambda: build_network(architecture, **kwargs),
+                                            volumes, y, samples, folds, "classification",
+                                            config, work, desc=name)
+            record["kwargs"] = kwargs
+        record["seconds"] = round(time.monotonic() - start, 1)
+        for metric in METRICS_A:
+            record[f"p_{metric}"] = _permutation_p(cv, metric, args.permutations, args.seed)
+        record["n_permutations"] = args.permutations
+        line = _line_a(name, cv, record)
+        store.save(name, cv, record, line)
+        print(line, flush=True)
     n_mdd = int(y.sum())
     title = (f"Table A: MDD vs control, {len(samples)} participants ({n_mdd} MDD, "
              f"{len(samples) - n_mdd} control), stratified 5-fold x {args.repeats}, grid "
              f"{spec.shape} (zoom {args.zoom}), width {args.width}, growth {args.growth_rate}, "
              f"{args.epochs} epochs (2D networks {args.epochs_2d}); mean ± SD over folds; p: "
-             f"{args.permutations} label permutations within folds")
-    _print_table(args.out / "table_a.md", title, pd.DataFrame(rows))
+             f"{args.permutations} label permutations within folds against the fixed outputs, "
+             "of the pooled out-of-fold metric")
+    _print_results(store, args.out / "table_a.md", title, ROWS_A)
+
+
+def _line_a(name: str, cv: CVResult, record: dict) -> dict:
+    """A table A row as the results file and the printed table show it."""
+    summary = cv.summary
+    line: dict = {"row": name}
+    for metric in METRICS_A:
+        line[metric] = f"{summary[metric]['mean']:.3f} ± {summary[metric]['sd']:.3f}"
+        line[f"p {metric}"] = f"{record[f'p_{metric}']:.3f}"
+    line["retrain p (bal. acc.)"] = (f"{record['retrain_p_balanced_accuracy']:.3f} "
+                                     f"({record['n_retrain_permutations']})"
+                                     if "retrain_p_balanced_accuracy" in record else "-")
+    return {**line, "s": record["seconds"], "date": record["date"], "commit": record["commit"],
+            "paper A (acc / recall / AUC)": PAPER_A.get(name, "")}
+
+
+def _print_results(store: RowStore, path: Path, title: str, order: tuple[str, ...]) -> None:
+    """The table of every finished row (this run's and earlier runs'), in ``order``."""
+    if not store.results.is_file():
+        return
+    table = pd.read_csv(store.results, sep="\t", dtype=str, keep_default_na=False)
+    rank = {name: i for i, name in enumerate(order)}
+    table = table.sort_values("row", key=lambda rows: rows.map(lambda r: rank.get(r, 99)))
+    _print_table(path, title, table)
 
 
 def _per_repeat_r(cv: CVResult) -> pd.DataFrame:
@@ -250,53 +290,58 @@ def table_b(args: argparse.Namespace, participants: pd.DataFrame, config: TrainC
     config = replace(config, batch_size=4, lr=1e-3, weight_decay=0.0, epochs=args.epochs_b)
     t1w_spec = replace(T1W_INPUT, zoom=args.zoom_b)
     gm_spec = replace(GM_INPUT, zoom=args.zoom, normalization="none")
-    store = RowStore(args.out / "table_b")
-    rows = []
+    store = RowStore(args.out, "table_b")
+    order = []
     for target in args.targets:
         values = pd.to_numeric(participants[target], errors="coerce")
-        samples = [s for s in find_samples(args.derivatives, t1w_spec)
+        samples = [s for s in find_samples(args.inputs, t1w_spec)
                    if s.participant in participants.index and pd.notna(values[s.participant])]
         y = np.array([values[s.participant] for s in samples], float)
         folds = make_folds(y, np.array([s.participant for s in samples]), "regression",
                            args.folds_b, args.repeats_b, 0.1, args.seed)
         for method in ("dfrn", "ridge-regions"):
             name = f"{target}-{method}"
-            found = store.load(name, "regression")
-            if found is None:
-                LOGGER.info("table B: %s", name)
-                start = time.monotonic()
-                if method == "dfrn":
-                    t1w = load_volumes(samples, t1w_spec, progress=False)[0]
-                    kwargs = network_kwargs("dfrn", 1, args.width_b, None)
-                    cv = cross_validate_network(lambda: build_network("dfrn", **kwargs), t1w, y,
-                                                samples, folds, "regression", config,
-                                                args.out / "work" / name, desc=name)
-                    del t1w
-                else:
-                    gm = load_volumes(_gm_samples(args.derivatives, samples, gm_spec), gm_spec,
-                                      progress=False)[0]
-                    cv = compare.run_baseline("ridge-regions", gm, gm_spec, y, samples, folds,
-                                              "regression", config, {})
-                record = {"seconds": round(time.monotonic() - start, 1),
-                          "p_pearson_r": _permutation_p(cv, "pearson_r", args.permutations,
-                                                        args.seed),
-                          "n_permutations": args.permutations}
-                store.save(name, cv, record)
+            order.append(name)
+            if store.load(name, "regression") is not None:
+                LOGGER.info("table B: %s finished earlier (%s)", name, store.folders / name)
+                continue
+            LOGGER.info("table B: %s", name)
+            start = time.monotonic()
+            record: dict = _provenance()
+            if method == "dfrn":
+                t1w = load_volumes(samples, t1w_spec, progress=False)[0]
+                kwargs = network_kwargs("dfrn", 1, args.width_b, None)
+                work = fold_cache_dir(args.work, f"ds002748-dfrn-{target}", "dfrn", kwargs,
+                                      t1w_spec, config, folds, None)
+                cv = cross_validate_network(lambda: build_network("dfrn", **kwargs), t1w, y,
+                                            samples, folds, "regression", config, work,
+                                            desc=name)
+                record["kwargs"] = kwargs
+                del t1w
             else:
-                cv, record = found
+                gm = load_volumes(_gm_samples(args.inputs, samples, gm_spec), gm_spec,
+                                  progress=False)[0]
+                cv = compare.run_baseline("ridge-regions", gm, gm_spec, y, samples, folds,
+                                          "regression", config, {})
+            record.update(seconds=round(time.monotonic() - start, 1),
+                          p_pearson_r=_permutation_p(cv, "pearson_r", args.permutations,
+                                                     args.seed),
+                          n_permutations=args.permutations)
             per_repeat = _per_repeat_r(cv)
-            row = {"score": target, "n": len(samples), "method": method,
-                   "r per repeat": ", ".join(f"{r:.3f}" for r in per_repeat["r"]),
-                   "p per repeat": ", ".join(f"{p:.2g}" for p in per_repeat["p"]),
-                   "r range": f"{per_repeat['r'].min():.3f} to {per_repeat['r'].max():.3f}",
-                   "permutation p (mean r)": f"{record['p_pearson_r']:.3f}",
-                   "s": record["seconds"]}
-            rows.append(row)
-            print(row, flush=True)
+            line = {"row": name, "score": target, "n": len(samples), "method": method,
+                    "r per repeat": ", ".join(f"{r:.3f}" for r in per_repeat["r"]),
+                    "p per repeat": ", ".join(f"{p:.2g}" for p in per_repeat["p"]),
+                    "r range": f"{per_repeat['r'].min():.3f} to {per_repeat['r'].max():.3f}",
+                    "permutation p (mean r)": f"{record['p_pearson_r']:.3f}",
+                    "s": record["seconds"], "date": record["date"], "commit": record["commit"]}
+            store.save(name, cv, record, line)
+            print(line, flush=True)
     title = (f"Table B: symptom scores, {args.folds_b} folds x {args.repeats_b} repeats; DFRN "
              f"on the T1w grid {t1w_spec.shape} (zoom {args.zoom_b}, width {args.width_b}, "
-             f"{args.epochs_b} epochs), ridge on AAL2 regional GM; paper B: {PAPER_B}")
-    _print_table(args.out / "table_b.md", title, pd.DataFrame(rows))
+             f"{args.epochs_b} epochs), ridge on AAL2 regional GM; p per repeat: Pearson's, of "
+             f"that repeat's pooled out-of-fold predictions; permutation p: {args.permutations} "
+             f"permutations within folds of the mean r over repeats; paper B: {PAPER_B}")
+    _print_results(store, args.out / "table_b.md", title, tuple(order))
 
 
 def _gm_samples(derivatives: Path, samples: list[Sample], spec: InputSpec) -> list[Sample]:
@@ -313,7 +358,7 @@ def full_size_cost(args: argparse.Namespace, participants: pd.DataFrame,
     labels = binary_labels(participants["group"], None, None, args.participants)
     for architecture, spec, batch, task in (("densenet121", GM_INPUT, 8, "classification"),
                                             ("dfrn", T1W_INPUT, 4, "regression")):
-        samples = [s for s in find_samples(args.derivatives, spec)
+        samples = [s for s in find_samples(args.inputs, spec)
                    if s.participant in participants.index and pd.notna(labels[s.participant])]
         y = np.array([labels[s.participant] for s in samples], float)
         fold = make_folds(y, np.array([s.participant for s in samples]), "classification", 5,
@@ -347,10 +392,18 @@ def _print_table(path: Path, title: str, table: pd.DataFrame) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--derivatives", type=Path, default=COHORT / "ds002748" / "derivatives")
+    parser.add_argument("--inputs", type=Path, default=SHARED / "data" / "ds002748-inputs",
+                        help="prepared inputs (at --zoom), or a participant level's "
+                             "derivatives")
     parser.add_argument("--participants", type=Path,
                         default=SHARED / "data" / "ds002748" / "participants.tsv")
-    parser.add_argument("--out", type=Path, default=COHORT / "paper_tables")
+    parser.add_argument("--out", type=Path,
+                        default=REPO / "docs" / "results" / "paper_tables_ds002748",
+                        help="results files and finished rows (in the repository)")
+    parser.add_argument("--work", type=Path, default=SCRATCH / "paper_tables-work",
+                        help="finished folds of the network rows (outside the repository), "
+                             "named as bids_mdd-train names them: tools/train_real_bundles.py "
+                             "with the same --work reuses the folds of the rows it bundles")
     parser.add_argument("--only", choices=("A", "B", "cost"), nargs="+", default=["A", "B"])
     parser.add_argument("--rows", nargs="+", choices=ROWS_A)
     parser.add_argument("--zoom", type=float, default=0.25)

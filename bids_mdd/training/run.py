@@ -157,10 +157,8 @@ def _train_one(options: TrainOptions, protocol: dict[str, Any], config: TrainCon
         name = f"{options.name}-{job}"
     work = None
     if options.work_dir:
-        settings = json.dumps([name, architecture, kwargs, spec.to_json(), asdict(config),
-                               [f.test.tolist() for f in folds], str(options.pretrain_from)],
-                              sort_keys=True, default=str)
-        work = options.work_dir / f"{name}-{hashlib.sha256(settings.encode()).hexdigest()[:12]}"
+        work = fold_cache_dir(options.work_dir, name, architecture, kwargs, spec, config, folds,
+                              options.pretrain_from)
         work.mkdir(parents=True, exist_ok=True)
     LOGGER.info("%s: %d inputs, %d folds x %d repeats, %s %s on %s", name, len(samples),
                 protocol["folds"], protocol["repeats"], architecture, kwargs, spec.shape)
@@ -229,6 +227,18 @@ def _train_one(options: TrainOptions, protocol: dict[str, Any], config: TrainCon
     _log_summary(name, cv, permutation)
     LOGGER.info("%s model card: %s", name, card.summary())
     return bundle
+
+
+def fold_cache_dir(work_root: Path, name: str, architecture: str, kwargs: dict[str, Any],
+                   spec: InputSpec, config: TrainConfig, folds: list, pretrain_from: Path | None,
+                   ) -> Path:
+    """The work folder of one cross-validation's finished folds: the bundle's name and a hash
+    of everything its folds' results depend on. Whoever runs the same cross-validation under
+    the same root (``bids_mdd-train``, ``benchmarks/paper_tables.py``) reuses its folds."""
+    settings = json.dumps([name, architecture, kwargs, spec.to_json(), asdict(config),
+                           [f.test.tolist() for f in folds], str(pretrain_from)],
+                          sort_keys=True, default=str)
+    return work_root / f"{name}-{hashlib.sha256(settings.encode()).hexdigest()[:12]}"
 
 
 def _gm_volumes(derivatives_dir: Path, samples: list[Sample], gm_spec: InputSpec,
