@@ -57,3 +57,31 @@ def test_saved_and_loaded_model_gives_the_same_distances(tmp_path) -> None:
     probe = _cohort(rng, base, 5)
     assert np.allclose(loaded.distances(probe), model.distances(probe), rtol=1e-4)
     assert loaded.threshold == model.threshold and loaded.quantile == 0.99
+
+
+def test_a_synthetic_subject_is_out_of_distribution_for_the_real_data_bundles(
+        tmp_path) -> None:
+    """The packaged ds002748 bundles' domain models against SYNTHETIC subjects rendered in MNI
+    space (GM map and T1w): every one lies beyond every bundle's threshold, while the bundles'
+    own held-out ds002748 inputs were flagged at about the calibration rate."""
+    from bids_mdd.models.bundle import find_bundles
+    from bids_mdd.models.inference import packaged_models_dir
+    from bids_mdd.models.inputs import load_input
+    from bids_mdd.synth.cohort import generate_cohort
+    from bids_mdd.synth.mni import MNI_DIR
+    from bids_mdd.synth.model import CohortSpec
+    from bids_mdd.training.data import find_samples
+
+    generate_cohort(tmp_path, CohortSpec(n_mdd=1, n_hc=1, seed=5, resolution=4.0,
+                                         skull_stripped=True, mni_derivatives=True), n_jobs=1)
+    bundles = find_bundles(packaged_models_dir("ds002748"))
+    assert {b.task for b in bundles} == {"classification", "regression"} and len(bundles) == 4
+    for bundle in bundles:
+        domain = bundle.domain_model()
+        assert domain.calibration["n_heldout"] >= 65
+        assert domain.calibration["heldout_fraction_flagged"] <= 0.05
+        spec = bundle.input_spec
+        paths = [s.path for s in find_samples(tmp_path / MNI_DIR, spec)]
+        assert len(paths) == 2
+        distances = domain.distances(np.stack([load_input(p, spec) for p in paths]))
+        assert (distances > domain.threshold).all(), (bundle.name, distances, domain.threshold)

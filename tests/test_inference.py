@@ -344,14 +344,34 @@ def test_subnormal_input_values_reach_the_networks_as_zeros(tmp_path) -> None:
     assert read.dtype == np.float32 and np.count_nonzero(read) == 2
 
 
-def test_default_models_are_the_labelled_demo_bundles(caplog) -> None:
+def test_default_models_are_the_real_data_bundles_with_their_evidence(caplog) -> None:
     with caplog.at_level(logging.WARNING):
         models = load_models(None, "cpu")
+    assert sorted(m.target for m in models) == ["BDI", "MDD", "RRS-sum", "Zung_SDS"]
+    assert all(m.bundle.name.startswith("ds002748-") for m in models)
+    assert "packaged ds002748 bundles, trained on the 72 scans of OpenNeuro ds002748" in \
+        caplog.text
+    assert {m.spec.entities["res"] for m in models} == {"1p5", "1"}
+    for model in models:
+        meta, card = model.bundle.meta, model.bundle.card
+        assert meta["synthetic"] is False and card.intended_use == "research; not for diagnosis"
+        assert card.cohort.doi == "10.18112/openneuro.ds002748.v1.0.5"
+        assert card.evidence.n_permutations == 1000 and card.evidence.permutation_p is not None
+        assert any("10.1155/2021/8846097" in limit for limit in card.known_limits)
+        hashes = meta["data_fingerprint"]["images_sha256"]
+        assert len(hashes) == card.cohort.n_participants == meta["training"]["n_inputs"]
+        if model.target == "MDD":
+            assert len(hashes) == 72 and card.cohort.class_counts == {"MDD": 51, "control": 21}
+        assert model.spec.zoom == 0.25 and model.domain is not None
+
+
+def test_the_demo_bundles_are_the_labelled_synthetic_set(caplog) -> None:
+    with caplog.at_level(logging.INFO):
+        models = load_models([Path("demo")], "cpu")
     assert [m.target for m in models] == ["MDD", "Anhedonia", "Anxiety", "Appetite", "Sleep",
                                           "Suicidality"]
     assert all(m.bundle.name.startswith("demo-synthetic-") for m in models)
-    assert "packaged demo bundles, trained on SYNTHETIC data" in caplog.text
-    assert {m.spec.entities["res"] for m in models} == {"1p5", "1"}
+    assert "packaged bundles, trained on SYNTHETIC data" in caplog.text
 
 
 def test_models_names_a_packaged_set_unless_a_folder_of_that_name_exists(tmp_path,

@@ -122,6 +122,11 @@ def test_a_prepared_image_off_the_grid_is_refused_naming_it(cohort, prepared, tm
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 65 and len(err) == 1
     assert str(victim) in err[0] and "(30, 36, 30)" in err[0]
+    (broken / "images.tsv").unlink()
+    rc = train_main([str(broken), str(tmp_path / "m"), "--participants",
+                     str(cohort / "participants.tsv"), *TRAIN])
+    err = capsys.readouterr().err.strip()
+    assert rc == 65 and f"{broken / 'images.tsv'}: missing" in err
     rc = train_main([str(prepared), str(tmp_path / "m"), "--participants",
                      str(cohort / "participants.tsv"), *TRAIN[2:]])  # zoom 1: not prepared
     err = capsys.readouterr().err.strip()

@@ -103,7 +103,8 @@ def build_parser() -> BidsAppArgumentParser:
                           "on CUDA)")
     run.add_argument("--models", type=Path, nargs="+", default=None, metavar="DIR",
                      help="model bundle folders, folders of bundles, or the name of a packaged "
-                          "set: demo (the default; trained on SYNTHETIC data)")
+                          "set: ds002748 (the default; trained on the 72 scans of OpenNeuro "
+                          "ds002748, one site) or demo (trained on SYNTHETIC data)")
     run.add_argument("--no-attention", action="store_true",
                      help="participant level: write predictions.tsv but no attention maps or "
                           "their figures (removes earlier ones of these models; skips the "

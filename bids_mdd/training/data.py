@@ -101,7 +101,13 @@ def _find_prepared(root: Path, spec: InputSpec) -> list[Sample]:
         raise BidsMddError(f"{index}: no {variant} inputs at zoom {spec.zoom} (it holds {held}); "
                            "give the matching --zoom/--normalization or run `bids_mdd-train "
                            "prepare` with them", ExitCode.NO_FILES)
-    table = pd.read_csv(root / PREPARED_IMAGES, sep="\t", dtype=str, keep_default_na=False)
+    try:
+        table = pd.read_csv(root / PREPARED_IMAGES, sep="\t", dtype=str, keep_default_na=False)
+        table[["participant_id", "variant", "source_sha256"]]  # noqa: B018 (KeyError if absent)
+    except (OSError, KeyError, pd.errors.ParserError) as exc:
+        raise BidsMddError(f"{root / PREPARED_IMAGES}: missing or without the participant_id, "
+                           f"variant and source_sha256 columns ({exc}); write the folder again "
+                           "with `bids_mdd-train prepare`", ExitCode.BAD_DATA) from exc
     if "session_id" not in table:
         table["session_id"] = ""
     samples = []
