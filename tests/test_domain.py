@@ -78,7 +78,7 @@ def test_a_synthetic_subject_is_out_of_distribution_for_the_real_data_bundles(
     assert {b.task for b in bundles} == {"classification", "regression"} and len(bundles) == 4
     for bundle in bundles:
         domain = bundle.domain_model()
-        assert domain.calibration["n_heldout"] >= 65
+        assert domain.calibration["n_heldout"] >= 63  # RRS-sum: 63 of the 72 have it
         assert domain.calibration["heldout_fraction_flagged"] <= 0.05
         spec = bundle.input_spec
         paths = [s.path for s in find_samples(tmp_path / MNI_DIR, spec)]
