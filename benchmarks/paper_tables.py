@@ -18,7 +18,8 @@ participant level's derivatives) and the cohort's participants.tsv.
   the cheap baselines also ``--retrain-permutations`` full reruns of their cross-validation
   with permuted labels.
 - ``--only cost``: one epoch of the full-size DenseNet121 (121 x 145 x 121, width 64, batch
-  8) and DFRN (182 x 218 x 182, batch 4) on real maps, through the training package's loop.
+  8) and DFRN (182 x 218 x 182, batch 4) on real maps, through the training package's loop
+  (full grids: give ``--inputs`` a participant level's derivatives, not the zoom-0.25 folder).
 
 Run: ``.venv/bin/python benchmarks/paper_tables.py [--inputs DIR] [--participants TSV]
 [--out DIR] [--only A|B|cost] [--rows NAME ...] [--targets SCORE ...]``. Each finished row is
@@ -130,15 +131,13 @@ class RowStore:
         self.folders = root / "rows" / table
         self.results = root / f"{table}.tsv"
 
-    def load(self, name: str, task: str) -> tuple[CVResult, dict] | None:
-        folder = self.folders / name
-        if not (folder / "row.json").is_file():
-            return None
-        record = json.loads((folder / "row.json").read_text())
-        threshold = record["threshold"]
-        cv = CVResult(task, pd.read_csv(folder / "predictions.tsv", sep="\t"),
-                      pd.read_csv(folder / "folds.tsv", sep="\t"), threshold)
-        return cv, record
+    def finished(self, name: str) -> bool:
+        """Whether row ``name`` was kept by an earlier run (then this run skips it)."""
+        done = (self.folders / name / "row.json").is_file()
+        if done:
+            LOGGER.info("%s: %s finished earlier (%s)", self.results.stem, name,
+                        self.folders / name)
+        return done
 
     def save(self, name: str, cv: CVResult, record: dict, line: dict) -> None:
         """Keep the row, then append its line (a row without its line is recomputed)."""
@@ -206,8 +205,7 @@ def table_a(args: argparse.Namespace, participants: pd.DataFrame, config: TrainC
     width = {"init_features": args.width, "growth_rate": args.growth_rate}
     store = RowStore(args.out, "table_a")
     for name in args.rows or ROWS_A:
-        if store.load(name, "classification") is not None:
-            LOGGER.info("table A: %s finished earlier (%s)", name, store.folders / name)
+        if store.finished(name):
             continue
         LOGGER.info("table A: %s", name)
         start = time.monotonic()
@@ -302,8 +300,7 @@ def table_b(args: argparse.Namespace, participants: pd.DataFrame, config: TrainC
         for method in ("dfrn", "ridge-regions"):
             name = f"{target}-{method}"
             order.append(name)
-            if store.load(name, "regression") is not None:
-                LOGGER.info("table B: %s finished earlier (%s)", name, store.folders / name)
+            if store.finished(name):
                 continue
             LOGGER.info("table B: %s", name)
             start = time.monotonic()

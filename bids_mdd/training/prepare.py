@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from bids_mdd.bids.atomic import atomic_output, json_text, write_text
 from bids_mdd.errors import BidsMddError, ExitCode
-from bids_mdd.models.inputs import GM_INPUT, T1W_INPUT, InputSpec, prepare, read_on_grid
+from bids_mdd.models.inputs import DEFAULT_INPUTS, InputSpec, prepare, read_on_grid
 from bids_mdd.training.data import (PREPARED_COLUMNS, PREPARED_IMAGES, PREPARED_INDEX,
                                     find_samples, is_prepared, prepared_name, variant_name)
 from bids_mdd.training.evidence import preprocessing_of
@@ -42,7 +42,7 @@ LOGGER = logging.getLogger(__name__)
 #: Every input a bundled model reads: the classifier's z-scored GM, the baselines' GM volumes
 #: (ROI ridge, LBP) and the DFRN's z-scored T1w.
 DEFAULT_VARIANTS = ("gm-zscore", "gm-none", "t1w-zscore")
-_SPECS = {variant_name(spec): spec for base in (GM_INPUT, T1W_INPUT)
+_SPECS = {variant_name(spec): spec for base in DEFAULT_INPUTS.values()
           for spec in (replace(base, normalization="zscore"),
                        replace(base, normalization="none"))}
 VARIANTS = tuple(_SPECS)
