@@ -300,3 +300,29 @@ def test_roc_figure_written_and_closed(tmp_path):
     one_class = roc_figure(np.ones(4), [0.2, 0.4, 0.6, 0.8], str(tmp_path / "one.svg"), "x")
     assert "<svg" in (tmp_path / "one.svg").read_text() and one_class.endswith("one.svg")
     assert plt.get_fignums() == before
+
+
+def test_participants_a_model_was_trained_on_are_left_out_of_its_metrics():
+    """In-sample predictions would flatter the metrics: they are counted, noted and left out."""
+    values = {"01": 0.9, "02": 0.1, "03": 0.8, "04": 0.3, "05": 0.2}  # 01, 02 perfectly called
+    seen = {"01": "true", "02": "true", "03": "false", "04": "false", "05": "false"}
+    tables = {}
+    for label, value in values.items():
+        tables[label] = predictions_table([("clf", "MDD", value)])
+        tables[label]["in_training"] = seen[label]
+    participants = pd.DataFrame({"group": ["MDD", "HC", "HC", "MDD", "HC"]},
+                                index=list(values))
+    table = group_metrics(collect_predictions(tables), participants, None, n_bootstrap=0)
+    metrics = table.set_index("metric")
+    assert (metrics.loc["n_in_training", "value"], metrics.loc["n_in_training", "n"]) == (2.0, 5)
+    # on 03 (HC, 0.8), 04 (MDD, 0.3), 05 (HC, 0.2) only: AUC 1/2, accuracy 1/3
+    assert metrics.loc["auc", "value"] == 0.5 and metrics.loc["auc", "n"] == 3
+    assert metrics.loc["accuracy", "value"] == pytest.approx(1 / 3)
+    assert any("2 participant(s) were in the model's training data" in note
+               for note in table.attrs["notes"])
+    for table_of in tables.values():
+        table_of["in_training"] = "true"
+    all_seen = group_metrics(collect_predictions(tables), participants, None, n_bootstrap=0)
+    assert list(all_seen["metric"]) == ["n_in_training"]
+    assert "n_in_training" not in set(
+        group_metrics(cohort_predictions(), participants, None, n_bootstrap=0)["metric"])

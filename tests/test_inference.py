@@ -101,7 +101,8 @@ def test_outputs_and_sidecars(applied) -> None:
     out, models = applied["out"], applied["models"]
     table = pd.read_csv(derivative_path(out, subject="h01", **PREDICTIONS), sep="\t")
     assert list(table.columns) == ["model", "target", "value", "std", "n_models", "distance",
-                                   "in_distribution"]
+                                   "in_distribution", "in_training"]
+    assert list(table["in_training"].astype(str).str.lower()) == ["false", "false"]
     assert list(table["target"]) == ["MDD", "Score"] and list(table["n_models"]) == [3, 3]
     assert 0 <= table["value"][0] <= 1 and (table["std"] > 0).all()
     bundle = models[0].bundle
@@ -167,7 +168,8 @@ def test_participant_and_group_reports_show_each_models_card(applied) -> None:
     assert all(escape(card.summary()) in html for card in cards)
     assert html.count("was not permutation-tested; do not read its output") == 2
     assert "<td>True</td>" not in html and "<td>False</td>" not in html  # the TSV's own words
-    assert html.count("<td>true</td>") + html.count("<td>false</td>") == 2
+    # in_distribution and in_training of both models
+    assert html.count("<td>true</td>") + html.count("<td>false</td>") == 4
     sidecar = json.loads(sidecar_path(derivative_path(applied["out"], subject="h01",
                                                       **PREDICTIONS)).read_text())
     results = GroupResults(n_selected=16, missing=pd.DataFrame(), qc=pd.DataFrame(),
@@ -204,6 +206,31 @@ def test_domain_shift_flags_inputs_unlike_the_training_inputs(applied, tmp_path)
     sidecar = json.loads(sidecar_path(derivative_path(tmp_path, subject="odd", **PREDICTIONS))
                          .read_text())
     assert "outside the training distribution of toy-classifier" in sidecar["Warning"]
+
+
+def test_a_training_participant_is_recognised_by_its_image(applied, tmp_path) -> None:
+    """A training subject's own derivative, under another label in a dataset without a DOI,
+    is found by its image hash; its predictions are marked in-sample."""
+    trained_on = derivative_path(applied["root"] / "train" / "derivatives", subject="07",
+                                 **GM_INPUT.entities)
+    copy = derivative_path(tmp_path, subject="again", **GM_INPUT.entities)
+    copy.parent.mkdir(parents=True)
+    shutil.copy(trained_on, copy)
+    predict_participant(tmp_path, {"subject": "again"}, applied["models"], "cpu")
+    table = derivative_path(tmp_path, subject="again", **PREDICTIONS)
+    rows = pd.read_csv(table, sep="\t")
+    assert list(rows["in_training"].astype(str).str.lower()) == ["true", "true"]
+    warning = json.loads(sidecar_path(table).read_text())["Warning"]
+    assert "toy-classifier, toy-dfrn were trained on this participant" in warning
+    # a participant preprocessed anew (another image) under a training label is not found by
+    # its label alone: the toy bundles record no dataset DOI to tell their cohort by
+    stranger = derivative_path(tmp_path, subject="07", **GM_INPUT.entities)
+    stranger.parent.mkdir(parents=True)
+    shutil.copy(derivative_path(applied["out"], subject="h01", **GM_INPUT.entities), stranger)
+    predict_participant(tmp_path, {"subject": "07"}, applied["models"], "cpu",
+                        dataset_doi="10.0/none")
+    rows = pd.read_csv(derivative_path(tmp_path, subject="07", **PREDICTIONS), sep="\t")
+    assert list(rows["in_training"].astype(str).str.lower()) == ["false", "false"]
 
 
 def test_rerun_skips_only_when_the_same_weights_made_the_outputs(applied) -> None:
@@ -245,7 +272,9 @@ def test_rerun_recomputes_when_an_input_changed(applied, tmp_path) -> None:
     assert not np.allclose(after["value"], before["value"])
     fingerprint = json.loads(sidecar_path(derivative_path(out, **entities, **PREDICTIONS))
                              .read_text())["Fingerprint"]
-    assert set(fingerprint) == {"Version", "Weights", "Evidence", "Inputs", "T1w"}
+    assert set(fingerprint) == {"Version", "Weights", "Evidence", "Inputs", "T1w", "DatasetDOI"}
+    # another dataset DOI can change in_training: the predictions are made again
+    assert not up_to_date(out, entities, models, t1w, dataset_doi="10.18112/openneuro.ds000001")
     assert fingerprint["Evidence"] == [{"domain": m.bundle.meta["domain"]["sha256"],
                                         "card": m.card.summary()} for m in models]
     assert sorted(fingerprint["Inputs"]) == sorted(

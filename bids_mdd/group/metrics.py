@@ -46,7 +46,8 @@ METRIC_COLUMNS = {
     "metric": "accuracy, balanced_accuracy, recall (sensitivity, MDD positive), specificity, "
               "auc; or pearson_r, pearson_p, mae; n_out_of_distribution (participants whose "
               "input lies outside the model's training distribution, of n with a known "
-              "flag)",
+              "flag); n_in_training (participants the model was trained on, of n with a "
+              "known flag: left out of the other metrics, whose predictions are in-sample)",
     "value": "The metric over all participants with a prediction and a label",
     "ci_low": "2.5th percentile of the metric over bootstrap resamples of participants",
     "ci_high": "97.5th percentile of the metric over bootstrap resamples of participants",
@@ -376,6 +377,29 @@ def _domain_rows(model: str, target: str, group: pd.DataFrame) -> list[dict[str,
              "n": int(len(outside)), "n_bootstrap": 0}]
 
 
+def _training_participants(group: pd.DataFrame) -> set[str]:
+    """Labels of the participants a model was trained on (``in_training`` true in any of their
+    sessions): their predictions are in-sample, so they would flatter every metric."""
+    if "in_training" not in group:
+        return set()
+    flags = group["in_training"].astype(str).str.lower()
+    return set(group.loc[flags == "true", "label"])
+
+
+def _training_rows(model: str, target: str, group: pd.DataFrame) -> list[dict[str, Any]]:
+    """``n_in_training``: participants the model was trained on, over those with a known flag;
+    none without flags."""
+    if "in_training" not in group:
+        return []
+    flags = group["in_training"].astype(str).str.lower()
+    known = group.loc[flags.isin(["true", "false"]), "label"]
+    if known.empty:
+        return []
+    return [{"model": model, "target": target, "metric": "n_in_training",
+             "value": float(len(_training_participants(group))), "ci_low": np.nan,
+             "ci_high": np.nan, "n": int(known.nunique()), "n_bootstrap": 0}]
+
+
 def group_metrics(predictions: pd.DataFrame, participants: pd.DataFrame,
                   label_column: str | None = None, positive: list[str] | None = None,
                   negative: list[str] | None = None, threshold: float = 0.5,
@@ -414,7 +438,9 @@ def group_metrics(predictions: pd.DataFrame, participants: pd.DataFrame,
         Columns of :data:`METRIC_COLUMNS` (``model``, ``target``, ``metric``, ``value``,
         ``ci_low``, ``ci_high``, ``n``, ``n_bootstrap``), in the predictions' model/target order;
         with an ``in_distribution`` column, each model also has an ``n_out_of_distribution``
-        row (participants outside its training distribution, of ``n`` with a known flag).
+        row (participants outside its training distribution, of ``n`` with a known flag); with
+        an ``in_training`` column, an ``n_in_training`` row: the participants it was trained
+        on, which every other metric leaves out (a note says so).
         ``.attrs["notes"]`` lists the skipped targets and undefined metrics (str each);
         ``.attrs["classifier_scores"]`` maps each classifier model to the (diagnosis, P(MDD))
         arrays it was scored on, one entry per participant (for
@@ -453,6 +479,15 @@ def group_metrics(predictions: pd.DataFrame, participants: pd.DataFrame,
     scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for (model, target), group in frame.groupby(["model", "target"], sort=False):
         rows.extend(_domain_rows(str(model), str(target), group))
+        rows.extend(_training_rows(str(model), str(target), group))
+        seen = _training_participants(group)
+        if seen:
+            notes.append(f"{target} ({model}): {len(seen)} participant(s) were in the model's "
+                         "training data and are left out of its metrics (in-sample "
+                         "predictions)")
+            group = group[~group["label"].isin(seen)]
+            if group.empty:
+                continue
         predicted = group.groupby("label", sort=True)["value"].mean()
         if target == CLASSIFIER_TARGET:
             if diagnosis is None:

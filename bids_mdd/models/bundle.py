@@ -26,6 +26,7 @@ from bids_mdd.models.card import ModelCard
 from bids_mdd.models.domain import DOMAIN_FILE, DomainModel
 from bids_mdd.models.inputs import InputSpec
 from bids_mdd.models.networks import build_network
+from bids_mdd.models.training_set import TrainingSet
 
 FORMAT_VERSION = 1
 MODEL_JSON = "model.json"
@@ -83,6 +84,11 @@ class Bundle:
         except (KeyError, TypeError, ValueError) as exc:
             raise _fail(self.path / MODEL_JSON, f"card is malformed ({exc}); restore the "
                                                 "bundle") from exc
+
+    @property
+    def training_set(self) -> TrainingSet | None:
+        """What the bundle records of its training participants (None: nothing)."""
+        return TrainingSet.from_meta(self.meta)
 
     def domain_model(self) -> DomainModel | None:
         """The training distribution's model for the domain-shift flag (None when the bundle

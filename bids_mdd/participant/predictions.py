@@ -17,6 +17,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
@@ -30,6 +31,7 @@ from bids_mdd.errors import BidsMddError, ExitCode
 from bids_mdd.models.bundle import sha256_of
 from bids_mdd.models.inference import (ATTENTION_METHOD, ATTENTION_UNITS, LoadedModel,
                                        ModelResult, apply_model_batch, model_input)
+from bids_mdd.models.training_set import image_sha256
 from bids_mdd.participant.figures import attention_figure
 
 LOGGER = logging.getLogger(__name__)
@@ -48,6 +50,10 @@ COLUMNS = {
                        "of cross-validation's held-out distances); false: the input lies "
                        "outside the training distribution and the prediction is not "
                        "supported by the model's evidence; n/a: unknown",
+    "in_training": "true when the bundle was trained on this participant (the same input "
+                   "image, or the same label in the bundle's own dataset, by DOI): the "
+                   "prediction is in-sample and says nothing of the model's accuracy; n/a: the "
+                   "bundle records no training participants",
 }
 
 
@@ -60,8 +66,10 @@ def _models_json(models: list[LoadedModel]) -> list[dict[str, Any]]:
 
 
 def fingerprint(output_dir: Path, entities: dict[str, Any], models: list[LoadedModel],
-                t1w: Path | None = None) -> dict[str, Any] | None:
-    """What this T1w's predictions depend on; None when a model's input is missing."""
+                t1w: Path | None = None, dataset_doi: str | None = None
+                ) -> dict[str, Any] | None:
+    """What this T1w's predictions depend on (``dataset_doi``: the input dataset's, which
+    decides ``in_training``); None when a model's input is missing."""
     inputs = {}
     for model in models:
         image = derivative_path(output_dir, **entities, **model.spec.entities)
@@ -72,7 +80,8 @@ def fingerprint(output_dir: Path, entities: dict[str, Any], models: list[LoadedM
     return {"Version": __version__, "Weights": [m["weights"] for m in records],
             "Evidence": [{"domain": (m["domain"] or {}).get("sha256"),
                           "card": (m["card"] or {}).get("summary")} for m in records],
-            "Inputs": inputs, "T1w": sha256_of(t1w) if t1w is not None else None}
+            "Inputs": inputs, "T1w": sha256_of(t1w) if t1w is not None else None,
+            "DatasetDOI": dataset_doi}
 
 
 def _maps_as_asked(output_dir: Path, entities: dict[str, Any], models: list[LoadedModel],
@@ -85,7 +94,8 @@ def _maps_as_asked(output_dir: Path, entities: dict[str, Any], models: list[Load
 
 
 def up_to_date(output_dir: Path, entities: dict[str, Any], models: list[LoadedModel],
-               t1w: Path | None = None, attention: bool = True) -> bool:
+               t1w: Path | None = None, attention: bool = True,
+               dataset_doi: str | None = None) -> bool:
     """Whether this T1w's predictions exist, with its attention maps when ``attention`` and
     without them otherwise, and came from these same weights, inputs and T1w
     (:func:`fingerprint`). Predictions written without maps are not up to date for a run
@@ -97,7 +107,7 @@ def up_to_date(output_dir: Path, entities: dict[str, Any], models: list[LoadedMo
         return False
     if not (table.is_file() and _maps_as_asked(output_dir, entities, models, attention)):
         return False
-    current = fingerprint(output_dir, entities, models, t1w)
+    current = fingerprint(output_dir, entities, models, t1w, dataset_doi)
     return current is not None and sidecar.get("Fingerprint") == current
 
 
@@ -169,6 +179,11 @@ def _write_table(output_dir: Path, entities: dict[str, Any], rows: list[dict[str
         warnings.append(f"the input lies outside the training distribution of "
                         f"{', '.join(outside)}: those predictions are not supported by the "
                         "models' evidence")
+    seen = [row["model"] for row in rows if row["in_training"] == "true"]
+    if seen:
+        warnings.append(f"{', '.join(seen)} {'was' if len(seen) == 1 else 'were'} trained on "
+                        "this participant: those predictions are in-sample and say nothing of "
+                        "how well the models predict")
     if warnings:
         sidecar["Warning"] = "; ".join(warnings)
     for path in remove_dropped_attention(output_dir, entities,
@@ -209,28 +224,41 @@ def remove_dropped_attention(output_dir: Path, entities: dict[str, Any],
     return removed
 
 
-def _row(result: ModelResult) -> dict[str, Any]:
+def _row(result: ModelResult, in_training: bool | None) -> dict[str, Any]:
     """One predictions.tsv row (BIDS TSV: n/a for unknown, lowercase booleans)."""
     flag = result.in_distribution
     return {"model": result.model.bundle.name, "target": result.model.target,
             "value": round(result.value, 6), "std": round(result.std, 6),
             "n_models": result.n_models,
             "distance": "n/a" if result.distance is None else round(result.distance, 3),
-            "in_distribution": "n/a" if flag is None else str(flag).lower()}
+            "in_distribution": "n/a" if flag is None else str(flag).lower(),
+            "in_training": "n/a" if in_training is None else str(in_training).lower()}
+
+
+def _in_training(model: LoadedModel, participant: str, data: np.ndarray,
+                 dataset_doi: str | None) -> bool | None:
+    """Whether ``model`` was trained on this participant (None: the bundle cannot tell);
+    ``data`` is the input on its full grid, hashed as ``bids_mdd-train`` hashes it."""
+    recorded = model.bundle.training_set
+    if recorded is None:
+        return None
+    return recorded.contains(participant, image_sha256(data), dataset_doi)
 
 
 def predict_participants(output_dir: Path, entities: list[dict[str, Any]],
                          models: list[LoadedModel], settings: ModelStepSettings,
-                         t1ws: list[Path] | None = None) -> list[Path | Exception]:
+                         t1ws: list[Path] | None = None, dataset_doi: str | None = None
+                         ) -> list[Path | Exception]:
     """Apply every model to each T1w's derivatives, ``settings.batch_size`` T1w per forward
     pass; write maps and figures as each batch finishes, then each T1w's table (its
-    fingerprint taken before the models read anything; ``t1ws``: the source images).
+    fingerprint taken before the models read anything; ``t1ws``: the source images;
+    ``dataset_doi``: the input dataset's, for ``in_training``).
 
     Returns, per T1w, its predictions table or the error that stopped it (one T1w's error never
     stops the others; an error of a whole batch is each of its T1w's).
     """
     outcomes: list[Path | Exception | None] = [None] * len(entities)
-    inputs = [fingerprint(output_dir, item, models, t1w)
+    inputs = [fingerprint(output_dir, item, models, t1w, dataset_doi)
               for item, t1w in zip(entities, t1ws or [None] * len(entities))]
     rows: list[list[dict[str, Any]]] = [[] for _ in entities]
     sources: list[list[str]] = [[] for _ in entities]
@@ -241,10 +269,13 @@ def predict_participants(output_dir: Path, entities: list[dict[str, Any]],
         for start in range(0, len(pending), settings.batch_size):
             chunk = pending[start:start + settings.batch_size]
             ready = {}  # T1w index -> (image, its checked data)
+            seen = {}  # T1w index -> whether the model was trained on it
             for i in chunk:
                 try:
                     image = _image_of(output_dir, entities[i], model)
                     ready[i] = (image, model_input(model, image))
+                    seen[i] = _in_training(model, str(entities[i]["subject"]), ready[i][1],
+                                           dataset_doi)
                 except BidsMddError as error:
                     outcomes[i] = error
             results: list[ModelResult] = []
@@ -263,7 +294,7 @@ def predict_participants(output_dir: Path, entities: list[dict[str, Any]],
                 except Exception as error:  # noqa: BLE001
                     outcomes[i] = error
                     continue
-                rows[i].append(_row(result))
+                rows[i].append(_row(result, seen[i]))
                 sources[i].append(str(result.source))
             del ready, results  # one batch's arrays at a time
             progress.update(len(chunk))
@@ -279,10 +310,12 @@ def predict_participants(output_dir: Path, entities: list[dict[str, Any]],
 
 
 def predict_participant(output_dir: Path, entities: dict[str, Any], models: list[LoadedModel],
-                        device: str, attention: bool = True) -> Path:
+                        device: str, attention: bool = True,
+                        dataset_doi: str | None = None) -> Path:
     """:func:`predict_participants` for one T1w; raises its error."""
     settings = ModelStepSettings(device, attention=attention)
-    outcome = predict_participants(output_dir, [entities], models, settings)[0]
+    outcome = predict_participants(output_dir, [entities], models, settings,
+                                   dataset_doi=dataset_doi)[0]
     if isinstance(outcome, Exception):
         raise outcome
     return outcome

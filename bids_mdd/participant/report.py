@@ -70,8 +70,9 @@ def _predictions(output_dir: Path, entities: dict[str, str]) -> str:
     parts = ["<h3>Predictions</h3>"]
     if "Warning" in sidecar:
         parts.append(f"<p class='warn'>{escape(sidecar['Warning'])}</p>")
-    if "in_distribution" in rows:  # as the TSV says it (pandas reads true/false as booleans)
-        rows["in_distribution"] = rows["in_distribution"].astype(str).str.lower()
+    for flag in ("in_distribution", "in_training"):  # as the TSV says them (pandas reads
+        if flag in rows:                            # true/false as booleans)
+            rows[flag] = rows[flag].astype(str).str.lower()
     evidence = {str(m.get("name")): evidence_line(m) for m in sidecar.get("Models", [])}
     shown = rows.assign(evidence=[evidence.get(str(m), NO_CARD) for m in rows["model"]])
     parts.append(shown.to_html(index=False, float_format=lambda v: f"{v:.3f}", border=0))
@@ -82,6 +83,8 @@ def _predictions(output_dir: Path, entities: dict[str, str]) -> str:
                  "model card's cross-validated performance on its training cohort. distance / "
                  "in_distribution: how far this input lies from the model's training inputs, "
                  "and whether within the threshold calibrated on held-out training scans. "
+                 "in_training: the model was trained on this participant, so its value is "
+                 "in-sample. "
                  "Attention maps: guided backpropagation for regressors, the signed log-odds "
                  "gradient for the classifier; top 1 % of voxels shown.</p>")
     for target in rows["target"]:

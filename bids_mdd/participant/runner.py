@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from bids_mdd.bids.atomic import remove_stale_temporaries
-from bids_mdd.bids.derivatives import write_dataset_description
+from bids_mdd.bids.derivatives import source_dataset_entry, write_dataset_description
 from bids_mdd.bids.discovery import T1wInput
 from bids_mdd.bids.names import crash_name, derivative_path, names_participant
 from bids_mdd.bids.outputs import OUTPUTS
@@ -55,20 +55,20 @@ class ParticipantOptions:
 
 
 def apply_models(inputs: list[T1wInput], output_dir: Path, models: list[LoadedModel],
-                 settings: ModelStepSettings) -> list[Failure]:
+                 settings: ModelStepSettings, dataset_doi: str | None = None) -> list[Failure]:
     """Apply the loaded models to each preprocessed T1w not yet up to date; return the
-    failures."""
+    failures (``dataset_doi``: the input dataset's, which tells its training participants)."""
     logs = output_dir / "logs"
     todo = []
     for t1w in inputs:
         if up_to_date(output_dir, t1w.output_entities(), models, t1w.path,
-                      attention=settings.attention):
+                      attention=settings.attention, dataset_doi=dataset_doi):
             LOGGER.info("predictions of %s are up to date with these models and inputs",
                         t1w.path)
         else:
             todo.append(t1w)
     outcomes = predict_participants(output_dir, [t1w.output_entities() for t1w in todo], models,
-                                    settings, [t1w.path for t1w in todo])
+                                    settings, [t1w.path for t1w in todo], dataset_doi)
     failures = []
     for t1w, outcome in zip(todo, outcomes):
         if isinstance(outcome, BidsMddError):
@@ -115,7 +115,8 @@ def _remove_old_crash(output_dir: Path, t1w: T1wInput) -> None:
 
 
 def finish_participants(output_dir: Path, inputs: list[T1wInput], models: list[LoadedModel],
-                        settings: ModelStepSettings, finished: Callable[[str], None]
+                        settings: ModelStepSettings, finished: Callable[[str], None],
+                        dataset_doi: str | None = None
                         ) -> tuple[Callable[[list[T1wInput]], list[Failure]], set[str]]:
     """What follows a T1w's preprocessing: its predictions, then, once all of a participant's
     T1w are through, the participant's report and ``finished(subject)``. Returns that step
@@ -124,7 +125,8 @@ def finish_participants(output_dir: Path, inputs: list[T1wInput], models: list[L
     through: set[Path] = set()
 
     def handle(batch: list[T1wInput]) -> list[Failure]:
-        failures = apply_models(batch, output_dir, models, settings) if models else []
+        failures = (apply_models(batch, output_dir, models, settings, dataset_doi)
+                    if models else [])
         failed = {failure.t1w.path for failure in failures}
         for t1w in batch:
             if t1w.path not in failed:
@@ -180,7 +182,8 @@ def run_participant_level(bids_dir: Path, output_dir: Path, work_dir: Path,
         LOGGER.warning("--sloppy: coarse registration for tests; do not use these outputs")
     preproc = replace(options.preproc, omp_nthreads=resources.omp_nthreads)
     with participants_in_progress(output_dir, subjects) as finished:
-        handle, reported = finish_participants(output_dir, inputs, models, settings, finished)
+        handle, reported = finish_participants(output_dir, inputs, models, settings, finished,
+                                               source_dataset_entry(bids_dir).get("DOI"))
         with AfterPreprocessing(handle, settings.batch_size) as after:
             with thread_environment(resources):
                 failures = preprocess(inputs, bids_dir, output_dir, work_dir, preproc,

@@ -4,7 +4,6 @@ is read by :mod:`bids_mdd.bids.participants`)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from tqdm import tqdm
 from bids_mdd.bids.names import parse_path
 from bids_mdd.errors import BidsMddError, ExitCode
 from bids_mdd.models.inputs import DEFAULT_INPUTS, InputSpec, prepare, read_on_grid
+from bids_mdd.models.training_set import image_sha256, label_sha256
 from bids_mdd.spaces.grids import AFFINE_TOLERANCE
 
 LOGGER = logging.getLogger(__name__)
@@ -157,7 +157,7 @@ def load_volumes(samples: list[Sample], spec: InputSpec,
             hashes.append(sample.source_sha256)
             continue
         data = read_on_grid(sample.path, spec)
-        hashes.append(hashlib.sha256(data.tobytes()).hexdigest())
+        hashes.append(image_sha256(data))
         volumes[i] = prepare(data, spec)
     return volumes, hashes
 
@@ -165,5 +165,5 @@ def load_volumes(samples: list[Sample], spec: InputSpec,
 def fingerprint(samples: list[Sample], image_hashes: list[str]) -> dict[str, list[str]]:
     """sha256 of each participant label and each image (the leakage guard's evidence; labels
     are hashed so a bundle carries no identifiers)."""
-    ids = sorted({hashlib.sha256(s.participant.encode()).hexdigest() for s in samples})
+    ids = sorted({label_sha256(s.participant) for s in samples})
     return {"participants_sha256": ids, "images_sha256": sorted(set(image_hashes))}
