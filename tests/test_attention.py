@@ -7,7 +7,8 @@ import torch
 from monai.visualize import GuidedBackpropGrad
 from torch import nn
 
-from bids_mdd.models.attention import guided_relus, input_gradient
+from bids_mdd.models.attention import (_single_channel_input_gradient, guided_relus,
+                                       input_gradient)
 from bids_mdd.models.networks import build_network
 
 
@@ -81,3 +82,25 @@ def test_all_relus_of_our_networks_are_hooked() -> None:
     net = _small("dfrn", channels=[4, 8, 8, 8])
     with guided_relus(net) as hooked:
         assert hooked == 9  # stem + two per residual block
+
+
+@pytest.mark.parametrize("kernel,stride,padding,shape", [
+    ((7, 7, 7), (1, 2, 2), (3, 3, 3), (23, 30, 21)),  # the networks' stems, odd sizes
+    ((7, 7, 7), (2, 2, 2), (3, 3, 3), (35, 40, 37)),
+    ((7, 7, 7), (1, 1, 1), (3, 3, 3), (17, 19, 16)),
+    ((3, 5, 4), (1, 3, 2), (1, 2, 0), (13, 17, 11)),  # kernels the strides do not divide
+    ((5, 3, 3), (3, 1, 2), (2, 0, 1), (14, 9, 10)),
+    ((2, 2, 2), (2, 2, 2), (0, 0, 0), (8, 9, 7)),
+])
+def test_single_channel_input_gradient_is_the_transposed_convolution(kernel, stride, padding,
+                                                                    shape) -> None:
+    """The polyphase input gradient equals autograd's, in float64 to rounding."""
+    torch.manual_seed(0)
+    conv = nn.Conv3d(1, 6, kernel, stride=stride, padding=padding, bias=False).double()
+    x = torch.randn(2, 1, *shape, dtype=torch.float64, requires_grad=True)
+    out = conv(x)
+    grad = torch.randn_like(out)
+    (expected,) = torch.autograd.grad(out, x, grad)
+    got = _single_channel_input_gradient(grad, conv, shape)
+    assert got.shape == expected.shape
+    assert torch.allclose(got, expected, rtol=0, atol=1e-12)

@@ -17,18 +17,12 @@ map's time. Only input gradients are needed, so weight gradients are never compu
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-#: Input-convolution gradient: output planes along the first axis handled per slab, so that a
-#: slab of the tap planes stays in cache while it is added up.
-_SLAB = 4
-
 
 class _GuidedReLU(torch.autograd.Function):
     """ReLU whose backward is the guided rule: (out > 0) * (grad > 0) * grad."""
@@ -84,37 +78,79 @@ def guided_relus(net: nn.Module) -> Iterator[int]:
         yield len(relus)
 
 
+def _phase_taps(kernel: int, stride: int) -> torch.Tensor:
+    """Per residue r of the input position (mod ``stride``), the kernel taps that reach it,
+    flipped and zero-padded to ``ceil(kernel / stride)``: shape (stride, M), -1 for no tap."""
+    taps = -(-kernel // stride)
+    table = torch.full((stride, taps), -1, dtype=torch.long)
+    for r in range(stride):
+        for j in range(taps):
+            tap = r + stride * (taps - 1 - j)
+            if tap < kernel:
+                table[r, j] = tap
+    return table
+
+
 def _single_channel_input_gradient(grad: torch.Tensor, conv: nn.Conv3d,
                                    in_shape: tuple[int, ...]) -> torch.Tensor:
     """Gradient w.r.t. the input of ``conv`` (one input channel) from that of its output.
 
-    Each kernel tap's contribution is an output channel of one well-shaped convolution of
-    ``grad`` (kernel taps along the first axis stay in that convolution when its stride is 1),
-    and the taps' planes are added, strided, into the input grid: the same sums as autograd's
-    transposed convolution, in another order (float rounding differs).
+    A transposed convolution with one output channel, which oneDNN runs at about a tenth of
+    its forward speed, rewritten as one well-shaped convolution. Along each strided axis the
+    input positions fall into ``stride`` phases, each reached by its own subset of kernel taps
+    (polyphase decomposition); along the first axis, when its stride is 1, the kernel taps
+    become output channels. So the convolution has (first-axis taps x phases) output channels,
+    each a plane that is then shifted along the first axis and interleaved into the input
+    grid: the same sums as autograd's transposed convolution, in another order (float rounding
+    differs).
     """
-    weight = conv.weight.detach()[:, 0]  # (out channels, kx, ky, kz)
+    weight = conv.weight.detach()[:, 0]  # (out channels, k0, k1, k2)
     kernel, stride, padding = weight.shape[1:], conv.stride, conv.padding
-    if stride[0] == 1:  # the first axis stays a (flipped, transposed) convolution
-        taps = weight.flip(1).permute(2, 3, 0, 1).reshape(-1, weight.shape[0], kernel[0], 1, 1)
-        planes = F.conv3d(grad, taps, padding=(kernel[0] - 1 - padding[0], 0, 0))
-        steps, sizes, pads = (1, *stride[1:]), (1, *kernel[1:]), (0, *padding[1:])
-    else:
-        taps = weight.permute(1, 2, 3, 0).reshape(-1, weight.shape[0], 1, 1, 1)
-        planes = F.conv3d(grad, taps)
-        steps, sizes, pads = tuple(stride), tuple(kernel), tuple(padding)
-    n, _, *out = planes.shape
-    full = [max(s * (o - 1) + k, p + i) for s, o, k, p, i in zip(steps, out, sizes, pads, in_shape)]
-    total = planes.new_zeros(n, *full)
-    for start in range(0, out[0], _SLAB):
-        slab = planes[:, :, start:start + _SLAB].contiguous()
-        depth = slab.shape[2]
-        for tap, (i, j, k) in enumerate(itertools.product(*map(range, sizes))):
-            first = steps[0] * start + i
-            total[:, first:first + steps[0] * depth:steps[0],
-                  j:j + steps[1] * out[1]:steps[1], k:k + steps[2] * out[2]:steps[2]] += slab[:, tap]
-    return total[:, None, pads[0]:pads[0] + in_shape[0], pads[1]:pads[1] + in_shape[1],
-                 pads[2]:pads[2] + in_shape[2]]
+    if stride[0] == 1:
+        first_taps, first_stride = kernel[0], 1
+        axes = (1, 2)
+    else:  # the first axis is polyphase-decomposed too
+        first_taps, first_stride = 1, stride[0]
+        axes = (0, 1, 2)
+    tables = {a: _phase_taps(kernel[a], stride[a]) for a in axes}
+    reach = {a: tables[a].shape[1] for a in axes}  # taps per phase, M
+    # conv weight: output channels (first-axis tap or phase, phase 1, phase 2), kernel M per
+    # decomposed axis (1 along a first axis kept as taps)
+    sizes = [kernel[0] if stride[0] == 1 else stride[0], stride[1], stride[2]]
+    taps_shape = [1 if stride[0] == 1 else reach[0], reach[1], reach[2]]
+    index = []
+    for axis in range(3):
+        if axis in tables:
+            index.append(tables[axis])  # (phases, M)
+        else:
+            index.append(torch.arange(kernel[0])[:, None])  # (taps, 1)
+    padded = torch.cat([weight, weight.new_zeros(weight.shape[0], 1, *kernel[1:])], 1)
+    padded = torch.cat([padded, padded.new_zeros(*padded.shape[:2], 1, kernel[2])], 2)
+    padded = torch.cat([padded, padded.new_zeros(*padded.shape[:3], 1)], 3)
+    # (-1, no tap: the zero plane appended at the end of each kernel axis)
+    i0, i1, i2 = (idx.masked_fill(idx < 0, dim - 1) for idx, dim in zip(index, padded.shape[1:]))
+    gathered = padded[:, i0[:, None, None, :, None, None], i1[None, :, None, None, :, None],
+                      i2[None, None, :, None, None, :]]  # (c, P0, P1, P2, M0, M1, M2)
+    phases = gathered.reshape(weight.shape[0], -1, *taps_shape).transpose(0, 1).contiguous()
+    pads = [0 if stride[0] == 1 else reach[0] - 1, reach[1] - 1, reach[2] - 1]
+    planes = F.conv3d(grad, phases, padding=tuple(pads))  # (n, P0 * P1 * P2, Q0, Q1, Q2)
+    n, _, *steps = planes.shape
+    planes = planes.view(n, *sizes, *steps)
+    full = planes.new_zeros(n, steps[0] + first_taps - 1, first_stride, steps[1], stride[1],
+                            steps[2], stride[2])
+    for tap in range(first_taps):  # shift along a first axis kept as taps (once otherwise)
+        if stride[0] == 1:
+            source = planes[:, tap].unsqueeze(1)  # (n, 1, P1, P2, Q0, Q1, Q2)
+        else:
+            source = planes  # (n, P0, P1, P2, Q0, Q1, Q2)
+        full[:, tap:tap + steps[0]] += source.permute(0, 4, 1, 5, 2, 6, 3)
+    full = full.view(n, (steps[0] + first_taps - 1) * first_stride, steps[1] * stride[1],
+                     steps[2] * stride[2])
+    short = [max(0, p + i - f) for p, i, f in zip(padding, in_shape, full.shape[1:])]
+    if any(short):
+        full = F.pad(full, (0, short[2], 0, short[1], 0, short[0]))
+    return full[:, None, padding[0]:padding[0] + in_shape[0],
+                padding[1]:padding[1] + in_shape[1], padding[2]:padding[2] + in_shape[2]]
 
 
 class _InputConv(torch.autograd.Function):
