@@ -104,3 +104,16 @@ def test_single_channel_input_gradient_is_the_transposed_convolution(kernel, str
     got = _single_channel_input_gradient(grad, conv, shape)
     assert got.shape == expected.shape
     assert torch.allclose(got, expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("architecture", ["dfrn", "densenet121", "resnet10"])
+def test_the_stem_relu_and_max_pooling_are_found_in_the_folded_networks(architecture) -> None:
+    """The stems' ReLU + max-pooling run as one function in attention passes (their maps are
+    compared with the textbook ones in test_inference.py)."""
+    from bids_mdd.models.attention import _relu_pool_pairs
+    from bids_mdd.models.inference import _for_inference
+
+    kwargs = {"dfrn": {"channels": [4, 8, 8, 8]}, "resnet10": {"width": 4},
+              "densenet121": {"init_features": 4, "growth_rate": 4}}[architecture]
+    net = _for_inference(build_network(architecture, **kwargs).eval(), "cpu")
+    assert len(_relu_pool_pairs(net)) == 1

@@ -12,7 +12,10 @@ that call their activations ``act`` (MONAI's ResNet), so it is not used here.
 :func:`input_gradient` also computes the input gradient of a single-channel input convolution
 (the stem of every network here) itself on CPU: autograd's backward for one input channel ran
 at about a tenth of its forward speed (oneDNN), and for a full-size DFRN it took most of the
-map's time. Only input gradients are needed, so weight gradients are never computed.
+map's time. Only input gradients are needed, so weight gradients are never computed. And
+a ReLU that only a max-pooling reads (the stems) runs after the pooling, its backward on the
+pooled grid (:func:`pooled_relus`): the same maps, without two passes over the largest
+activation.
 """
 
 from __future__ import annotations
@@ -185,6 +188,86 @@ def input_convs(net: nn.Module, device: torch.device) -> Iterator[int]:
         yield len(convs)
 
 
+class _ReLUMaxPool(torch.autograd.Function):
+    """``max_pool3d(relu(x))`` computed as ``relu(max_pool3d(x))``, with the ReLU's backward on
+    the pooled grid.
+
+    The values are the same (ReLU is monotonic), and so is every input gradient: each input
+    position that receives gradient is the maximum of its windows, whose pooled value is its
+    ReLU output, so masking the pooled gradient by (pooled > 0) and then scattering it equals
+    scattering it and then masking by (relu(x) > 0); a window whose maximum is not positive
+    contributes nothing either way. The guided rule's clamp acts on the scattered sums, as it
+    does in the network's own order. What it saves: the ReLU and its backward over the largest
+    activation of the network, the stem's output, which is 8 times the size of the pooled one.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, pool: nn.MaxPool3d, guided: bool) -> torch.Tensor:  # noqa: D102
+        pooled, indices = F.max_pool3d(x, pool.kernel_size, pool.stride, pool.padding,
+                                       pool.dilation, ceil_mode=pool.ceil_mode,
+                                       return_indices=True)
+        out = torch.relu(pooled)
+        ctx.save_for_backward(x, out, indices)
+        ctx.pool, ctx.guided = pool, guided
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # noqa: D102
+        x, out, indices = ctx.saved_tensors
+        pool = ctx.pool
+        masked = torch.ops.aten.threshold_backward(grad, out, 0)
+        triple = lambda value: list(value) if isinstance(value, tuple) else [value] * 3  # noqa: E731
+        stride = pool.stride if pool.stride is not None else pool.kernel_size
+        full = torch.ops.aten.max_pool3d_with_indices_backward(
+            masked, x, triple(pool.kernel_size), triple(stride), triple(pool.padding),
+            triple(pool.dilation), pool.ceil_mode, indices)
+        return (full.clamp_(min=0) if ctx.guided else full), None, None
+
+
+def _relu_pool_pairs(net: nn.Module) -> list[tuple[nn.ReLU, nn.MaxPool3d]]:
+    """Each ``nn.ReLU`` whose output only an ``nn.MaxPool3d`` reads, both called once: in a
+    torch.fx graph (a network :func:`bids_mdd.models.inference._for_inference` folded), else as
+    neighbours in an ``nn.Sequential``."""
+    pairs = []
+    if isinstance(net, torch.fx.GraphModule):
+        calls: dict[str, int] = {}
+        for node in net.graph.nodes:
+            if node.op == "call_module":
+                calls[node.target] = calls.get(node.target, 0) + 1
+        for node in net.graph.nodes:
+            if node.op != "call_module" or len(node.all_input_nodes) != 1:
+                continue
+            source = node.all_input_nodes[0]
+            if source.op != "call_module" or len(source.users) != 1:
+                continue
+            relu, pool = net.get_submodule(source.target), net.get_submodule(node.target)
+            if (isinstance(relu, nn.ReLU) and isinstance(pool, nn.MaxPool3d)
+                    and calls[source.target] == 1 and calls[node.target] == 1):
+                pairs.append((relu, pool))
+        return pairs
+    for module in net.modules():
+        if isinstance(module, nn.Sequential):
+            children = list(module)
+            pairs += [(a, b) for a, b in zip(children, children[1:])
+                      if isinstance(a, nn.ReLU) and isinstance(b, nn.MaxPool3d)]
+    return pairs
+
+
+@contextmanager
+def pooled_relus(net: nn.Module, guided: bool) -> Iterator[int]:
+    """Within the block, each ReLU that only a max-pooling reads runs as :class:`_ReLUMaxPool`
+    (applying the guided rule when ``guided``); yields how many pairs. Enter it after
+    :func:`guided_relus`, whose ReLU forwards it overrides for these pairs."""
+    pairs = [(relu, pool) for relu, pool in _relu_pool_pairs(net)
+             if not pool.return_indices and not relu.inplace]
+    relus, pools = [relu for relu, _ in pairs], [pool for _, pool in pairs]
+    with ExitStack() as stack:
+        stack.enter_context(_patched_forwards(relus, lambda _: lambda x: x))
+        stack.enter_context(_patched_forwards(
+            pools, lambda pool: lambda x: _ReLUMaxPool.apply(x, pool, guided)))
+        yield len(pairs)
+
+
 def input_gradient(net: nn.Module, x: torch.Tensor,
                    score: Callable[[torch.Tensor], torch.Tensor],
                    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
@@ -201,6 +284,7 @@ def input_gradient(net: nn.Module, x: torch.Tensor,
     with ExitStack() as stack:
         stack.enter_context(torch.enable_grad())
         stack.enter_context(guided_relus(net) if guided else nullcontext())
+        stack.enter_context(pooled_relus(net, guided))
         stack.enter_context(input_convs(net, x.device))
         out = net(transform(leaf) if transform is not None else leaf)
         (grad,) = torch.autograd.grad(score(out).sum(), leaf)
