@@ -26,6 +26,7 @@ from contextlib import ExitStack, contextmanager, nullcontext
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.utils import _triple  # (MaxPool3d's own int-or-triple expansion)
 
 class _GuidedReLU(torch.autograd.Function):
     """ReLU whose backward is the guided rule: (out > 0) * (grad > 0) * grad."""
@@ -121,12 +122,8 @@ def _single_channel_input_gradient(grad: torch.Tensor, conv: nn.Conv3d,
     # decomposed axis (1 along a first axis kept as taps)
     sizes = [kernel[0] if stride[0] == 1 else stride[0], stride[1], stride[2]]
     taps_shape = [1 if stride[0] == 1 else reach[0], reach[1], reach[2]]
-    index = []
-    for axis in range(3):
-        if axis in tables:
-            index.append(tables[axis])  # (phases, M)
-        else:
-            index.append(torch.arange(kernel[0])[:, None])  # (taps, 1)
+    # per axis (phases or first-axis taps, M) kernel indices
+    index = [tables.get(axis, torch.arange(kernel[0])[:, None]) for axis in range(3)]
     padded = torch.cat([weight, weight.new_zeros(weight.shape[0], 1, *kernel[1:])], 1)
     padded = torch.cat([padded, padded.new_zeros(*padded.shape[:2], 1, kernel[2])], 2)
     padded = torch.cat([padded, padded.new_zeros(*padded.shape[:3], 1)], 3)
@@ -216,11 +213,9 @@ class _ReLUMaxPool(torch.autograd.Function):
         x, out, indices = ctx.saved_tensors
         pool = ctx.pool
         masked = torch.ops.aten.threshold_backward(grad, out, 0)
-        triple = lambda value: list(value) if isinstance(value, tuple) else [value] * 3  # noqa: E731
-        stride = pool.stride if pool.stride is not None else pool.kernel_size
         full = torch.ops.aten.max_pool3d_with_indices_backward(
-            masked, x, triple(pool.kernel_size), triple(stride), triple(pool.padding),
-            triple(pool.dilation), pool.ceil_mode, indices)
+            masked, x, _triple(pool.kernel_size), _triple(pool.stride), _triple(pool.padding),
+            _triple(pool.dilation), pool.ceil_mode, indices)
         return (full.clamp_(min=0) if ctx.guided else full), None, None
 
 

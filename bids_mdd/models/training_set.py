@@ -57,7 +57,7 @@ class TrainingSet:
     def from_meta(cls, meta: dict[str, Any]) -> TrainingSet | None:
         """From a ``model.json``; None when it records no fingerprint."""
         recorded = meta.get("data_fingerprint")
-        if not isinstance(recorded, dict):
+        if not isinstance(recorded, dict) or not recorded:
             return None
         cohort = (meta.get("card") or {}).get("cohort") or {}
         return cls(frozenset(recorded.get("participants_sha256", [])),

@@ -23,16 +23,16 @@ def check_no_shared_data(source: Bundle, target: dict[str, list[str]],
     Shared labels alone may be a coincidence (two datasets both counting sub-001 ...):
     ``allow_shared_ids`` then downgrades them to a warning; shared images always refuse.
     """
-    recorded = source.meta.get("data_fingerprint")
-    if not recorded:
+    recorded = source.training_set
+    if recorded is None:
         raise BidsMddError(f"{source.path}: the bundle records no training-data fingerprint, so "
                            "leakage into the target cannot be ruled out", ExitCode.USAGE)
-    images = set(recorded["images_sha256"]) & set(target["images_sha256"])
+    images = recorded.images_sha256 & set(target["images_sha256"])
     if images:
         raise BidsMddError(f"{len(images)} target image(s) were in the training data of "
                            f"{source.path}: source and target must not share participants",
                            ExitCode.USAGE)
-    ids = set(recorded["participants_sha256"]) & set(target["participants_sha256"])
+    ids = recorded.participants_sha256 & set(target["participants_sha256"])
     if ids and not allow_shared_ids:
         raise BidsMddError(f"{len(ids)} target participant label(s) are also in the training data "
                            f"of {source.path}; if these are different people (another dataset's "
