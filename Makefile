@@ -1,5 +1,6 @@
 # `make demo`: create .venv if absent, install bids_mdd, run the demo end to end.
 # `make test`: the test suite (installs first when needed).
+# `make docs`: the documentation site in docs/_build/html, warnings as errors (offline).
 VENV   ?= .venv
 PYTHON ?= python3
 PY      = $(VENV)/bin/python
@@ -10,7 +11,7 @@ export TEMPLATEFLOW_HOME ?= $(SHARED_TEMPLATEFLOW)
 endif
 export TEMPLATEFLOW_AUTOUPDATE = 0
 
-.PHONY: install demo test clean-demo
+.PHONY: install demo test docs clean-demo
 
 # torch==2.13.0 first, from the local CPU wheel: with it installed, pip never resolves a
 # multi-GB CUDA build for the packages that depend on torch (e.g. monai).
@@ -18,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,docs]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -31,6 +32,9 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+docs: install
+	$(PY) -m sphinx -E -W --keep-going -q -b html docs docs/_build/html
 
 clean-demo:
 	rm -rf demo

@@ -26,3 +26,45 @@ class BidsMddError(Exception):
     def __init__(self, message: str, exit_code: ExitCode = ExitCode.FAILURE) -> None:
         super().__init__(message)
         self.exit_code = ExitCode(exit_code)
+
+
+#: What each exit code means and what to do about it (the documentation's FAQ renders it).
+EXIT_CODE_HELP: dict[ExitCode, tuple[str, str]] = {
+    ExitCode.OK: ("every selected participant's derivatives were written completely",
+                  "nothing"),
+    ExitCode.FAILURE: ("a participant failed; the others went on (one line each on stderr: the "
+                       "step, the root cause and its fix; a crash file in OUTPUT_DIR/logs/)",
+                       "read the participant's line and crash file, fix the cause, rerun the "
+                       "same command: finished participants are skipped"),
+    ExitCode.INVALID_BIDS: ("BIDS_DIR is not a BIDS dataset: the official validator found "
+                            "errors, or there is no dataset_description.json, or no "
+                            "sub-*/[ses-*/]anat/*_T1w.nii[.gz]",
+                            "fix what the message names (bids-validator-deno BIDS_DIR prints "
+                            "the full report), or pass --skip-bids-validation"),
+    ExitCode.UNKNOWN_LEVEL: ("the analysis level is neither participant nor group",
+                             "write participant or group"),
+    ExitCode.NO_FILES: ("the participant or session labels, or the filters, select nothing "
+                        "(unknown labels are named)",
+                        "check --participant-label, --session-label and --bids-filter-file "
+                        "against the dataset"),
+    ExitCode.QC_FAILED: ("a participant failed the QC gate (its outputs are written; the "
+                         "group level leaves it out)",
+                         "look at its report sub-<label>.html; --qc-fail-ok exits 0"),
+    ExitCode.USAGE: ("a usage error: an option value, OUTPUT_DIR or the work dir inside "
+                     "BIDS_DIR, two bundles for one target",
+                     "follow the message; put OUTPUT_DIR and the work dir outside the input "
+                     "dataset"),
+    ExitCode.BAD_DATA: ("bad data: a T1w bids_mdd cannot use, a malformed participants.tsv or "
+                        "model bundle (the message names the file and line)",
+                        "fix or exclude the file the message names"),
+    ExitCode.MISSING_INPUT: ("a missing input: BIDS_DIR, the filter file, a template under "
+                             "TEMPLATEFLOW_HOME, every T1w unreadable, or (group level) an "
+                             "unfinished participant level",
+                             "provide the file the message names; the group level accepts an "
+                             "unfinished participant level with --allow-partial"),
+    ExitCode.CANNOT_CREATE_OUTPUT: ("OUTPUT_DIR or the work dir cannot be created or written "
+                                    "(read-only, permissions, under 100 MB free, filled up "
+                                    "during the run) or belongs to another pipeline",
+                                    "free space or choose a writable, empty folder; rerun the "
+                                    "same command to resume"),
+}

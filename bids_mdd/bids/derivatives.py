@@ -86,7 +86,8 @@ def dataset_description(source_dirs: Sequence[str | Path] = ()) -> dict[str, Any
         "BIDSVersion": BIDS_VERSION,
         "DatasetType": "derivative",
         "GeneratedBy": [generated_by()],
-        "HowToAcknowledge": "Cite bids_mdd and the two papers its models come from (see README).",
+        "HowToAcknowledge": "Cite bids_mdd and the two papers its models come from (its "
+                            "documentation's page 'How to cite').",
     }
     if source_dirs:
         description["SourceDatasets"] = [source_dataset_entry(d) for d in source_dirs]

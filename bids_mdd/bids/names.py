@@ -18,7 +18,7 @@ _SOURCE = "[_acq-{acquisition}][_ce-{ceagent}][_rec-{reconstruction}][_run-{run}
 _SUBJECT = "sub-{subject}[_ses-{session}]" + _SOURCE
 _SUBJECT_DIR = "sub-{subject}[/ses-{session}]/{datatype<anat>|anat}/"
 
-#: Path patterns of every output bids_mdd writes (README "Output names" lists them).
+#: Path patterns of every output bids_mdd writes (docs/outputs.md lists them).
 PATH_PATTERNS: tuple[str, ...] = (
     # images, masks, tissue maps, QC metrics, predictions and attention maps (participant level)
     _SUBJECT_DIR + _SUBJECT + "[_space-{space}][_atlas-{atlas}][_res-{res}][_label-{label}]"

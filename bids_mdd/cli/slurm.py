@@ -69,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         bids_dir = args.bids_dir.resolve()
         if args.image is not None and not args.image.is_file():
             raise BidsMddError(f"{args.image}: no such Apptainer image; build it from "
-                               "singularity.def (see README)", ExitCode.MISSING_INPUT)
+                               "singularity.def (docs/containers.md)", ExitCode.MISSING_INPUT)
         inputs = discover_t1w(open_layout(bids_dir), args.participant_label)
         job_dir = args.job_dir.resolve()
         job = SlurmJob(
