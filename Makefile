@@ -1,6 +1,7 @@
 # `make demo`: create .venv if absent, install bids_mdd, run the demo end to end.
 # `make test`: the test suite (installs first when needed).
 # `make docs`: the documentation site in docs/_build/html, warnings as errors (offline).
+# `make lint`: ruff (lint and import order, configured in pyproject.toml).
 VENV   ?= .venv
 PYTHON ?= python3
 PY      = $(VENV)/bin/python
@@ -11,7 +12,7 @@ export TEMPLATEFLOW_HOME ?= $(SHARED_TEMPLATEFLOW)
 endif
 export TEMPLATEFLOW_AUTOUPDATE = 0
 
-.PHONY: install demo test docs clean-demo
+.PHONY: install demo test docs lint clean-demo
 
 # torch==2.13.0 first, from the local CPU wheel: with it installed, pip never resolves a
 # multi-GB CUDA build for the packages that depend on torch (e.g. monai).
@@ -32,6 +33,9 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check .
 
 docs: install
 	$(PY) -m sphinx -E -W --keep-going -q -b html docs docs/_build/html

@@ -50,11 +50,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pandas as pd
-from memory import rss_mib  # benchmarks/memory.py
 from scipy import ndimage
 
 from bids_mdd.group.glm import contrast_vector, design_matrix, fit_glm, search_region
 from bids_mdd.spaces.grids import CLASSIFIER_GRID
+from memory import rss_mib  # benchmarks/memory.py
 
 TARGET_S, TARGET_GIB = 60.0, 4.0
 N_FIELDS = 8

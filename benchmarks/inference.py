@@ -29,7 +29,6 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("TEMPLATEFLOW_HOME", str(REPO.parent / "shared" / "templateflow"))
 
 import torch  # noqa: E402
-from memory import rss_mib  # noqa: E402  (benchmarks/memory.py)
 
 from bids_mdd.bids.names import derivative_path  # noqa: E402
 from bids_mdd.cli.synth import main as synth  # noqa: E402
@@ -39,6 +38,7 @@ from bids_mdd.models.inputs import GM_INPUT, T1W_INPUT  # noqa: E402
 from bids_mdd.models.networks import build_network  # noqa: E402
 from bids_mdd.participant.predictions import predict_participant  # noqa: E402
 from bids_mdd.synth.model import FACTORS  # noqa: E402
+from memory import rss_mib  # noqa: E402  (benchmarks/memory.py)
 
 
 def write_random_bundles(models: Path, folds: int) -> None:

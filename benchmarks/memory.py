@@ -1,4 +1,4 @@
-"""Memory of the running process, for the benchmarks (shared by models.py, group.py, inference.py)."""
+"""Memory of the running process, for the benchmarks (models.py, group.py, inference.py)."""
 
 from __future__ import annotations
 

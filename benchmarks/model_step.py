@@ -41,12 +41,11 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from inference import synthetic_participants, write_random_bundles  # (sets TEMPLATEFLOW_HOME)
-from models import matmul_peak  # benchmarks/models.py
-
 import bids_mdd.models.inference as model_inference
 from bids_mdd.models.inference import LoadedModel, _score, load_models
 from bids_mdd.participant.predictions import ModelStepSettings, predict_participants
+from inference import synthetic_participants, write_random_bundles  # (sets TEMPLATEFLOW_HOME)
+from models import matmul_peak  # benchmarks/models.py
 
 
 def _clamp_gradient(module: nn.Module, grad_input: tuple, grad_output: tuple) -> tuple:

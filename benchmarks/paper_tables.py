@@ -39,6 +39,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -56,8 +57,7 @@ from bids_mdd.models.bundle import Bundle  # noqa: E402
 from bids_mdd.models.inputs import GM_INPUT, T1W_INPUT, InputSpec  # noqa: E402
 from bids_mdd.models.networks import build_network, head_name, replace_head  # noqa: E402
 from bids_mdd.training import compare  # noqa: E402
-from bids_mdd.training.cv import (CVResult, assemble, cross_validate_network,  # noqa: E402
-                                  fold_metrics)
+from bids_mdd.training.cv import CVResult, assemble, cross_validate_network, fold_metrics  # noqa: E402
 from bids_mdd.training.data import Sample, find_samples, fingerprint, load_volumes  # noqa: E402
 from bids_mdd.training.loop import TrainConfig, train_network  # noqa: E402
 from bids_mdd.training.run import fold_cache_dir, network_kwargs  # noqa: E402
@@ -177,7 +177,7 @@ def _transfer(architecture: str, kwargs: dict, volumes: np.ndarray, y: np.ndarra
                               ).state
         net.load_state_dict(state)
         backbone = replace_head(net, architecture, 2)
-        cv = cross_validate_network(lambda: backbone.train(), volumes, y, samples, [fold],
+        cv = cross_validate_network(backbone.train, volumes, y, samples, [fold],
                                     "classification",
                                     replace(config, backbone_lr_factor=0.001),
                                     work / fold.name, head=head_name(architecture),
@@ -215,8 +215,9 @@ def table_a(args: argparse.Namespace, participants: pd.DataFrame, config: TrainC
                                       replace(config, epochs=args.epochs_2d), width)
             if name in ("lbp-svm", "ridge-regions") and args.retrain_permutations:
                 record["retrain_p_balanced_accuracy"] = _retrain_p(
-                    lambda labels: compare.run_baseline(name, gm, gm_spec, labels, samples,
-                                                        folds, "classification", config, width),
+                    lambda labels, name=name: compare.run_baseline(
+                        name, gm, gm_spec, labels, samples, folds, "classification", config,
+                        width),
                     y, cv, "balanced_accuracy", args.retrain_permutations, args.seed)
                 record["n_retrain_permutations"] = args.retrain_permutations
         else:
@@ -228,7 +229,7 @@ def table_a(args: argparse.Namespace, participants: pd.DataFrame, config: TrainC
             else:
                 work = fold_cache_dir(args.work, f"ds002748-{architecture}", architecture,
                                       kwargs, spec, config, folds, None)
-                cv = cross_validate_network(lambda: build_network(architecture, **kwargs),
+                cv = cross_validate_network(partial(build_network, architecture, **kwargs),
                                             volumes, y, samples, folds, "classification",
                                             config, work, desc=name)
             record["kwargs"] = kwargs
@@ -310,7 +311,7 @@ def table_b(args: argparse.Namespace, participants: pd.DataFrame, config: TrainC
                 kwargs = network_kwargs("dfrn", 1, args.width_b, None)
                 work = fold_cache_dir(args.work, f"ds002748-dfrn-{target}", "dfrn", kwargs,
                                       t1w_spec, config, folds, None)
-                cv = cross_validate_network(lambda: build_network("dfrn", **kwargs), t1w, y,
+                cv = cross_validate_network(partial(build_network, "dfrn", **kwargs), t1w, y,
                                             samples, folds, "regression", config, work,
                                             desc=name)
                 record["kwargs"] = kwargs

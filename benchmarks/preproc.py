@@ -117,8 +117,10 @@ def main(sloppy: bool, n_subjects: int) -> None:
         mni_ml = load(modulated).sum() * 1.5**3 / 1000
         print(f"GM native {native_ml:.0f} mL, modulated in MNI {mni_ml:.0f} mL "
               f"(ratio {mni_ml / native_ml:.4f})")
-        print(f"brain-mask Dice vs truth {dice(load(mask) > 0.5, load(f'{truth}desc-brain_mask.nii.gz') > 0):.4f}")
-        print(f"GM Dice (> 0.5) vs truth, native {dice(load(gm) > 0.5, load(f'{truth}label-GM_probseg.nii.gz') > 0.5):.4f}")
+        mask_dice = dice(load(mask) > 0.5, load(f"{truth}desc-brain_mask.nii.gz") > 0)
+        gm_dice = dice(load(gm) > 0.5, load(f"{truth}label-GM_probseg.nii.gz") > 0.5)
+        print(f"brain-mask Dice vs truth {mask_dice:.4f}")
+        print(f"GM Dice (> 0.5) vs truth, native {gm_dice:.4f}")
         dices = [known_warp_dice(f"{truth}label-GM_probseg.nii.gz", reg.forward, template,
                                  template_mask)]
         print(f"known-warp GM Dice in MNI (true GM through our transform vs template GM): "

@@ -46,7 +46,8 @@ from bids_mdd.preproc.workflow import TOP_WORKFLOW, workflow_name  # noqa: E402
 def whole_head_bids(root: Path) -> Path:
     """A BIDS dataset of symlinks to the whole-head scans (labels: IXI012, forrest, afni)."""
     root.mkdir(parents=True)
-    (root / "dataset_description.json").write_text('{"Name": "whole-head", "BIDSVersion": "1.10.0"}')
+    (root / "dataset_description.json").write_text(
+        '{"Name": "whole-head", "BIDSVersion": "1.10.0"}')
     scans = {re.sub(r"-.*", "", p.name): p for p in sorted(IXI.glob("IXI*-T1_ds.nii.gz"))}
     scans["forrest"] = WHOLE_HEAD / "studyforrest_hanke_example_T1w_0.7mm_PDDL.nii.gz"
     scans["afni"] = WHOLE_HEAD / "afni_allineate_T1_head_2mm_CC0.nii.gz"

@@ -30,10 +30,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from preproc import known_warp_dice  # noqa: E402  (benchmarks/preproc.py)
-
-from bids_mdd.preproc import ants_steps  # noqa: E402
-from bids_mdd.preproc.qc import dice  # noqa: E402
+from bids_mdd.preproc import ants_steps
+from bids_mdd.preproc.qc import dice
+from preproc import known_warp_dice
 
 BASE = ants_steps.RegistrationSettings.for_mode(False)
 VARIANTS = {

@@ -31,13 +31,12 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from bids_mdd.atlas import load_aal2  # noqa: E402
+from bids_mdd.atlas import atlas_labels_on_grid, load_aal2  # noqa: E402
 from bids_mdd.bids.names import derivative_path  # noqa: E402
 from bids_mdd.models.attention import input_gradient  # noqa: E402
 from bids_mdd.models.inference import load_models  # noqa: E402
 from bids_mdd.models.inputs import normalize, prepare, read_on_grid, zoom_tensor  # noqa: E402
 from bids_mdd.synth.model import DEFAULT_REGIONS  # noqa: E402
-from bids_mdd.atlas import atlas_labels_on_grid  # noqa: E402
 from inference_synthetic import cohort_args, concentration, rendered  # noqa: E402 (benchmarks/)
 
 SELECTION = cohort_args(10, 202)
@@ -100,8 +99,8 @@ def main() -> None:
     print(f"SYNTHETIC selection cohort (10 + 10, seed 202), {model.bundle.name}:")
     print(f"  occlusion, MDD subjects: P(MDD) {original:.3f}; planted regions set to the HC mean "
           f"{planted_p:.3f}; {len(control_ids)} other regions of similar volume {control_p:.3f}")
-    print(f"  concentration in the planted regions (atlas brain; share {planted.sum() / brain.sum():.3f}, "
-          f"ceiling {brain.sum() / planted.sum():.2f}):")
+    print(f"  concentration in the planted regions (atlas brain; share "
+          f"{planted.sum() / brain.sum():.3f}, ceiling {brain.sum() / planted.sum():.2f}):")
     for name, values in maps.items():
         ratios = [concentration(m, planted, brain) for m in values]
         print(f"    {name:20s} mean map {concentration(np.mean(values, 0), planted, brain):.2f}, "

@@ -73,6 +73,7 @@ def synthetic_scan(root: Path) -> tuple[str, Path, Path]:
 def ixi_reference(label: str, like: str) -> dict[str, np.ndarray]:
     """DLMUSE's GM and WM of an IXI scan on the grid of ``like`` (``real_scans``' labels)."""
     from nilearn.image import resample_to_img
+
     from real_scans import muse_labels  # benchmarks/real_scans.py
 
     seg = next((IXI / "dlmuse_seg").glob(f"{label}-*_DLMUSE.nii.gz"))
@@ -110,8 +111,9 @@ def measure(label: str, path: Path, variants: list[str], truth: Path | None) -> 
             csf, gm, wm = ants_steps.segment_tissues(n4, mask, str(out), VARIANTS[name], inverse)
             seconds = time.perf_counter() - start
             gm_map, wm_map, csf_map = load(gm), load(wm), load(csf)
-            line = (f"{label:10s} {name:12s} {seconds:6.1f} s  fractions GM {gm_map[inside].mean():.3f}"
-                    f" WM {wm_map[inside].mean():.3f} CSF {csf_map[inside].mean():.3f}")
+            line = (f"{label:10s} {name:12s} {seconds:6.1f} s  fractions "
+                    f"GM {gm_map[inside].mean():.3f} WM {wm_map[inside].mean():.3f} "
+                    f"CSF {csf_map[inside].mean():.3f}")
             row = {"scan": label, "variant": name, "seconds": seconds}
             if reference is not None:
                 row.update(gm=dice(gm_map > 0.5, reference["GM"]),

@@ -9,7 +9,8 @@
 4. transfer: a small cohort (15 + 15) from scratch and fine-tuned from the strong cohort's
    classifier (backbone LR x 0.001).
 Inputs are rendered directly in MNI space by ``bids_mdd-synth --mni-derivatives`` and trained
-on reduced grids (zoom 0.25 for the classifier, 0.5 for the DFRN) at small width: CPU-sized, not the papers' full size.
+on reduced grids (zoom 0.25 for the classifier, 0.5 for the DFRN) at small width: CPU-sized,
+not the papers' full size.
 
 Run: ``.venv/bin/python benchmarks/training_synthetic.py --root DIR`` (resumable: cohorts and
 finished folds in DIR are reused). Hours on 2 CPU cores.

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
-import importlib.util
 from pathlib import Path
 
 import nibabel as nib
@@ -79,7 +79,8 @@ def load_aal2() -> Atlas:
 
 def label_volume_ml(labels: np.ndarray, weights: np.ndarray, voxel_ml: float,
                     indices: Iterable[int]) -> float:
-    """Sum of ``weights`` (e.g. GM partial volume) over voxels whose label is in ``indices``, in mL."""
+    """Sum of ``weights`` (e.g. GM partial volume) over voxels labelled one of ``indices``, in
+    mL."""
     return float(weights[np.isin(labels, list(indices))].sum() * voxel_ml)
 
 

@@ -12,7 +12,7 @@ from bids_mdd._version import __version__  # noqa: E402  (after the path set-up 
 
 project = "bids_mdd"
 author = "the bids_mdd developers"
-copyright = "the bids_mdd developers, Apache-2.0"  # noqa: A001  (Sphinx's own name)
+copyright = "the bids_mdd developers, Apache-2.0"
 release = version = __version__
 
 extensions = ["myst_parser", "sphinxarg.ext", "bids_mdd_docs"]

@@ -7,8 +7,7 @@ import torch
 from monai.visualize import GuidedBackpropGrad
 from torch import nn
 
-from bids_mdd.models.attention import (_single_channel_input_gradient, guided_relus,
-                                       input_gradient)
+from bids_mdd.models.attention import _single_channel_input_gradient, guided_relus, input_gradient
 from bids_mdd.models.networks import build_network
 
 

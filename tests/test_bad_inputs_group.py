@@ -16,7 +16,8 @@ import pytest
 from bids_mdd.bids.names import derivative_path, sidecar_path
 from bids_mdd.bids.outputs import OUTPUTS
 from bids_mdd.cli.run import main
-from bids_mdd.group.runner import GroupResults, _check_degrees_of_freedom
+from bids_mdd.group.results import GroupResults
+from bids_mdd.group.runner import _check_degrees_of_freedom
 from bids_mdd.synth.cohort import generate_cohort
 from bids_mdd.synth.mni import MNI_DIR
 from bids_mdd.synth.model import CohortSpec

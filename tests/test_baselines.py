@@ -7,9 +7,18 @@ import pytest
 from scipy import ndimage
 
 from bids_mdd.atlas import atlas_labels_on_grid
-from bids_mdd.training.baselines import (LBP_BINS, LbpSvm, RegionRidge, axial_slices,
-                                         informative_slices, lbp_features, majority_vote,
-                                         region_indices, region_volumes, slices_as_channels)
+from bids_mdd.training.baselines import (
+    LBP_BINS,
+    LbpSvm,
+    RegionRidge,
+    axial_slices,
+    informative_slices,
+    lbp_features,
+    majority_vote,
+    region_indices,
+    region_volumes,
+    slices_as_channels,
+)
 
 # skimage's "uniform" LBP codes a uniform pattern by its number of neighbours >= the centre:
 # a flat neighbourhood (all 8 neighbours equal) is code 8 = P, non-uniform patterns code 9.

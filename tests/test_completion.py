@@ -7,8 +7,13 @@ import os
 from dataclasses import replace
 
 from bids_mdd.bids.discovery import T1wInput
-from bids_mdd.participant.completion import (derivative_files, is_finished, made_from,
-                                             record_finished, record_path)
+from bids_mdd.participant.completion import (
+    derivative_files,
+    is_finished,
+    made_from,
+    record_finished,
+    record_path,
+)
 from bids_mdd.preproc.workflow import PreprocOptions
 
 

@@ -6,8 +6,13 @@ import json
 
 import pytest
 
-from bids_mdd.bids.discovery import (discover_t1w, load_bids_filters, normalize_labels,
-                                     open_layout, select_one_per_participant)
+from bids_mdd.bids.discovery import (
+    discover_t1w,
+    load_bids_filters,
+    normalize_labels,
+    open_layout,
+    select_one_per_participant,
+)
 from bids_mdd.errors import BidsMddError
 
 REAL_SUBJECTS = ["02", "03", "12", "13", "14", "15", "16", "25", "29", "30", "34", "37", "40",

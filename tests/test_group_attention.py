@@ -13,7 +13,8 @@ from bids_mdd.spaces.grids import Grid
 GRID = Grid(shape=(5, 6, 7), zoom=1.0, origin=(0.0, 0.0, 0.0), res="test")
 
 
-def _save(path, data, affine=np.eye(4)):
+def _save(path, data, affine=None):
+    affine = np.eye(4) if affine is None else affine
     nib.save(nib.Nifti1Image(np.asarray(data, np.float32), affine), path)
     return path
 
@@ -54,7 +55,7 @@ def _files(name: str, targets: tuple[str, ...], maps: tuple[str, ...], skipped: 
 def test_participants_without_maps_are_reported_not_silently_left_out() -> None:
     from bids_mdd.group.attention import mapped_targets, missing_maps_note
     from bids_mdd.group.report import _attention_section
-    from bids_mdd.group.runner import GroupResults
+    from bids_mdd.group.results import GroupResults
 
     files = [_files("01", ("MDD", "Sleep"), ("MDD", "Sleep"), False),
              _files("02", ("MDD", "Sleep"), (), True),

@@ -10,8 +10,14 @@ import pytest
 from scipy import ndimage
 
 from bids_mdd.atlas import load_aal2
-from bids_mdd.group.clusters import (CLUSTER_COLUMNS, REGION_COLUMNS, atlas_labels,
-                                     cluster_table, region_summary, regions_text)
+from bids_mdd.group.clusters import (
+    CLUSTER_COLUMNS,
+    REGION_COLUMNS,
+    atlas_labels,
+    cluster_table,
+    region_summary,
+    regions_text,
+)
 from bids_mdd.spaces.grids import CLASSIFIER_GRID as GRID
 
 RADIUS = 2  # voxels: a sphere of 33 voxels

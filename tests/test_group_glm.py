@@ -14,8 +14,13 @@ from nilearn.image import mean_img
 from scipy import ndimage, stats
 
 from bids_mdd.errors import BidsMddError, ExitCode
-from bids_mdd.group.glm import (contrast_vector, design_matrix, fdr_mask, fit_glm,
-                                permutation_inference)
+from bids_mdd.group.glm import (
+    contrast_vector,
+    design_matrix,
+    fdr_mask,
+    fit_glm,
+    permutation_inference,
+)
 from bids_mdd.spaces.grids import CLASSIFIER_GRID, Grid
 
 #: A small grid for most tests (same zoom as the classifier grid, 16 128 voxels).
@@ -216,9 +221,10 @@ def test_map_off_the_grid_is_named_with_exit_code_65(tmp_path):
     mask = np.zeros(CLASSIFIER_GRID.shape, bool)
     mask[60, 70, 60] = True
     for bad in (small, moved):
-        for call in (lambda: fit_glm(good + [bad], design, None, np.array([0, 1.0, 0]),
-                                     min_mean=0.2),
-                     lambda: fit_glm(good + [bad], design, mask, np.array([0, 1.0, 0]))):
+        for call in (lambda bad=bad: fit_glm(good + [bad], design, None, np.array([0, 1.0, 0]),
+                                             min_mean=0.2),
+                     lambda bad=bad: fit_glm(good + [bad], design, mask,
+                                             np.array([0, 1.0, 0]))):
             with pytest.raises(BidsMddError, match=f"{bad}: shape .* not on the res-1p5 grid "
                                                    r"\(121, 145, 121\) at 1.5 mm") as error:
                 call()

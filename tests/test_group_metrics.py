@@ -16,10 +16,18 @@ from bids_mdd import metrics as cv_metrics
 from bids_mdd.bids.participants import read_participants
 from bids_mdd.errors import BidsMddError, ExitCode
 from bids_mdd.group.figures import roc_figure
-from bids_mdd.group.metrics import (CLASSIFICATION_ROWS, METRIC_COLUMNS, REGRESSION_ROWS,
-                                    bootstrap_classification, bootstrap_counts,
-                                    bootstrap_regression, classification_metrics,
-                                    collect_predictions, group_metrics, regression_metrics)
+from bids_mdd.group.metrics import (
+    CLASSIFICATION_ROWS,
+    METRIC_COLUMNS,
+    REGRESSION_ROWS,
+    bootstrap_classification,
+    bootstrap_counts,
+    bootstrap_regression,
+    classification_metrics,
+    collect_predictions,
+    group_metrics,
+    regression_metrics,
+)
 
 #: 4 MDD then 4 HC. Threshold 0.5: MDD 3 of 4 above (recall 0.75), HC 2 of 4 below
 #: (specificity 0.5), accuracy 5/8. AUC: 0.9 and 0.8 beat all 4 HC, 0.6 beats 0.2 and 0.1 and
@@ -220,8 +228,9 @@ def test_group_metrics_rows(tmp_path):
     tsv = tmp_path / "participants.tsv"
     write_participants(tsv)
     participants = read_participants(tsv)
-    table = group_metrics(cohort_predictions(), participants, None, n_bootstrap=300, seed=2,
-                          source=tsv)
+    result = group_metrics(cohort_predictions(), participants, None, n_bootstrap=300, seed=2,
+                           source=tsv)
+    table = result.table
     assert list(table.columns) == list(METRIC_COLUMNS)
     assert list(zip(table["model"], table["target"], table["metric"])) == (
         [("clf", "MDD", m) for m in CLASSIFICATION_ROWS]
@@ -238,7 +247,7 @@ def test_group_metrics_rows(tmp_path):
     assert (reg["n"] == 7).all()
     assert reg.loc["pearson_r", "value"] == pytest.approx(stats.pearsonr(observed, predicted)[0])
     assert reg.loc["mae", "value"] == pytest.approx(np.mean(np.abs(observed - predicted)))
-    notes = " | ".join(table.attrs["notes"])
+    notes = " | ".join(result.notes)
     assert "Sleep" in notes and "no Sleep column" in notes
     assert "sub-09" in notes  # predictions without a participants.tsv row
 
@@ -247,13 +256,13 @@ def test_group_metrics_codings_and_missing_diagnosis():
     predictions = cohort_predictions()
     participants = pd.DataFrame({"participant_id": [f"sub-{i:02d}" for i in range(1, 9)],
                                  "diagnosis": ["depr"] * 4 + ["control"] * 4})
-    table = group_metrics(predictions, participants, "diagnosis", n_bootstrap=50)
+    table = group_metrics(predictions, participants, "diagnosis", n_bootstrap=50).table
     assert table.set_index("metric").loc["auc", "value"] == 0.78125
     assert set(table["target"]) == {"MDD"}  # no Anhedonia or Sleep column
     unlabelled = group_metrics(predictions, participants.rename(columns={"diagnosis": "x"}),
                                None, n_bootstrap=50)
-    assert unlabelled.empty and list(unlabelled.columns) == list(METRIC_COLUMNS)
-    assert any("no diagnosis column" in note for note in unlabelled.attrs["notes"])
+    assert unlabelled.table.empty and list(unlabelled.table.columns) == list(METRIC_COLUMNS)
+    assert any("no diagnosis column" in note for note in unlabelled.notes)
     with pytest.raises(BidsMddError) as error:
         group_metrics(predictions, participants, "dx", n_bootstrap=50)
     assert error.value.exit_code == ExitCode.USAGE
@@ -264,7 +273,7 @@ def test_sessions_count_once_with_their_mean():
     tables = {"01": two_sessions, "02": predictions_table([("clf", "MDD", 0.55)]),
               "03": predictions_table([("clf", "MDD", 0.3)])}
     participants = pd.DataFrame({"group": ["MDD", "HC", "HC"]}, index=["01", "02", "03"])
-    table = group_metrics(collect_predictions(tables), participants, None, n_bootstrap=0)
+    table = group_metrics(collect_predictions(tables), participants, None, n_bootstrap=0).table
     metrics = table.set_index("metric")
     assert (metrics["n"] == 3).all()
     # sub-01's mean 0.6 > 0.55 > 0.3: AUC 1; predicted MDD: sub-01 and sub-02
@@ -282,11 +291,11 @@ def test_participants_outside_a_models_training_distribution_are_counted():
         table["in_distribution"] = flags[label]
     participants = pd.DataFrame({"group": ["MDD", "HC", "MDD", "HC"]},
                                 index=["01", "02", "03", "04"])
-    table = group_metrics(collect_predictions(tables), participants, None, n_bootstrap=0)
+    table = group_metrics(collect_predictions(tables), participants, None, n_bootstrap=0).table
     row = table.set_index("metric").loc["n_out_of_distribution"]
     assert (row["value"], row["n"]) == (2.0, 3)  # sub-01 and sub-04 of 01, 02, 04
     assert "n_out_of_distribution" not in set(
-        group_metrics(cohort_predictions(), participants, None, n_bootstrap=0)["metric"])
+        group_metrics(cohort_predictions(), participants, None, n_bootstrap=0).table["metric"])
 
 
 # --- figure ------------------------------------------------------------------------------------
@@ -312,17 +321,17 @@ def test_participants_a_model_was_trained_on_are_left_out_of_its_metrics():
         tables[label]["in_training"] = seen[label]
     participants = pd.DataFrame({"group": ["MDD", "HC", "HC", "MDD", "HC"]},
                                 index=list(values))
-    table = group_metrics(collect_predictions(tables), participants, None, n_bootstrap=0)
-    metrics = table.set_index("metric")
+    result = group_metrics(collect_predictions(tables), participants, None, n_bootstrap=0)
+    metrics = result.table.set_index("metric")
     assert (metrics.loc["n_in_training", "value"], metrics.loc["n_in_training", "n"]) == (2.0, 5)
     # on 03 (HC, 0.8), 04 (MDD, 0.3), 05 (HC, 0.2) only: AUC 1/2, accuracy 1/3
     assert metrics.loc["auc", "value"] == 0.5 and metrics.loc["auc", "n"] == 3
     assert metrics.loc["accuracy", "value"] == pytest.approx(1 / 3)
     assert any("2 participant(s) were in the model's training data" in note
-               for note in table.attrs["notes"])
+               for note in result.notes)
     for table_of in tables.values():
         table_of["in_training"] = "true"
     all_seen = group_metrics(collect_predictions(tables), participants, None, n_bootstrap=0)
-    assert list(all_seen["metric"]) == ["n_in_training"]
+    assert list(all_seen.table["metric"]) == ["n_in_training"]
     assert "n_in_training" not in set(
-        group_metrics(cohort_predictions(), participants, None, n_bootstrap=0)["metric"])
+        group_metrics(cohort_predictions(), participants, None, n_bootstrap=0).table["metric"])

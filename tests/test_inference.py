@@ -16,7 +16,6 @@ import pytest
 import torch
 from scipy.stats import pearsonr
 from sklearn.metrics import roc_auc_score
-from toy_cohort import MDD_BLOCK, write_cohort
 
 from bids_mdd.bids.names import derivative_path, sidecar_path
 from bids_mdd.bids.outputs import PREDICTIONS
@@ -26,13 +25,22 @@ from bids_mdd.errors import BidsMddError
 from bids_mdd.models.attention import input_gradient
 from bids_mdd.models.bundle import sha256_of
 from bids_mdd.models.card import evidence_line
-from bids_mdd.models.inference import (_for_inference, load_models, packaged_models_dir,
-                                       resolve_models)
+from bids_mdd.models.inference import (
+    _for_inference,
+    load_models,
+    packaged_models_dir,
+    resolve_models,
+)
 from bids_mdd.models.inputs import GM_INPUT, load_input
 from bids_mdd.models.networks import build_network
-from bids_mdd.participant.predictions import (ModelStepSettings, predict_participant,
-                                              predict_participants, up_to_date)
+from bids_mdd.participant.predictions import (
+    ModelStepSettings,
+    predict_participant,
+    predict_participants,
+    up_to_date,
+)
 from bids_mdd.spaces.grids import CLASSIFIER_GRID
+from toy_cohort import MDD_BLOCK, write_cohort
 
 TINY = ["--zoom", "0.25", "--width", "4", "--growth-rate", "4", "--batch-size", "4",
         "--lr", "0.001", "--no-progress", "--folds", "3", "--repeats", "1"]
@@ -160,7 +168,7 @@ def test_participant_and_group_reports_show_each_models_card(applied) -> None:
     from html import escape
 
     from bids_mdd.group.report import _metrics_section
-    from bids_mdd.group.runner import GroupResults
+    from bids_mdd.group.results import GroupResults
     from bids_mdd.participant.report import _predictions as participant_predictions
 
     cards = [model.bundle.card for model in applied["models"]]

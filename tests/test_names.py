@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bids_mdd.bids.names import (derivative_path, parse_path, raw_path, relative_path,
-                                 sidecar_path)
+from bids_mdd.bids.names import derivative_path, parse_path, raw_path, relative_path, sidecar_path
 
 SPACE = "MNI152NLin2009cAsym"
 CASES = [

@@ -5,8 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bids_mdd.models.networks import (DENSENET_BLOCKS, RESNET_LAYERS, build_network,
-                                      densenet3d, head_name, replace_head)
+from bids_mdd.models.networks import (
+    DENSENET_BLOCKS,
+    RESNET_LAYERS,
+    build_network,
+    densenet3d,
+    head_name,
+    replace_head,
+)
 
 GM_GRID = (121, 145, 121)
 T1W_GRID = (182, 218, 182)

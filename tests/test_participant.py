@@ -4,7 +4,6 @@ crash and resume (SIGKILL at five points, then byte-identical outputs)."""
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import hashlib
 import itertools
@@ -22,18 +21,21 @@ from bids_mdd.bids.discovery import T1wInput
 from bids_mdd.bids.names import in_progress_path
 from bids_mdd.cli.run import main
 from bids_mdd.participant import resources
-from bids_mdd.participant.resources import available_cpus, available_mem_gb, plan_resources
 from bids_mdd.participant.background import AfterPreprocessing
-from bids_mdd.participant.scheduler import (DepthFirstMultiProcPlugin, nipype_runner,
-                                            rank_by_workflow)
-from bids_mdd.preproc.ants_steps import (RegistrationSettings, SegmentationSettings,
-                                         settings_from_json)
+from bids_mdd.participant.resources import available_cpus, available_mem_gb, plan_resources
+from bids_mdd.participant.scheduler import (
+    DepthFirstMultiProcPlugin,
+    nipype_runner,
+    rank_by_workflow,
+)
+from bids_mdd.preproc.ants_steps import (
+    RegistrationSettings,
+    SegmentationSettings,
+    settings_from_json,
+)
 from bids_mdd.preproc.workflow import PreprocOptions, init_bids_mdd_wf
 from bids_mdd.synth.cohort import generate_cohort
 from bids_mdd.synth.model import CohortSpec
-
-PACKAGE = Path(__file__).resolve().parents[1] / "bids_mdd"
-
 
 # --- resources ---------------------------------------------------------------------------------
 
@@ -204,44 +206,6 @@ def test_a_change_of_step_settings_changes_the_cache_hash(templateflow_home, tmp
     changed = sorted(name for name in before if after[name] != before[name])
     assert changed == [f"anat_preproc_{s}.{step}" for s in ("subject01", "subject02_session1")
                        for step in ("derivatives", "segment")]
-
-
-# --- import direction --------------------------------------------------------------------------
-
-#: Packages by floor: a module may import its own package and lower floors only.
-FLOORS = {"_version": 0, "errors": 0, "spaces": 1, "atlas": 1, "metrics": 1,
-          "html_page": 1, "bids": 2,
-          "preproc": 3, "models": 3, "synth": 4, "training": 4, "participant": 5, "group": 5,
-          "hpc": 5,
-          "cli": 6}
-
-
-def _imports(path: Path) -> set[str]:
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(
-                "bids_mdd"):
-            parts = node.module.split(".")
-            found |= ({parts[1]} if len(parts) > 1 else {alias.name for alias in node.names})
-        elif isinstance(node, ast.Import):
-            found |= {a.name.split(".")[1] for a in node.names
-                      if a.name.startswith("bids_mdd.")}
-    return found
-
-
-def test_packages_import_downwards_only() -> None:
-    wrong = []
-    for path in sorted(PACKAGE.rglob("*.py")):
-        parts = path.relative_to(PACKAGE).with_suffix("").parts
-        if parts[0] == "__init__":
-            continue
-        own = parts[0]
-        for imported in _imports(path) - {own, "__version__"}:
-            if FLOORS[imported] >= FLOORS[own]:
-                wrong.append(f"{path.relative_to(PACKAGE)} imports {imported}")
-    assert set(FLOORS) >= {p.stem if p.is_file() else p.name for p in PACKAGE.iterdir()
-                           if p.suffix == ".py" or (p / "__init__.py").is_file()} - {"__init__"}
-    assert wrong == []
 
 
 # --- deterministic mode ------------------------------------------------------------------------

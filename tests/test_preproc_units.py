@@ -10,9 +10,9 @@ import pytest
 
 from bids_mdd.errors import BidsMddError
 from bids_mdd.preproc.ants_steps import is_skull_stripped
-from bids_mdd.spaces.grids import CLASSIFIER_GRID, DFRN_GRID
 from bids_mdd.preproc.inputs import load_t1w
 from bids_mdd.preproc.qc import dice, normalized_correlation
+from bids_mdd.spaces.grids import CLASSIFIER_GRID, DFRN_GRID
 
 
 def corner(grid, index):

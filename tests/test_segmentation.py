@@ -13,8 +13,8 @@ import pytest
 from bids_mdd.bids.names import derivative_path
 from bids_mdd.errors import BidsMddError
 from bids_mdd.preproc.partial_volume import tissue_fractions
-from bids_mdd.preproc.qc import gate_failures
 from bids_mdd.preproc.priors import TISSUE_CLASSES, template_priors
+from bids_mdd.preproc.qc import gate_failures
 
 
 def _value_at(image: nib.Nifti1Image, mni: tuple[float, float, float]) -> float:
@@ -79,7 +79,8 @@ def test_fractions_ramp_between_pure_tissue_means() -> None:
 def test_fractions_refuse_images_without_tissue_contrast() -> None:
     labels = np.zeros((10, 10, 10), int)
     labels[5:] = 4
-    with pytest.raises(BidsMddError, match="tissue classes without distinct T1w intensities") as exc:
+    with pytest.raises(BidsMddError,
+                       match="tissue classes without distinct T1w intensities") as exc:
         tissue_fractions(np.ones(labels.shape, np.float32), _posteriors(labels),
                          np.ones(labels.shape, bool))
     assert exc.value.exit_code == 65

@@ -6,8 +6,12 @@ import numpy as np
 import pytest
 
 from bids_mdd.errors import BidsMddError
-from bids_mdd.metrics import (classification_metrics, permutation_p_value,
-                              permuted_outputs_null, regression_metrics)
+from bids_mdd.metrics import (
+    classification_metrics,
+    permutation_p_value,
+    permuted_outputs_null,
+    regression_metrics,
+)
 from bids_mdd.training.splits import make_folds
 
 

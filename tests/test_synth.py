@@ -18,8 +18,14 @@ from scipy import ndimage
 from bids_mdd.atlas import load_aal2
 from bids_mdd.cli.synth import main as synth_main
 from bids_mdd.synth.cohort import generate_cohort
-from bids_mdd.synth.model import (FACTOR_REGIONS, FACTORS, CohortSpec, SubjectDraw,
-                                  factor_scores, regional_gm_scale)
+from bids_mdd.synth.model import (
+    FACTOR_REGIONS,
+    FACTORS,
+    CohortSpec,
+    SubjectDraw,
+    factor_scores,
+    regional_gm_scale,
+)
 
 SPEC = CohortSpec(n_mdd=5, n_hc=5, seed=3, effect_size=3.0, resolution=3.0)
 TRUTH = Path("derivatives/synthetic-truth")
@@ -93,7 +99,8 @@ def test_planted_gm_loss_sits_in_planted_regions(cohorts) -> None:
     for subject in table.loc[table["group"] == "MDD", "participant_id"]:
         label = subject.removeprefix("sub-")
         labels = load(cohorts["null"], label, "labels")
-        gm_null, gm_effect = load(cohorts["null"], label, "gm"), load(cohorts["effect"], label, "gm")
+        gm_null = load(cohorts["null"], label, "gm")
+        gm_effect = load(cohorts["effect"], label, "gm")
         lost = gm_null - gm_effect
         assert lost.min() > -1e-5  # GM is only ever removed
         in_planted = np.isin(labels, planted)

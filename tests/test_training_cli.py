@@ -13,11 +13,10 @@ import torch
 from bids_mdd.bids.names import derivative_path
 from bids_mdd.cli.train import main as train_main
 from bids_mdd.models.bundle import load_bundle
+from bids_mdd.models.card import ModelCard, caution
 from bids_mdd.models.inputs import GM_INPUT
 from bids_mdd.training.loop import TrainConfig, param_groups, train_network
 from toy_cohort import write_cohort
-
-from bids_mdd.models.card import ModelCard, caution
 
 TINY = ["--zoom", "0.25", "--width", "4", "--growth-rate", "4", "--batch-size", "4",
         "--lr", "0.001", "--no-progress"]
@@ -52,7 +51,8 @@ def test_classifier_learns_the_planted_effect_and_writes_a_bundle(cohort, tmp_pa
     assert bundle.card.evidence.permutation_p == by_metric["balanced_accuracy"]["p_value"]
     assert bundle.card.evidence.n_permutations == 200
     assert bundle.domain_model().threshold == meta["domain"]["threshold"] > 0
-    assert meta["synthetic"] is True and meta["intended_use"] == "synthetic data, not for clinical use"
+    assert meta["synthetic"] is True
+    assert meta["intended_use"] == "synthetic data, not for clinical use"
     assert meta["input"]["shape"] == [30, 36, 30] and meta["input"]["zoom"] == 0.25
     assert meta["input"]["normalization"] == "zscore"
     assert meta["kwargs"] == {"out_channels": 2, "init_features": 4, "growth_rate": 4}
@@ -164,7 +164,8 @@ def test_transfer_guard_and_head_learning_rate(cohort, tmp_path):
 
 
 @pytest.mark.parametrize("change, code, message", [
-    ("no-derivatives", 18, "no .*_space-MNI152NLin2009cAsym_res-1p5_label-GM_desc-smooth8modulated_probseg.nii.gz derivatives"),
+    ("no-derivatives", 18, "no .*_space-MNI152NLin2009cAsym_res-1p5_label-GM_"
+                           "desc-smooth8modulated_probseg.nii.gz derivatives"),
     ("no-participants", 66, "participants.tsv not found"),
     ("unknown-codes", 64, "no value of column 'group' is a known positive or negative code"),
     ("too-many-folds", 64, "only 24 independent groups"),

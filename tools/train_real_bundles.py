@@ -43,7 +43,8 @@ def main() -> int:
                         help="prepared inputs at --zoom (or a participant level's derivatives)")
     parser.add_argument("--participants", type=Path,
                         default=SHARED / "data" / "ds002748" / "participants.tsv")
-    parser.add_argument("--out", type=Path, default=REPO / "bids_mdd" / "data" / "models" / "ds002748")
+    parser.add_argument("--out", type=Path,
+                        default=REPO / "bids_mdd" / "data" / "models" / "ds002748")
     parser.add_argument("--work", type=Path, default=REPO.parent / "cohort" / "paper_tables-work",
                         help="finished folds (benchmarks/paper_tables.py's --work)")
     parser.add_argument("--tasks", nargs="+", choices=("classification", "regression"),

@@ -13,8 +13,7 @@ from typing import Any
 import nibabel as nib
 
 from bids_mdd import __version__
-from bids_mdd.bids.atomic import (atomic_output, atomic_outputs, json_text, write_json,
-                                 write_text)
+from bids_mdd.bids.atomic import atomic_output, atomic_outputs, json_text, write_json, write_text
 from bids_mdd.bids.names import sidecar_path
 from bids_mdd.errors import BidsMddError, ExitCode
 
@@ -63,7 +62,7 @@ def generated_by() -> dict[str, Any]:
 
 
 def source_dataset_entry(bids_dir: str | Path) -> dict[str, str]:
-    """A ``SourceDatasets`` entry for an input BIDS dataset (URL, and DOI/version if it has them)."""
+    """A ``SourceDatasets`` entry for an input BIDS dataset (URL, and DOI/version if known)."""
     bids_dir = Path(bids_dir).resolve()
     entry = {"URL": bids_dir.as_uri()}
     description = bids_dir / "dataset_description.json"

@@ -67,7 +67,8 @@ class T1wInput:
 
 
 def normalize_labels(labels: Iterable[str] | None, prefix: str) -> list[str] | None:
-    """Strip an optional BIDS prefix (``sub-``/``ses-``) from each label; keep order, drop repeats."""
+    """Strip an optional BIDS prefix (``sub-``/``ses-``) from each label; keep order, drop
+    repeats."""
     if labels is None:
         return None
     cleaned = [label[len(prefix):] if label.startswith(prefix) else label for label in labels]

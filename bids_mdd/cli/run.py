@@ -8,8 +8,13 @@ import sys
 from collections.abc import Sequence
 
 from bids_mdd import __version__
-from bids_mdd.bids.discovery import (T1wInput, check_is_bids, discover_t1w, load_bids_filters,
-                                     open_layout)
+from bids_mdd.bids.discovery import (
+    T1wInput,
+    check_is_bids,
+    discover_t1w,
+    load_bids_filters,
+    open_layout,
+)
 from bids_mdd.bids.validation import validate_dataset
 from bids_mdd.cli.caches import ensure_writable_caches
 from bids_mdd.cli.parser import ANALYSIS_LEVELS, build_parser
@@ -71,7 +76,8 @@ def run_participant(args: argparse.Namespace, inputs: list[T1wInput]) -> ExitCod
 def run_group(args: argparse.Namespace, inputs: list[T1wInput]) -> ExitCode:
     """Group level: the options from the command line, then the group package."""
     from bids_mdd.group.inputs import LabelOptions
-    from bids_mdd.group.runner import GroupOptions, run_group_level
+    from bids_mdd.group.options import GroupOptions
+    from bids_mdd.group.runner import run_group_level
 
     options = GroupOptions(
         labels=LabelOptions(args.label_column, args.positive, args.negative),

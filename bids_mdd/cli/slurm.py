@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bids_mdd import __version__
-from bids_mdd.cli.help_format import DefaultsHelpFormatter
 from bids_mdd.bids.discovery import discover_t1w, open_layout
+from bids_mdd.cli.help_format import DefaultsHelpFormatter
 from bids_mdd.cli.parser import BidsAppArgumentParser, positive_int
 from bids_mdd.errors import BidsMddError, ExitCode
 from bids_mdd.hpc.slurm import SlurmJob, submit, write_job_folder

@@ -7,14 +7,14 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: figures are files
 
-import matplotlib.pyplot as plt  # noqa: E402
-import nibabel as nib  # noqa: E402
-import numpy as np  # noqa: E402
-from nilearn import plotting  # noqa: E402
-from sklearn.metrics import roc_curve  # noqa: E402
+import matplotlib.pyplot as plt
+import nibabel as nib
+import numpy as np
+from nilearn import plotting
+from sklearn.metrics import roc_curve
 
-from bids_mdd.group.metrics import classification_metrics  # noqa: E402
-from bids_mdd.spaces.templates import template_t1w  # noqa: E402
+from bids_mdd.group.metrics import classification_metrics
+from bids_mdd.spaces.templates import template_t1w
 
 #: Axial slices shown (MNI z, mm).
 SLICES = (-40, -25, -10, 0, 10, 25, 40, 55)

@@ -17,12 +17,17 @@ import numpy as np
 import pandas as pd
 
 from bids_mdd.bids.discovery import T1wInput
-from bids_mdd.bids.names import (crash_name, derivative_path, in_progress_path,
-                                 sidecar_path)
+from bids_mdd.bids.names import crash_name, derivative_path, in_progress_path, sidecar_path
 from bids_mdd.bids.outputs import OUTPUTS, PREDICTIONS, attention_entities
-from bids_mdd.bids.participants import (NEGATIVE_CODES, POSITIVE_CODES, binary_labels,
-                                        decimal_comma_error, find_column, label_column,
-                                        read_participants)
+from bids_mdd.bids.participants import (
+    NEGATIVE_CODES,
+    POSITIVE_CODES,
+    binary_labels,
+    decimal_comma_error,
+    find_column,
+    label_column,
+    read_participants,
+)
 from bids_mdd.errors import BidsMddError, ExitCode
 from bids_mdd.spaces.grids import CLASSIFIER_GRID, DFRN_GRID
 

@@ -20,6 +20,7 @@ unbalanced groups, hence these few lines.)
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -400,11 +401,22 @@ def _training_rows(model: str, target: str, group: pd.DataFrame) -> list[dict[st
              "ci_high": np.nan, "n": int(known.nunique()), "n_bootstrap": 0}]
 
 
+@dataclass(frozen=True)
+class GroupMetrics:
+    """:func:`group_metrics`' result: the table as written (``group_metrics.tsv``), the notes
+    for the report and sidecar, and each classifier's scores for its ROC figure."""
+
+    table: pd.DataFrame
+    notes: list[str]
+    #: classifier model -> (diagnosis, P(MDD)), one entry per participant scored
+    classifier_scores: dict[str, tuple[np.ndarray, np.ndarray]]
+
+
 def group_metrics(predictions: pd.DataFrame, participants: pd.DataFrame,
                   label_column: str | None = None, positive: list[str] | None = None,
                   negative: list[str] | None = None, threshold: float = 0.5,
                   n_bootstrap: int = 2000, seed: int = 0,
-                  source: str | Path = "participants.tsv") -> pd.DataFrame:
+                  source: str | Path = "participants.tsv") -> GroupMetrics:
     """Each model/target's metrics against participants.tsv, one row per metric.
 
     The classifier (target ``MDD``) is scored against the diagnosis column (``label_column``,
@@ -434,16 +446,16 @@ def group_metrics(predictions: pd.DataFrame, participants: pd.DataFrame,
 
     Returns
     -------
-    pd.DataFrame
-        Columns of :data:`METRIC_COLUMNS` (``model``, ``target``, ``metric``, ``value``,
+    GroupMetrics
+        ``table``: columns of :data:`METRIC_COLUMNS` (``model``, ``target``, ``metric``, ``value``,
         ``ci_low``, ``ci_high``, ``n``, ``n_bootstrap``), in the predictions' model/target order;
         with an ``in_distribution`` column, each model also has an ``n_out_of_distribution``
         row (participants outside its training distribution, of ``n`` with a known flag); with
         an ``in_training`` column, an ``n_in_training`` row: the participants it was trained
         on, which every other metric leaves out (a note says so).
-        ``.attrs["notes"]`` lists the skipped targets and undefined metrics (str each);
-        ``.attrs["classifier_scores"]`` maps each classifier model to the (diagnosis, P(MDD))
-        arrays it was scored on, one entry per participant (for
+        ``notes`` lists the skipped targets and undefined metrics (str each);
+        ``classifier_scores`` maps each classifier model to the (diagnosis, P(MDD)) arrays it
+        was scored on, one entry per participant (for
         :func:`bids_mdd.group.figures.roc_figure`).
 
     Raises
@@ -509,7 +521,4 @@ def group_metrics(predictions: pd.DataFrame, participants: pd.DataFrame,
         notes.extend(f"{target} ({model}): {note}" for note in metrics["notes"])
         rows.extend(_rows(str(model), str(target), metrics, names))
     result = pd.DataFrame(rows, columns=list(METRIC_COLUMNS))
-    result = result.astype({"n": int, "n_bootstrap": int})
-    result.attrs["notes"] = notes
-    result.attrs["classifier_scores"] = scores
-    return result
+    return GroupMetrics(result.astype({"n": int, "n_bootstrap": int}), notes, scores)

@@ -7,18 +7,16 @@ import base64
 from html import escape
 from importlib.metadata import version
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from bids_mdd import __version__
 from bids_mdd.bids.atomic import write_text
 from bids_mdd.bids.names import derivative_path
+from bids_mdd.group.options import GroupOptions
+from bids_mdd.group.results import GroupResults
 from bids_mdd.html_page import page
 from bids_mdd.models.card import cautions, evidence_line
-
-if TYPE_CHECKING:
-    from bids_mdd.group.runner import GroupOptions, GroupResults
 
 #: The group report's rules besides the shared style.
 _STYLE = """td,th{font-size:90%}.roc{width:480px}
@@ -50,27 +48,32 @@ def _table_with_links(table: pd.DataFrame, column: str) -> str:
 
 def methods_paragraph(results: GroupResults, options: GroupOptions) -> str:
     """The methods text, from the versions installed and the parameters used."""
-    glm = results.glm or {}
-    covariates = [name for name in glm.get("Design", [])[2:]]
+    glm = results.glm
     versions = ", ".join(f"{name} {version(name)}" for name in ("nilearn", "scipy", "numpy"))
-    text = [
-        f"Group analyses were run with bids_mdd {__version__} ({versions}). ",
-        f"Smoothed (8 mm FWHM), Jacobian-modulated grey-matter (GM) maps in MNI152NLin2009cAsym "
-        f"space (1.5 mm) of {glm.get('Participants', 0)} participants ({glm.get('MDD', 0)} MDD, "
-        f"{glm.get('HC', 0)} HC; diagnosis from participants.tsv column "
-        f"'{escape(str(glm.get('LabelColumn', '')))}') entered a voxelwise general linear model "
-        "(ordinary least squares) with an intercept, the group "
-        + (f"and the covariates {', '.join(escape(c) for c in covariates)} (numeric ones "
-           "mean-centred, categorical ones dummy-coded)" if covariates else "and no covariate")
-        + f", within a GM mask (mean GM ≥ {options.gm_threshold} inside the template brain "
-        f"dilated by 6 mm; {glm.get('MaskVoxels', 0)} voxels). The two-sided MDD vs HC "
-        f"t-statistic ({glm.get('DegreesOfFreedom', '?')} degrees of freedom) was thresholded "
-        f"with the Benjamini–Hochberg false discovery rate at q = {options.fdr_q}",
-        (f" (|t| ≥ {glm['FDRThresholdT']:.2f}). " if glm.get("FDRThresholdT")
-         else "; no voxel survived. "),
-        f"Clusters (26-connectivity, ≥ {options.min_cluster_voxels} voxels) were labelled at "
-        "their peak with the AAL2 atlas, with the share of each AAL2 region they cover. ",
-    ]
+    text = [f"Group analyses were run with bids_mdd {__version__} ({versions}). "]
+    if glm is None:
+        text.append("No voxelwise model was fitted. ")
+    else:
+        covariates = glm.covariates
+        text += [
+            f"Smoothed (8 mm FWHM), Jacobian-modulated grey-matter (GM) maps in "
+            f"MNI152NLin2009cAsym space (1.5 mm) of {glm.n_participants} participants "
+            f"({glm.n_mdd} MDD, {glm.n_hc} HC; diagnosis from participants.tsv column "
+            f"'{escape(glm.label_column)}') entered a voxelwise general linear model "
+            "(ordinary least squares) with an intercept, the group "
+            + (f"and the covariates {', '.join(escape(c) for c in covariates)} (numeric ones "
+               "mean-centred, categorical ones dummy-coded)" if covariates
+               else "and no covariate")
+            + f", within a GM mask (mean GM ≥ {options.gm_threshold} inside the template brain "
+            f"dilated by 6 mm; {glm.mask_voxels} voxels). The two-sided MDD vs HC "
+            f"t-statistic ({glm.degrees_of_freedom} degrees of freedom) was thresholded "
+            f"with the Benjamini–Hochberg false discovery rate at q = {options.fdr_q}",
+            (f" (|t| ≥ {glm.fdr_threshold_t:.2f}). " if glm.fdr_threshold_t
+             else "; no voxel survived. "),
+            f"Clusters (26-connectivity, ≥ {options.min_cluster_voxels} voxels) were labelled "
+            "at their peak with the AAL2 atlas, with the share of each AAL2 region they "
+            "cover. ",
+        ]
     if options.permutations:
         text.append(f"Family-wise error was also controlled by permutation "
                     f"({options.permutations} permutations, "
@@ -131,17 +134,20 @@ def _participants_section(results: GroupResults) -> str:
 
 
 def _voxelwise_section(results: GroupResults) -> str:
-    glm = results.glm or {}
+    glm = results.glm
+    if glm is None:
+        return "<h2>Voxelwise GM: MDD vs HC</h2><p>No voxelwise model was fitted.</p>"
     parts = ["<h2>Voxelwise GM: MDD vs HC</h2>",
-             f"<p>{escape(glm.get('caption', ''))}. Red: more GM in MDD; blue: less.</p>"]
+             f"<p>{escape(glm.caption)}. Red: more GM in MDD; blue: less.</p>"]
     for key in ("tmap_glass", "tmap_slices"):
         if key in results.figures:
             parts.append(_image(results.figures[key]))
-    parts.append(f"<h3>Clusters (FDR q &lt; {glm.get('FDRq', '')})</h3>")
+    parts.append(f"<h3>Clusters (FDR q &lt; {glm.fdr_q})</h3>")
     parts.append(_table(results.clusters, 3))
-    if results.permutation_clusters is not None:
-        parts.append(f"<h3>Clusters ({escape(str(glm.get('permutation_method')))}, FWE "
-                     f"p &lt; 0.05, {glm.get('permutations')} permutations)</h3>")
+    permutation = results.permutation
+    if permutation is not None and results.permutation_clusters is not None:
+        parts.append(f"<h3>Clusters ({escape(permutation.method)}, FWE "
+                     f"p &lt; 0.05, {permutation.permutations} permutations)</h3>")
         parts.append(_table(results.permutation_clusters, 3))
     return "\n".join(parts)
 
@@ -155,12 +161,12 @@ def _attention_section(results: GroupResults) -> str:
         return "\n".join(["<h2>Attention maps</h2><p>No attention maps found.</p>", *notes])
     parts = ["<h2>Attention maps (mean over participants)</h2>", *notes]
     for target, info in results.attention.items():
-        parts.append(f"<h3>{escape(target)} ({info['n']} participants)</h3>")
+        parts.append(f"<h3>{escape(target)} ({info.n_participants} participants)</h3>")
         if target in missing:
             parts.append(f"<p class='warn'>{escape(missing[target])}: the mean is over "
-                         f"{info['n']} participants.</p>")
-        parts.append(_image(info["figure"]))
-        parts.append(_table(info["regions"], 3))
+                         f"{info.n_participants} participants.</p>")
+        parts.append(_image(info.figure))
+        parts.append(_table(info.regions, 3))
     return "\n".join(parts)
 
 

@@ -15,7 +15,8 @@ import logging
 import os
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import partial
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -25,22 +26,48 @@ import pandas as pd
 from scipy import stats
 
 from bids_mdd.bids.atomic import remove_stale_temporaries
-from bids_mdd.bids.derivatives import (copy_file, provenance, write_dataset_description,
-                                       write_file, write_image)
+from bids_mdd.bids.derivatives import (
+    copy_file,
+    provenance,
+    write_dataset_description,
+    write_file,
+    write_image,
+)
 from bids_mdd.bids.discovery import T1wInput, select_one_per_participant
-from bids_mdd.bids.names import (attention_desc, derivative_path, parse_path, relative_path,
-                                 sidecar_path)
+from bids_mdd.bids.names import (
+    attention_desc,
+    derivative_path,
+    parse_path,
+    relative_path,
+    sidecar_path,
+)
 from bids_mdd.errors import BidsMddError, ExitCode
 from bids_mdd.group import figures
 from bids_mdd.group.attention import mapped_targets, mean_map, missing_maps_note
 from bids_mdd.group.clusters import cluster_table, region_summary
-from bids_mdd.group.glm import (GlmResult, contrast_vector, design_matrix, fdr_mask, fit_glm,
-                                permutation_inference, search_region)
-from bids_mdd.group.inputs import (LabelOptions, ParticipantFiles, covariate_table, diagnosis,
-                                   gather, incomplete_participants, load_participants,
-                                   missing_outputs)
+from bids_mdd.group.glm import (
+    GlmResult,
+    contrast_vector,
+    design_matrix,
+    fdr_mask,
+    fit_glm,
+    permutation_inference,
+    search_region,
+)
+from bids_mdd.group.inputs import (
+    ParticipantFiles,
+    covariate_table,
+    diagnosis,
+    gather,
+    incomplete_participants,
+    load_participants,
+    missing_outputs,
+)
 from bids_mdd.group.metrics import METRIC_COLUMNS, collect_predictions, group_metrics
+from bids_mdd.group.options import GroupOptions
 from bids_mdd.group.qc import qc_table
+from bids_mdd.group.report import write_group_report
+from bids_mdd.group.results import AttentionSummary, GlmSummary, GroupResults, PermutationSummary
 from bids_mdd.preproc.qc import gate_failures
 from bids_mdd.spaces.grids import CLASSIFIER_GRID, GRIDS, Grid
 from bids_mdd.spaces.templates import TEMPLATE
@@ -60,52 +87,6 @@ MIN_RESIDUAL_DF = 2
 #: at 1 df, 12.9 at 3, 4.6 at 10, 3.3 for large n): maps are noisy and FDR rarely passes. 10 is
 #: a rule of thumb, where the critical |t| is within 40 % of its large-sample value.
 LOW_RESIDUAL_DF = 10
-
-
-@dataclass(frozen=True)
-class GroupOptions:
-    """The group level's parameters (command-line options)."""
-
-    labels: LabelOptions = field(default_factory=LabelOptions)
-    covariates: Sequence[str] | None = None  # None: automatic (age, sex, TIV when present)
-    fdr_q: float = 0.05
-    permutations: int = 0
-    tfce: bool = True
-    gm_threshold: float = 0.2
-    min_cluster_voxels: int = 10
-    chunk_size: int = 50
-    n_bootstrap: int = 2000
-    seed: int = 0
-    n_jobs: int = 1
-    allow_partial: bool = False  # run although the participant level looks unfinished
-    include_qc_failures: bool = False  # keep participants that failed the QC gate
-
-
-@dataclass
-class GroupResults:
-    """What the report shows: figure paths, the tables as written, notes."""
-
-    n_selected: int
-    missing: pd.DataFrame
-    qc: pd.DataFrame
-    qc_failed: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(
-        columns=["participant", "qc_failures"]))
-    qc_failures_included: bool = False
-    notes: list[str] = field(default_factory=list)
-    glm: dict[str, Any] | None = None
-    clusters: pd.DataFrame | None = None
-    permutation_clusters: pd.DataFrame | None = None
-    figures: dict[str, Path] = field(default_factory=dict)
-    attention: dict[str, dict[str, Any]] = field(default_factory=dict)
-    #: target -> why some participants' maps are not in its mean (--no-attention, missing)
-    attention_missing: dict[str, str] = field(default_factory=dict)
-    metrics: pd.DataFrame | None = None
-    synthetic_models: bool = False
-    #: each model's predictions-sidecar entry (name, card, ...), as the participants' record it
-    models: list[dict[str, Any]] = field(default_factory=list)
-    report: Path | None = None
-    #: every file this run wrote (sidecars included): the group outputs it owns
-    written: set[Path] = field(default_factory=set)
 
 
 def _record(results: GroupResults, path: Path, sidecar: bool = True) -> Path:
@@ -144,8 +125,19 @@ def _figure(results: GroupResults, output_dir: Path, desc: str, make) -> Path:
 
 # --- voxelwise statistics ----------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class _Design:
+    """The GLM's design matrix and column names, the participants' table it was made from, and
+    the participants.tsv column the diagnosis was read from."""
+
+    matrix: np.ndarray
+    names: list[str]
+    table: pd.DataFrame
+    label_column: str
+
+
 def _design(files: Sequence[ParticipantFiles], bids_dir: Path, options: GroupOptions,
-            notes: list[str]) -> tuple[np.ndarray, list[str], pd.DataFrame]:
+            notes: list[str]) -> _Design:
     participants, source = load_participants(bids_dir)
     subjects = [item.t1w.subject for item in files]
     coded, column = diagnosis(participants, subjects, options.labels, source)
@@ -170,8 +162,7 @@ def _design(files: Sequence[ParticipantFiles], bids_dir: Path, options: GroupOpt
                 continue
             kept.append(name)
     design, names = design_matrix(table, GROUP_COLUMN, kept)
-    table.attrs["label_column"] = column
-    return design, names, table
+    return _Design(design, names, table, column)
 
 
 def _t_threshold(result: GlmResult, significant: np.ndarray) -> float:
@@ -227,11 +218,12 @@ def _check_degrees_of_freedom(design: np.ndarray, names: Sequence[str], table: p
 
 def voxelwise(output_dir: Path, bids_dir: Path, files: Sequence[ParticipantFiles],
               options: GroupOptions, results: GroupResults, grid: Grid = CLASSIFIER_GRID,
-              design: tuple[np.ndarray, list[str], pd.DataFrame] | None = None) -> None:
+              design: _Design | None = None) -> None:
     """GLM, FDR, optional permutation inference, cluster tables and t-map figures
     (``design``: :func:`_design` of the participants with GM maps, when already made)."""
     with_gm = _with_gm(files, output_dir)
-    design, names, table = design or _design(with_gm, bids_dir, options, results.notes)
+    made = design or _design(with_gm, bids_dir, options, results.notes)
+    design, names, table = made.matrix, made.names, made.table
     paths = [item.gm for item in with_gm]
     contrast = contrast_vector(names, GROUP_COLUMN)
     LOGGER.info("voxelwise GLM: %d participants (%d MDD, %d HC), design %s", len(paths),
@@ -244,13 +236,22 @@ def voxelwise(output_dir: Path, bids_dir: Path, files: Sequence[ParticipantFiles
     effect_grid = result.to_grid(result.effect)
     fdr_grid = result.to_grid(significant.astype(float)) > 0
     threshold = _t_threshold(result, significant)
-    parameters = {"Design": names, "Contrast": contrast.tolist(), "Participants": len(paths),
-                  "MDD": int(table[GROUP_COLUMN].sum()),
-                  "HC": int((1 - table[GROUP_COLUMN]).sum()),
-                  "DegreesOfFreedom": result.df, "GMThreshold": options.gm_threshold,
-                  "MaskVoxels": int(result.mask.sum()), "FDRq": options.fdr_q,
-                  "FDRThresholdT": None if np.isinf(threshold) else round(threshold, 4),
-                  "LabelColumn": table.attrs["label_column"]}
+    if significant.any():
+        caption = (f"FDR q < {options.fdr_q} (|t| ≥ {threshold:.2f}, "
+                   f"{int(significant.sum())} voxels)")
+        shown_threshold = threshold
+    else:
+        shown_threshold = float(stats.t.isf(EXPLORATORY_P / 2, result.df))
+        caption = (f"no voxel survives FDR q < {options.fdr_q}; shown: uncorrected "
+                   f"p < {EXPLORATORY_P} (|t| ≥ {shown_threshold:.2f}), exploratory")
+    summary = GlmSummary(
+        design=list(names), contrast=contrast.tolist(), n_participants=len(paths),
+        n_mdd=int(table[GROUP_COLUMN].sum()), n_hc=int((1 - table[GROUP_COLUMN]).sum()),
+        degrees_of_freedom=result.df, gm_threshold=options.gm_threshold,
+        mask_voxels=int(result.mask.sum()), fdr_q=options.fdr_q,
+        fdr_threshold_t=None if np.isinf(threshold) else round(threshold, 4),
+        label_column=made.label_column, caption=caption)
+    parameters = summary.parameters()
     sources = [str(p) for p in paths]
     _write_glm_maps(output_dir, grid, result, {"t": t_grid, "effect": effect_grid,
                                                "FDR": fdr_grid},
@@ -263,22 +264,14 @@ def voxelwise(output_dir: Path, bids_dir: Path, files: Sequence[ParticipantFiles
                             _software(), Atlas="AAL2 (Rolls et al. 2015), through nilearn",
                             Description="Clusters of FDR-significant voxels"))
     results.clusters = clusters
-    results.glm = dict(parameters)
-    if significant.any():
-        caption = (f"FDR q < {options.fdr_q} (|t| ≥ {threshold:.2f}, "
-                   f"{int(significant.sum())} voxels)")
-    else:
-        threshold = float(stats.t.isf(EXPLORATORY_P / 2, result.df))
-        caption = (f"no voxel survives FDR q < {options.fdr_q}; shown: uncorrected "
-                   f"p < {EXPLORATORY_P} (|t| ≥ {threshold:.2f}), exploratory")
-    results.glm["caption"] = caption
+    results.glm = summary
     t_image = grid.image(t_grid)
     results.figures["tmap_glass"] = _figure(
         results, output_dir, "tmapGlass",
-        lambda out: figures.tmap_glass(t_image, threshold, caption, out))
+        partial(figures.tmap_glass, t_image, shown_threshold, caption))
     results.figures["tmap_slices"] = _figure(
         results, output_dir, "tmapSlices",
-        lambda out: figures.tmap_slices(t_image, threshold, caption, out))
+        partial(figures.tmap_slices, t_image, shown_threshold, caption))
     if options.permutations > 0:
         _permutations(output_dir, paths, design, result, options, results, grid, sources,
                       parameters, t_grid, effect_grid)
@@ -312,8 +305,7 @@ def _permutations(output_dir: Path, paths: Sequence[Path], design: np.ndarray,
                  clusters, {**sidecar, "Description": f"Clusters of {method} FWE-significant "
                                                       "voxels (peaks and t from the GLM)"})
     results.permutation_clusters = clusters
-    results.glm.update(permutation_method=method, permutations=options.permutations,
-                       n_fwe_significant=int(fwe.sum()))
+    results.permutation = PermutationSummary(method, options.permutations, int(fwe.sum()))
 
 
 # --- attention maps ----------------------------------------------------------------------------
@@ -350,11 +342,10 @@ def attention(output_dir: Path, files: Sequence[ParticipantFiles],
                      derivative_path(output_dir, **entities, suffix="regions", extension=".tsv"),
                      regions, {**sidecar, "Description": "AAL2 regions ranked by the mean "
                                                          "attention over their voxels"})
+        title = f"{target}: mean attention of {len(paths)} participants"
         figure = _figure(results, output_dir, f"attention{desc}",
-                         lambda out: figures.attention_figure(
-                             image, f"{target}: mean attention of {len(paths)} participants",
-                             out))
-        results.attention[target] = {"n": len(paths), "regions": regions, "figure": figure}
+                         partial(figures.attention_figure, image, title))
+        results.attention[target] = AttentionSummary(len(paths), regions, figure)
 
 
 # --- predictions and metrics -------------------------------------------------------------------
@@ -376,11 +367,11 @@ def predictions(output_dir: Path, bids_dir: Path, files: Sequence[ParticipantFil
                             Description="Every participant's predictions (one row per model "
                                         "output)"))
     participants, source = load_participants(bids_dir)
-    metrics = group_metrics(table, participants, options.labels.column,
+    scored = group_metrics(table, participants, options.labels.column,
                             list(options.labels.positive or []) or None,
                             list(options.labels.negative or []) or None,
                             n_bootstrap=options.n_bootstrap, seed=options.seed, source=source)
-    notes = metrics.attrs.get("notes", [])
+    metrics, notes = scored.table, scored.notes
     results.notes.extend(notes)
     metric_sidecar = provenance(sources + [str(source)],
                                 {"Bootstrap": options.n_bootstrap, "Seed": options.seed,
@@ -391,11 +382,11 @@ def predictions(output_dir: Path, bids_dir: Path, files: Sequence[ParticipantFil
     results.metrics = metrics
     results.models = _models(files)
     results.synthetic_models = any(m.get("synthetic") for m in results.models)
-    for model, (observed, p_mdd) in metrics.attrs["classifier_scores"].items():
+    for model, (observed, p_mdd) in scored.classifier_scores.items():
         results.figures[f"roc_{model}"] = _figure(
             results, output_dir, f"roc{attention_desc(model)}",
-            lambda out: figures.roc_figure(observed, p_mdd, out, f"{model}: P(MDD)",
-                                   options.n_bootstrap, options.seed))
+            partial(figures.roc_figure, observed, p_mdd, title=f"{model}: P(MDD)",
+                    n_bootstrap=options.n_bootstrap, seed=options.seed))
 
 
 def _models(files: Sequence[ParticipantFiles]) -> list[dict[str, Any]]:
@@ -514,8 +505,6 @@ def remove_earlier_outputs(output_dir: Path, made: set[Path]) -> list[str]:
 def run_group_level(bids_dir: Path, output_dir: Path, inputs: Sequence[T1wInput],
                     options: GroupOptions) -> GroupResults:
     """Run every group analysis on one T1w per participant (first session, lowest run)."""
-    from bids_mdd.group.report import write_group_report
-
     chosen = select_one_per_participant(list(inputs))
     LOGGER.info("group level uses %d participant(s): one T1w each (first session, lowest run)",
                 len(chosen))
@@ -537,7 +526,7 @@ def run_group_level(bids_dir: Path, output_dir: Path, inputs: Sequence[T1wInput]
     files = _qc_gate(files, options, results)
     # the diagnosis and covariates of participants.tsv are checked before any write
     design = _design(_with_gm(files, output_dir), bids_dir, options, results.notes)
-    _check_degrees_of_freedom(design[0], design[1], design[2], results)
+    _check_degrees_of_freedom(design.matrix, design.names, design.table, results)
     write_dataset_description(output_dir, [bids_dir])
     for stale in remove_stale_temporaries(output_dir,
                                           lambda relative: relative.startswith("group/")):

@@ -28,24 +28,26 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.utils import _triple  # (MaxPool3d's own int-or-triple expansion)
 
+
 class _GuidedReLU(torch.autograd.Function):
     """ReLU whose backward is the guided rule: (out > 0) * (grad > 0) * grad."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
         out = torch.relu(x)
         ctx.save_for_backward(out)
         return out
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         (out,) = ctx.saved_tensors
         return torch.ops.aten.threshold_backward(grad, out, 0).clamp_(min=0)
 
 
 @contextmanager
 def _patched_forwards(modules: list[nn.Module],
-                      forward: Callable[[nn.Module], Callable[..., torch.Tensor]]) -> Iterator[None]:
+                      forward: Callable[[nn.Module], Callable[..., torch.Tensor]],
+                      ) -> Iterator[None]:
     """Within the block, ``module.forward`` is ``forward(module)`` for each of ``modules``.
 
     The replacement is an instance attribute, so hooks and ``torch.fx`` graph modules, which
@@ -157,12 +159,12 @@ class _InputConv(torch.autograd.Function):
     """A single-channel Conv3d whose backward gives the input gradient only."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, conv: nn.Conv3d) -> torch.Tensor:  # noqa: D102
+    def forward(ctx, x: torch.Tensor, conv: nn.Conv3d) -> torch.Tensor:
         ctx.conv, ctx.in_shape = conv, tuple(x.shape[2:])
         return conv._conv_forward(x, conv.weight, conv.bias)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # noqa: D102
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         return _single_channel_input_gradient(grad, ctx.conv, ctx.in_shape), None
 
 
@@ -199,7 +201,7 @@ class _ReLUMaxPool(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, pool: nn.MaxPool3d, guided: bool) -> torch.Tensor:  # noqa: D102
+    def forward(ctx, x: torch.Tensor, pool: nn.MaxPool3d, guided: bool) -> torch.Tensor:
         pooled, indices = F.max_pool3d(x, pool.kernel_size, pool.stride, pool.padding,
                                        pool.dilation, ceil_mode=pool.ceil_mode,
                                        return_indices=True)
@@ -209,7 +211,7 @@ class _ReLUMaxPool(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # noqa: D102
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         x, out, indices = ctx.saved_tensors
         pool = ctx.pool
         masked = torch.ops.aten.threshold_backward(grad, out, 0)

@@ -26,8 +26,14 @@ from bids_mdd.models.attention import input_gradient
 from bids_mdd.models.bundle import MODEL_JSON, Bundle, find_bundles
 from bids_mdd.models.card import ModelCard
 from bids_mdd.models.domain import DomainModel
-from bids_mdd.models.inputs import (NORMALIZATIONS, InputSpec, normalize, prepare, read_on_grid,
-                                    zoom_tensor)
+from bids_mdd.models.inputs import (
+    NORMALIZATIONS,
+    InputSpec,
+    normalize,
+    prepare,
+    read_on_grid,
+    zoom_tensor,
+)
 
 LOGGER = logging.getLogger(__name__)
 

@@ -39,7 +39,8 @@ def densenet3d(depth: int = 121, in_channels: int = 1, out_channels: int = 2,
     """
     if block_config is None:
         if depth not in DENSENET_BLOCKS:
-            raise ValueError(f"DenseNet depth {depth} unknown; choose from {sorted(DENSENET_BLOCKS)}")
+            raise ValueError(f"DenseNet depth {depth} unknown; choose from "
+                             f"{sorted(DENSENET_BLOCKS)}")
         block_config = DENSENET_BLOCKS[depth]
     net = DenseNet(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels,
                    init_features=init_features, growth_rate=growth_rate,

@@ -6,12 +6,12 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: figures are files
 
-import matplotlib.pyplot as plt  # noqa: E402
-import nibabel as nib  # noqa: E402
-import numpy as np  # noqa: E402
-from nilearn import plotting  # noqa: E402
+import matplotlib.pyplot as plt
+import nibabel as nib
+import numpy as np
+from nilearn import plotting
 
-from bids_mdd.preproc.figures import lifted_t1w  # noqa: E402
+from bids_mdd.preproc.figures import lifted_t1w
 
 #: Attention shown: voxels above this percentile of the map inside the brain.
 SHOWN_PERCENTILE = 99.0

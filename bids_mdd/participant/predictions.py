@@ -21,16 +21,26 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from bids_mdd import __version__
 from bids_mdd.bids.atomic import atomic_output, write_json
 from bids_mdd.bids.derivatives import copy_file, provenance, write_image
 from bids_mdd.bids.names import derivative_path, parse_path, sidecar_path
-from bids_mdd.bids.outputs import (OUTPUTS, PREDICTIONS, attention_entities,
-                                   attention_figure_entities)
-from bids_mdd import __version__
+from bids_mdd.bids.outputs import (
+    OUTPUTS,
+    PREDICTIONS,
+    attention_entities,
+    attention_figure_entities,
+)
 from bids_mdd.errors import BidsMddError, ExitCode
 from bids_mdd.models.bundle import sha256_of
-from bids_mdd.models.inference import (ATTENTION_METHOD, ATTENTION_UNITS, LoadedModel,
-                                       ModelResult, apply_model_batch, model_input)
+from bids_mdd.models.inference import (
+    ATTENTION_METHOD,
+    ATTENTION_UNITS,
+    LoadedModel,
+    ModelResult,
+    apply_model_batch,
+    model_input,
+)
 from bids_mdd.models.training_set import image_sha256
 from bids_mdd.participant.figures import attention_figure
 
@@ -284,14 +294,14 @@ def predict_participants(output_dir: Path, entities: list[dict[str, Any]],
                     results = apply_model_batch(model, [data for _, data in ready.values()],
                                                 [image for image, _ in ready.values()],
                                                 settings.attention)
-                except Exception as error:  # noqa: BLE001  (recorded per T1w, reported by caller)
+                except Exception as error:
                     for i in ready:
                         outcomes[i] = error
             for i, result in zip(ready, results):
                 try:
                     if settings.attention:
                         _write_attention(output_dir, entities[i], result, settings)
-                except Exception as error:  # noqa: BLE001
+                except Exception as error:
                     outcomes[i] = error
                     continue
                 rows[i].append(_row(result, seen[i]))
@@ -304,7 +314,7 @@ def predict_participants(output_dir: Path, entities: list[dict[str, Any]],
             try:
                 outcomes[i] = _write_table(output_dir, entities[i], rows[i], sources[i], models,
                                            settings, inputs[i])
-            except Exception as error:  # noqa: BLE001
+            except Exception as error:
                 outcomes[i] = error
     return outcomes  # type: ignore[return-value]
 

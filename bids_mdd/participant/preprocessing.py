@@ -18,12 +18,21 @@ from bids_mdd.bids.discovery import T1wInput
 from bids_mdd.bids.names import derivative_path, sidecar_path
 from bids_mdd.bids.outputs import OUTPUTS
 from bids_mdd.errors import BidsMddError
-from bids_mdd.participant.failures import (Failure, crashed_node, from_error, node_failure,
-                                           traceback_failure)
 from bids_mdd.participant import completion
+from bids_mdd.participant.failures import (
+    Failure,
+    crashed_node,
+    from_error,
+    node_failure,
+    traceback_failure,
+)
 from bids_mdd.participant.resources import Resources
-from bids_mdd.participant.scheduler import (POLL_SECONDS, DepthFirstMultiProcPlugin,
-                                            nipype_runner, rank_by_workflow)
+from bids_mdd.participant.scheduler import (
+    POLL_SECONDS,
+    DepthFirstMultiProcPlugin,
+    nipype_runner,
+    rank_by_workflow,
+)
 from bids_mdd.preproc.inputs import load_t1w
 from bids_mdd.preproc.workflow import PreprocOptions, init_bids_mdd_wf, workflow_name
 

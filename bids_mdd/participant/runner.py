@@ -23,10 +23,8 @@ from bids_mdd.errors import BidsMddError, ExitCode
 from bids_mdd.models.device import resolve_device
 from bids_mdd.models.inference import LoadedModel, load_models
 from bids_mdd.participant.background import AfterPreprocessing
-from bids_mdd.participant.failures import (Failure, exit_code_for, from_error,
-                                           traceback_failure)
-from bids_mdd.participant.predictions import (ModelStepSettings, predict_participants,
-                                              up_to_date)
+from bids_mdd.participant.failures import Failure, exit_code_for, from_error, traceback_failure
+from bids_mdd.participant.predictions import ModelStepSettings, predict_participants, up_to_date
 from bids_mdd.participant.preprocessing import preprocess
 from bids_mdd.participant.progress import participants_in_progress
 from bids_mdd.participant.report import write_participant_report

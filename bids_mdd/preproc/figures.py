@@ -6,10 +6,10 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: figures are files
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from nilearn import plotting  # noqa: E402
-from nilearn.image import math_img  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from nilearn import plotting
+from nilearn.image import math_img
 
 
 def segmentation_figure(t1w: str, mask: str, gm: str, wm: str, out_file: str) -> str:

@@ -5,8 +5,14 @@ from __future__ import annotations
 import json
 import os
 
-from nipype.interfaces.base import (BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec,
-                                    isdefined, traits)
+from nipype.interfaces.base import (
+    BaseInterfaceInputSpec,
+    File,
+    SimpleInterface,
+    TraitedSpec,
+    isdefined,
+    traits,
+)
 
 from bids_mdd.preproc import ants_steps
 from bids_mdd.spaces.grids import CLASSIFIER_GRID, DFRN_GRID

@@ -7,14 +7,18 @@ from importlib.metadata import version
 from pathlib import Path
 
 import nibabel as nib
-from nipype.interfaces.base import (BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec,
-                                    traits)
+from nipype.interfaces.base import (
+    BaseInterfaceInputSpec,
+    File,
+    SimpleInterface,
+    TraitedSpec,
+    traits,
+)
 
 from bids_mdd.bids.atomic import write_json
 from bids_mdd.bids.derivatives import copy_file, provenance, write_image
 from bids_mdd.bids.names import derivative_path
 from bids_mdd.bids.outputs import OUTPUTS, image_metadata
-
 
 #: Workflow node with threads (its sink input is ``threads_<node>``) -> the step's name in the
 #: sidecars' ``Parameters.Threads``.

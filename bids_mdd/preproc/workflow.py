@@ -12,11 +12,14 @@ from nipype.pipeline import engine as pe
 from bids_mdd.bids.derivatives import RAW_URI_PREFIX
 from bids_mdd.bids.discovery import T1wInput
 from bids_mdd.preproc import interfaces as ifc
-from bids_mdd.preproc.ants_steps import (RegistrationSettings, SegmentationSettings,
-                                         ants_registration_seed, settings_to_json)
+from bids_mdd.preproc.ants_steps import (
+    RegistrationSettings,
+    SegmentationSettings,
+    ants_registration_seed,
+    settings_to_json,
+)
 from bids_mdd.preproc.sink import THREADED_STEPS, DerivativesSink
 from bids_mdd.spaces.templates import TEMPLATE, template_brain_mask, template_t1w
-
 
 #: nipype memory estimate (GB) of the costliest nodes (registration, segmentation): the
 #: largest any node asks for.

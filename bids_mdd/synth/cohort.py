@@ -1,4 +1,4 @@
-"""Generate a synthetic BIDS cohort: subjects in parallel, then participants.tsv and ground truth."""
+"""Generate a synthetic BIDS cohort: subjects in parallel, then participants.tsv and truth."""
 
 from __future__ import annotations
 
@@ -18,10 +18,21 @@ from bids_mdd.atlas import Atlas, label_volume_ml, load_aal2
 from bids_mdd.errors import BidsMddError, ExitCode
 from bids_mdd.spaces.templates import template_brain_mask, template_t1w
 from bids_mdd.synth import writer
-from bids_mdd.synth.mni import (MniSpace, prepare_mni_space, render_mni_inputs, write_mni_inputs,
-                                write_mni_qc)
-from bids_mdd.synth.model import (FACTOR_REGIONS, CohortSpec, SubjectDraw, draw_subjects,
-                                  factor_scores, regional_gm_scale)
+from bids_mdd.synth.mni import (
+    MniSpace,
+    prepare_mni_space,
+    render_mni_inputs,
+    write_mni_inputs,
+    write_mni_qc,
+)
+from bids_mdd.synth.model import (
+    FACTOR_REGIONS,
+    CohortSpec,
+    SubjectDraw,
+    draw_subjects,
+    factor_scores,
+    regional_gm_scale,
+)
 from bids_mdd.synth.render import TemplateSpace, prepare_template, render_subject
 from bids_mdd.synth.stats import cohens_d
 

@@ -16,8 +16,13 @@ import numpy as np
 from scipy.ndimage import gaussian_filter, map_coordinates
 
 from bids_mdd.atlas import Atlas
-from bids_mdd.synth.deform import (apply_affine, centered_grid, rigid_matrix,
-                                   smooth_random_field, world_coordinates)
+from bids_mdd.synth.deform import (
+    apply_affine,
+    centered_grid,
+    rigid_matrix,
+    smooth_random_field,
+    world_coordinates,
+)
 from bids_mdd.synth.model import CohortSpec, SubjectDraw
 from bids_mdd.synth.tissue import tissue_maps
 

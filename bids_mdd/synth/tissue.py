@@ -27,7 +27,8 @@ class TissueMaps:
 
 def tissue_maps(t1w: np.ndarray, brain_mask: np.ndarray, seed: int = 0,
                 n_fit: int = 200_000) -> TissueMaps:
-    """Fit a 3-class Gaussian mixture to the T1w inside ``brain_mask``; posteriors as partial volumes.
+    """Fit a 3-class Gaussian mixture to the T1w inside ``brain_mask``; posteriors as partial
+    volumes.
 
     Classes are ordered by mean intensity: CSF < GM < WM on a T1w.
     """

@@ -19,12 +19,12 @@ from typing import Literal
 
 import numpy as np
 from scipy import sparse
+from skimage.feature import local_binary_pattern
 from sklearn.base import BaseEstimator
 from sklearn.linear_model import RidgeClassifierCV, RidgeCV
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
-from skimage.feature import local_binary_pattern
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,20 @@ import pandas as pd
 from bids_mdd.atlas import atlas_labels_on_grid
 from bids_mdd.models.inputs import InputSpec
 from bids_mdd.models.networks import build_network
-from bids_mdd.training.baselines import (LbpSvm, RegionRidge, axial_slices, informative_slices,
-                                         majority_vote, slices_as_channels)
-from bids_mdd.training.cv import (CVResult, assemble, cross_validate_estimator,
-                                  cross_validate_network)
+from bids_mdd.training.baselines import (
+    LbpSvm,
+    RegionRidge,
+    axial_slices,
+    informative_slices,
+    majority_vote,
+    slices_as_channels,
+)
+from bids_mdd.training.cv import (
+    CVResult,
+    assemble,
+    cross_validate_estimator,
+    cross_validate_network,
+)
 from bids_mdd.training.data import Sample
 from bids_mdd.training.loop import TrainConfig
 from bids_mdd.training.splits import Fold

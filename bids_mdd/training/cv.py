@@ -17,8 +17,13 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from bids_mdd.bids.atomic import atomic_output, write_json
-from bids_mdd.metrics import (CLASSIFICATION_METRICS, REGRESSION_METRICS, classification_metrics,
-                              regression_metrics, summarize)
+from bids_mdd.metrics import (
+    CLASSIFICATION_METRICS,
+    REGRESSION_METRICS,
+    classification_metrics,
+    regression_metrics,
+    summarize,
+)
 from bids_mdd.training.data import Sample
 from bids_mdd.training.loop import TrainConfig, predict, train_network
 from bids_mdd.training.splits import Fold

@@ -103,7 +103,7 @@ def _find_prepared(root: Path, spec: InputSpec) -> list[Sample]:
                            "prepare` with them", ExitCode.NO_FILES)
     try:
         table = pd.read_csv(root / PREPARED_IMAGES, sep="\t", dtype=str, keep_default_na=False)
-        table[["participant_id", "variant", "source_sha256"]]  # noqa: B018 (KeyError if absent)
+        table[["participant_id", "variant", "source_sha256"]]
     except (OSError, KeyError, pd.errors.ParserError) as exc:
         raise BidsMddError(f"{root / PREPARED_IMAGES}: missing or without the participant_id, "
                            f"variant and source_sha256 columns ({exc}); write the folder again "

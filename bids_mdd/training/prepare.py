@@ -33,8 +33,15 @@ from tqdm import tqdm
 from bids_mdd.bids.atomic import atomic_output, json_text, write_text
 from bids_mdd.errors import BidsMddError, ExitCode
 from bids_mdd.models.inputs import DEFAULT_INPUTS, InputSpec, prepare, read_on_grid
-from bids_mdd.training.data import (PREPARED_COLUMNS, PREPARED_IMAGES, PREPARED_INDEX,
-                                    find_samples, is_prepared, prepared_name, variant_name)
+from bids_mdd.training.data import (
+    PREPARED_COLUMNS,
+    PREPARED_IMAGES,
+    PREPARED_INDEX,
+    find_samples,
+    is_prepared,
+    prepared_name,
+    variant_name,
+)
 from bids_mdd.training.evidence import preprocessing_of
 
 LOGGER = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ import hashlib
 import json
 import logging
 from dataclasses import asdict, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -203,7 +203,7 @@ def _train_one(options: TrainOptions, protocol: dict[str, Any], config: TrainCon
         "kwargs": kwargs, "task": task,
         "outputs": outputs, "input": spec.to_json(),
         "synthetic": synthetic, "intended_use": SYNTHETIC_USE if synthetic else NOT_CLINICAL,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "training": {"protocol": protocol, "config": asdict(config),
                      "val_fraction": options.val_fraction, "label_column": column,
                      "site_column": site, "n_inputs": len(samples),

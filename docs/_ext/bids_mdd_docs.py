@@ -4,6 +4,7 @@ paragraph. The pages therefore cannot drift from the code (tests compare them as
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -13,9 +14,18 @@ from docutils.statemachine import StringList
 from sphinx.application import Sphinx
 
 from bids_mdd.bids.names import relative_path
-from bids_mdd.bids.outputs import (DESCRIPTIONS, OUTPUTS, PREDICTIONS, attention_entities,
-                                   attention_figure_entities, image_metadata)
+from bids_mdd.bids.outputs import (
+    DESCRIPTIONS,
+    OUTPUTS,
+    PREDICTIONS,
+    attention_entities,
+    attention_figure_entities,
+    image_metadata,
+)
 from bids_mdd.errors import EXIT_CODE_HELP, ExitCode
+from bids_mdd.group.options import GroupOptions
+from bids_mdd.group.report import methods_paragraph
+from bids_mdd.group.results import AttentionSummary, GlmSummary, GroupResults
 from bids_mdd.spaces.grids import CLASSIFIER_GRID, DFRN_GRID
 
 #: The keys every image sidecar carries besides those of its kind (``bids.derivatives``).
@@ -114,14 +124,13 @@ class ExitCodes(_MystDirective):
 def example_methods() -> str:
     """The group report's methods paragraph for an example run (60 participants, default
     options, TFCE with 5000 permutations, attention maps and metrics present)."""
-    from bids_mdd.group.report import methods_paragraph
-    from bids_mdd.group.runner import GroupOptions, GroupResults
-
-    glm = {"Participants": 60, "MDD": 30, "HC": 30, "LabelColumn": "group",
-           "Design": ["intercept", "MDD", "age", "sex[M]", "TIV"], "MaskVoxels": 253114,
-           "DegreesOfFreedom": 55, "FDRThresholdT": 4.12}
+    glm = GlmSummary(design=["intercept", "MDD", "age", "sex[M]", "TIV"],
+                     contrast=[0.0, 1.0, 0.0, 0.0, 0.0], n_participants=60, n_mdd=30, n_hc=30,
+                     degrees_of_freedom=55, gm_threshold=0.2, mask_voxels=253114, fdr_q=0.05,
+                     fdr_threshold_t=4.12, label_column="group", caption="")
+    attention = AttentionSummary(60, pd.DataFrame(), Path("attention.svg"))
     results = GroupResults(n_selected=60, missing=pd.DataFrame(), qc=pd.DataFrame(), glm=glm,
-                           attention={"Anhedonia": {}},
+                           attention={"Anhedonia": attention},
                            metrics=pd.DataFrame({"metric": ["auc"], "value": [0.5]}))
     return methods_paragraph(results, GroupOptions(permutations=5000))
 
