@@ -95,11 +95,13 @@ def known_warp_dice(truth_gm: str, forward: str, template: str, template_mask: s
 
 
 def main(sloppy: bool, n_subjects: int) -> None:
+    from bids_mdd.preproc.ants_steps import PreprocSettings
     from bids_mdd.spaces.templates import template_brain_mask, template_t1w
     from bids_mdd.synth.cohort import generate_cohort
     from bids_mdd.synth.model import CohortSpec
 
     template, template_mask = str(template_t1w()), str(template_brain_mask())
+    settings = PreprocSettings.for_mode(sloppy)
     with tempfile.TemporaryDirectory() as tmp:
         bids = Path(tmp) / "bids"
         # known warps only: no GM scaling, so a perfect registration gives the template GM back
@@ -129,8 +131,9 @@ def main(sloppy: bool, n_subjects: int) -> None:
             label = f"{index:03d}"
             subject = bids / f"sub-{label}/anat/sub-{label}_"
             subject_truth = bids / f"derivatives/synthetic-truth/sub-{label}/anat/sub-{label}_"
-            n4 = run_step("n4_correct", str(subject) + "T1w.nii.gz", tmp, sloppy)
-            reg = run_step("register_to_template", n4, template, template_mask, False, tmp, sloppy)
+            n4 = run_step("n4_correct", str(subject) + "T1w.nii.gz", tmp, settings.n4_field_mm)
+            reg = run_step("register_to_template", n4, template, template_mask, False, tmp, 0,
+                           settings.registration)
             dices.append(known_warp_dice(f"{subject_truth}label-GM_probseg.nii.gz", reg.forward,
                                          template, template_mask))
             print(f"sub-{label} known-warp GM Dice {dices[-1]:.4f}", flush=True)
@@ -146,14 +149,15 @@ def all_steps(path: str, tmp: str, sloppy: bool) -> tuple:
     from bids_mdd.spaces.templates import template_brain_mask, template_t1w
 
     template, template_mask = str(template_t1w()), str(template_brain_mask())
+    settings = ants_steps.PreprocSettings.for_mode(sloppy)
     t1w = run_step("validate_t1w", path, tmp)
     stripped = run_step("is_skull_stripped", t1w)
-    n4 = run_step("n4_correct", t1w, tmp, sloppy)
-    reg = run_step("register_to_template", n4, template, template_mask, stripped, tmp, sloppy)
+    n4 = run_step("n4_correct", t1w, tmp, settings.n4_field_mm)
+    reg = run_step("register_to_template", n4, template, template_mask, stripped, tmp, 0,
+                   settings.registration)
     mask, how = run_step("brain_mask", n4, template_mask, reg.inverse, stripped, tmp, 2)
     print(f"  brain mask: {how}")
-    settings = ants_steps.SegmentationSettings.for_mode(sloppy)
-    csf, gm, wm = run_step("segment_tissues", n4, mask, tmp, settings, reg.inverse)
+    csf, gm, wm = run_step("segment_tissues", n4, mask, tmp, settings.segmentation, reg.inverse)
     modulated = run_step("modulated_gm", gm, reg.forward, "classifier", tmp)
     run_step("normalized_t1w", n4, mask, reg.forward, "dfrn", tmp)
     print(f"{'total':24s} {run_step.total:7.1f} s")

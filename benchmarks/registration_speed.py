@@ -34,7 +34,7 @@ from bids_mdd.preproc import ants_steps
 from bids_mdd.preproc.qc import dice
 from preproc import known_warp_dice
 
-BASE = ants_steps.RegistrationSettings.for_mode(False)
+BASE = ants_steps.PreprocSettings.for_mode(sloppy=False).registration
 VARIANTS = {
     # the settings before the speed work: antspyx's affine iterations, SyN on the whole head
     "before": replace(BASE, affine_iterations=(2100, 1200, 1200, 10), syn_margin_mm=None),

@@ -29,6 +29,7 @@ from bids_mdd.participant.scheduler import (
     rank_by_workflow,
 )
 from bids_mdd.preproc.ants_steps import (
+    PreprocSettings,
     RegistrationSettings,
     SegmentationSettings,
     settings_from_json,
@@ -151,7 +152,8 @@ def test_graph_builds_for_every_option(templateflow_home, tmp_path, skull_strip,
                                                       "anat_preproc_subject02_session1"}
     register = workflow.get_node("anat_preproc_subject01.register")
     assert register.n_procs == 3 and register.inputs.num_threads == 3
-    assert register.inputs.sloppy is sloppy
+    n4 = workflow.get_node("anat_preproc_subject01.n4")
+    assert n4.inputs.field_mm == (4.0 if sloppy else 2.0)
     uses_inverse = any(target.fullname.endswith("subject01.segment")
                        and ("inverse", "inverse") in data["connect"]
                        for _, target, data in graph.edges(data=True))
@@ -164,6 +166,7 @@ def test_graph_builds_for_every_option(templateflow_home, tmp_path, skull_strip,
         settings = settings_from_json(kind, workflow.get_node(
             f"anat_preproc_subject01.{step}").inputs.settings)
         assert settings.describe() == parameters[key]
+    assert parameters["BiasCorrection"] == f"antspyx N4, field fitted at {n4.inputs.field_mm:g} mm"
     assert parameters["Segmentation"]["iterations"] == (2 if sloppy else
                                                         3 if segmentation == "priors" else 5)
     assert parameters["Deterministic"] is deterministic
@@ -199,9 +202,14 @@ def test_a_change_of_step_settings_changes_the_cache_hash(templateflow_home, tmp
                 for node in workflow._create_flat_graph().nodes()}
 
     before = hashes()
-    released = SegmentationSettings.for_mode
-    monkeypatch.setattr(SegmentationSettings, "for_mode", classmethod(
-        lambda cls, *args: dataclasses.replace(released(*args), iterations=4)))
+    released = PreprocSettings.for_mode
+
+    def next_release(cls, *args) -> PreprocSettings:
+        settings = released(*args)
+        return dataclasses.replace(settings, segmentation=dataclasses.replace(
+            settings.segmentation, iterations=4))
+
+    monkeypatch.setattr(PreprocSettings, "for_mode", classmethod(next_release))
     after = hashes()
     changed = sorted(name for name in before if after[name] != before[name])
     assert changed == [f"anat_preproc_{s}.{step}" for s in ("subject01", "subject02_session1")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bids_mdd.errors import BidsMddError
-from bids_mdd.preproc.ants_steps import is_skull_stripped
+from bids_mdd.preproc.ants_steps import PreprocSettings, is_skull_stripped
 from bids_mdd.preproc.inputs import load_t1w
 from bids_mdd.preproc.qc import dice, normalized_correlation
 from bids_mdd.spaces.grids import CLASSIFIER_GRID, DFRN_GRID
@@ -147,7 +147,7 @@ def test_segmentation_leaves_no_temporary_files(tmp_path, monkeypatch) -> None:
     """antspyx's atropos writes probability maps to tempfile names and never deletes them."""
     import tempfile
 
-    from bids_mdd.preproc.ants_steps import SegmentationSettings, segment_tissues
+    from bids_mdd.preproc.ants_steps import segment_tissues
 
     system_tmp = tmp_path / "tmp"
     system_tmp.mkdir()
@@ -161,7 +161,7 @@ def test_segmentation_leaves_no_temporary_files(tmp_path, monkeypatch) -> None:
     out = tmp_path / "out"
     out.mkdir()
     csf, gm, wm = segment_tissues(str(tmp_path / "t1w.nii.gz"), str(tmp_path / "mask.nii.gz"),
-                                  str(out), SegmentationSettings.for_mode(True, "kmeans"))
+                                  str(out), PreprocSettings.for_mode(True, "kmeans").segmentation)
     gm_map = np.asarray(nib.load(gm).dataobj)
     assert dice(gm_map > 0.5, classes == 1) > 0.95
     assert list(system_tmp.iterdir()) == []

@@ -16,6 +16,7 @@ from bids_mdd.bids.discovery import (
     open_layout,
 )
 from bids_mdd.bids.validation import validate_dataset
+from bids_mdd.cli.bootstrap import configure_logging, error_line, run_command
 from bids_mdd.cli.caches import ensure_writable_caches
 from bids_mdd.cli.parser import ANALYSIS_LEVELS, build_parser
 from bids_mdd.cli.paths import check_bids_dir, check_not_inside, ensure_writable_dir
@@ -24,15 +25,6 @@ from bids_mdd.errors import BidsMddError, ExitCode
 from bids_mdd.participant.failures import fix_for
 
 LOGGER = logging.getLogger("bids_mdd")
-
-
-def configure_logging(verbosity: int) -> None:
-    """Log to stderr: warnings and progress by default, debug with -vv."""
-    level = logging.DEBUG if verbosity >= 2 else logging.INFO
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s: %(message)s",
-                        datefmt="%H:%M:%S")
-    logging.getLogger("bidsschematools").setLevel(logging.WARNING)  # pybids' schema chatter
 
 
 def collect_inputs(args: argparse.Namespace) -> list[T1wInput]:
@@ -91,35 +83,39 @@ def run_group(args: argparse.Namespace, inputs: list[T1wInput]) -> ExitCode:
     return ExitCode.OK
 
 
+def _interrupted(exc: Interrupted) -> int:
+    stopped = stop_children()
+    print(f"bids_mdd: interrupted by {exc}: stopped {stopped} worker process(es); rerun the "
+          "same command to resume (finished steps are kept in the work dir)", file=sys.stderr)
+    return exc.exit_code
+
+
+def _storage_failed(exc: BaseException) -> int:
+    """The output or work folder failed under us (full, read-only): 73 with the fix."""
+    fix = fix_for(str(exc))
+    if not fix:
+        raise exc
+    error_line("bids_mdd", f"{exc}; {fix}")
+    return int(ExitCode.CANNOT_CREATE_OUTPUT)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the BIDS App; return its exit code."""
     args = build_parser().parse_args(argv)
-    configure_logging(args.verbose)
+    configure_logging(debug=args.verbose >= 2)
     LOGGER.info("bids_mdd %s, %s level", __version__, args.analysis_level)
     for variable, copy in ensure_writable_caches().items():
         LOGGER.info("%s is read-only: using a copy in %s", variable, copy)
-    try:
+
+    def work() -> int:
         with interruptible():
             inputs = collect_inputs(args)
             if args.analysis_level == "participant":
                 return int(run_participant(args, inputs))
             return int(run_group(args, inputs))
-    except BidsMddError as exc:
-        print(f"bids_mdd: error: {exc}", file=sys.stderr)
-        return int(exc.exit_code)
-    except Interrupted as exc:
-        stopped = stop_children()
-        print(f"bids_mdd: interrupted by {exc}: stopped {stopped} worker process(es); rerun the "
-              "same command to resume (finished steps are kept in the work dir)",
-              file=sys.stderr)
-        return exc.exit_code
-    except OSError as exc:  # the output or work folder failed under us (full, read-only)
-        fix = fix_for(str(exc))
-        if not fix:
-            raise
-        print(f"bids_mdd: error: {exc}; {fix}", file=sys.stderr)
-        return int(ExitCode.CANNOT_CREATE_OUTPUT)
 
+    return run_command("bids_mdd", work,
+                       handlers={Interrupted: _interrupted, OSError: _storage_failed})
 
 if __name__ == "__main__":
     sys.exit(main())

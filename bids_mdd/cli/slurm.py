@@ -11,6 +11,7 @@ from pathlib import Path
 
 from bids_mdd import __version__
 from bids_mdd.bids.discovery import discover_t1w, open_layout
+from bids_mdd.cli.bootstrap import run_command
 from bids_mdd.cli.help_format import DefaultsHelpFormatter
 from bids_mdd.cli.parser import BidsAppArgumentParser, positive_int
 from bids_mdd.errors import BidsMddError, ExitCode
@@ -65,7 +66,8 @@ def _work_root(given: str | None, job_dir: Path) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Write (and maybe submit) the job folder; return an exit code."""
     args = build_parser().parse_args(argv)
-    try:
+
+    def work() -> int:
         bids_dir = args.bids_dir.resolve()
         if args.image is not None and not args.image.is_file():
             raise BidsMddError(f"{args.image}: no such Apptainer image; build it from "
@@ -87,10 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(submit(script))
         else:
             print(f"submit with: {script}")
-    except BidsMddError as exc:
-        print(f"bids_mdd-slurm: error: {exc}", file=sys.stderr)
-        return int(exc.exit_code)
-    return int(ExitCode.OK)
+        return int(ExitCode.OK)
+
+    return run_command("bids_mdd-slurm", work)
 
 
 if __name__ == "__main__":

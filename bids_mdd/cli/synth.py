@@ -11,9 +11,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bids_mdd import __version__
+from bids_mdd.cli.bootstrap import configure_logging, run_command, usage_error
 from bids_mdd.cli.help_format import DefaultsHelpFormatter
 from bids_mdd.cli.parser import BidsAppArgumentParser
-from bids_mdd.errors import BidsMddError, ExitCode
+from bids_mdd.errors import ExitCode
 from bids_mdd.synth.model import DEFAULT_REGIONS, CohortSpec
 
 LOGGER = logging.getLogger("bids_mdd.synth")
@@ -54,28 +55,24 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Generate the cohort; return an exit code."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: "
-                        "%(message)s", datefmt="%H:%M:%S")
+    configure_logging()
     from bids_mdd.synth.cohort import generate_cohort  # heavy imports after argument checks
 
-    start = time.perf_counter()
-    try:
+    def work() -> int:
+        start = time.perf_counter()
         spec = CohortSpec(n_mdd=args.n_mdd, n_hc=args.n_hc, seed=args.seed,
                           effect_size=args.effect_size, resolution=args.resolution,
                           regions=tuple(args.regions), skull_stripped=args.skull_stripped,
                           mni_derivatives=args.mni_derivatives, factor_weight=args.factor_weight,
                           factor_noise_sd=args.factor_noise_sd)
         truth = generate_cohort(args.out, spec, n_jobs=args.n_jobs)
-    except ValueError as exc:
-        print(f"bids_mdd-synth: error: {exc}", file=sys.stderr)
-        return int(ExitCode.USAGE)
-    except BidsMddError as exc:
-        print(f"bids_mdd-synth: error: {exc}", file=sys.stderr)
-        return int(exc.exit_code)
-    measured = ", ".join(f"{k} {v:.2f}" for k, v in truth["measured_cohens_d"].items())
-    LOGGER.info("wrote %d SYNTHETIC subjects to %s in %.1f s; measured Cohen's d: %s",
-                len(truth["subjects"]), args.out, time.perf_counter() - start, measured)
-    return int(ExitCode.OK)
+        measured = ", ".join(f"{k} {v:.2f}" for k, v in truth["measured_cohens_d"].items())
+        LOGGER.info("wrote %d SYNTHETIC subjects to %s in %.1f s; measured Cohen's d: %s",
+                    len(truth["subjects"]), args.out, time.perf_counter() - start, measured)
+        return int(ExitCode.OK)
+
+    # a specification the generator rejects (CohortSpec's checks) is a usage error
+    return run_command("bids_mdd-synth", work, handlers={ValueError: usage_error("bids_mdd-synth")})
 
 
 if __name__ == "__main__":

@@ -9,9 +9,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bids_mdd import __version__
+from bids_mdd.cli.bootstrap import configure_logging, run_command
 from bids_mdd.cli.help_format import DefaultsHelpFormatter
 from bids_mdd.cli.parser import BidsAppArgumentParser, positive_int
-from bids_mdd.errors import BidsMddError, ExitCode
+from bids_mdd.errors import ExitCode
+from bids_mdd.models.task import Task
 from bids_mdd.training.options import FACTORS, TrainOptions
 
 LOGGER = logging.getLogger("bids_mdd.train")
@@ -33,7 +35,8 @@ def build_parser() -> BidsAppArgumentParser:
     p.add_argument("models_dir", type=Path, help="folder the bundle(s) are written into")
     p.add_argument("--participants", type=Path, required=True,
                    help="participants.tsv with the labels (e.g. BIDS_DIR/participants.tsv)")
-    p.add_argument("--task", choices=("classification", "regression"), default="classification")
+    p.add_argument("--task", choices=[str(task) for task in Task], default=Task.CLASSIFICATION,
+                   type=Task)
     p.add_argument("--name", help="bundle name (default: ARCHITECTURE-classifier, or "
                                   "ARCHITECTURE-TARGET for each regression target)")
     p.add_argument("--model-version", default="1.0.0",
@@ -133,29 +136,22 @@ def build_prepare_parser() -> BidsAppArgumentParser:
     return p
 
 
-def _logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(name)s %(levelname)s: %(message)s",
-                        datefmt="%H:%M:%S")
-
-
 def prepare_main(argv: Sequence[str]) -> int:
     """``bids_mdd-train prepare``: parse, write the prepared inputs, return an exit code."""
     args = build_prepare_parser().parse_args(argv)
     if not 0 < args.zoom <= 1:
         build_prepare_parser().error(f"--zoom {args.zoom}: give 0 < zoom <= 1")
-    _logging(args.verbose)
+    configure_logging(debug=args.verbose)
     from bids_mdd.training.prepare import prepare_inputs
 
-    try:
+    def work() -> int:
         folder = prepare_inputs(args.derivatives_dir, args.out_dir, zoom=args.zoom,
                                 variants=tuple(args.variants), overwrite=args.overwrite,
                                 progress=not args.no_progress)
-    except BidsMddError as exc:
-        print(f"bids_mdd-train prepare: error: {exc}", file=sys.stderr)
-        return int(exc.exit_code)
-    LOGGER.info("wrote %s", folder.path)
-    return int(ExitCode.OK)
+        LOGGER.info("wrote %s", folder.path)
+        return int(ExitCode.OK)
+
+    return run_command("bids_mdd-train prepare", work)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -164,16 +160,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["prepare"]:
         return prepare_main(argv[1:])
     args = build_parser().parse_args(argv)
-    _logging(args.verbose)
+    configure_logging(debug=args.verbose)
     from bids_mdd.training.run import train  # heavy imports after argument checks
 
-    try:
+    def work() -> int:
         for bundle in train(TrainOptions.from_values(args)):
             LOGGER.info("wrote %s", bundle.path)
-    except BidsMddError as exc:
-        print(f"bids_mdd-train: error: {exc}", file=sys.stderr)
-        return int(exc.exit_code)
-    return int(ExitCode.OK)
+        return int(ExitCode.OK)
+
+    return run_command("bids_mdd-train", work)
 
 
 if __name__ == "__main__":

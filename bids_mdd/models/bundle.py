@@ -26,11 +26,13 @@ from bids_mdd.models.card import ModelCard
 from bids_mdd.models.domain import DOMAIN_FILE, DomainModel
 from bids_mdd.models.inputs import InputSpec
 from bids_mdd.models.networks import build_network
+from bids_mdd.models.task import Task
 from bids_mdd.models.training_set import TrainingSet
 
 FORMAT_VERSION = 1
 MODEL_JSON = "model.json"
-TASKS = ("classification", "regression")
+
+TASKS = tuple(Task)
 _PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
 #: A model.json is a few kB; a larger one is refused unread (no JSON bomb reaches the parser).
 MAX_MODEL_JSON_BYTES = 1 << 20
@@ -59,8 +61,8 @@ class Bundle:
         return str(self.meta["name"])
 
     @property
-    def task(self) -> str:
-        return str(self.meta["task"])
+    def task(self) -> Task:
+        return Task(self.meta["task"])
 
     @property
     def outputs(self) -> list[str]:
@@ -74,6 +76,39 @@ class Bundle:
     @property
     def n_folds(self) -> int:
         return len(self.meta["folds"])
+
+    @property
+    def architecture(self) -> str:
+        return str(self.meta["architecture"])
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        """The architecture's keyword arguments (a copy)."""
+        return dict(self.meta["kwargs"])
+
+    @property
+    def version(self) -> str:
+        return str(self.meta.get("version", "unversioned"))
+
+    @property
+    def synthetic(self) -> bool:
+        """Whether the bundle was trained on SYNTHETIC data."""
+        return bool(self.meta.get("synthetic", False))
+
+    @property
+    def intended_use(self) -> str:
+        return str(self.meta.get("intended_use", ""))
+
+    @property
+    def weights(self) -> dict[str, str]:
+        """Each fold's weight file and its sha256."""
+        return {fold["file"]: fold["sha256"] for fold in self.meta["folds"]}
+
+    def target_scaling(self, index: int) -> tuple[float, float]:
+        """Fold ``index``'s (mean, sd) of the training targets: a regressor's output times sd
+        plus mean is in the target's units (a classifier's is (0, 1))."""
+        scaling = self.meta["folds"][index].get("target_scaling") or {"mean": 0.0, "sd": 1.0}
+        return float(scaling["mean"]), float(scaling["sd"])
 
     @property
     def card(self) -> ModelCard | None:
@@ -105,10 +140,10 @@ class Bundle:
     def network(self) -> nn.Module:
         """A freshly initialised network of the bundle's architecture."""
         try:
-            return build_network(self.meta["architecture"], **self.meta["kwargs"])
+            return build_network(self.architecture, **self.kwargs)
         except (TypeError, ValueError) as exc:
-            raise _fail(self.path / MODEL_JSON, f"architecture {self.meta['architecture']!r} "
-                        f"with kwargs {self.meta['kwargs']!r} cannot be built ({exc}); "
+            raise _fail(self.path / MODEL_JSON, f"architecture {self.architecture!r} "
+                        f"with kwargs {self.kwargs!r} cannot be built ({exc}); "
                         "restore the bundle") from exc
 
     def load_fold(self, index: int, device: str | torch.device = "cpu") -> nn.Module:
@@ -182,7 +217,8 @@ def load_bundle(path: str | Path) -> Bundle:
         raise _fail(meta_path, f"format_version {meta['format_version']} is not supported by "
                                f"bids_mdd {__version__} (expects {FORMAT_VERSION})")
     if meta["task"] not in TASKS:
-        raise _fail(meta_path, f"task {meta['task']!r} is not one of {TASKS}")
+        raise _fail(meta_path, f"task {meta['task']!r} is not one of "
+                               f"{', '.join(map(str, TASKS))}")
     if not meta["folds"]:
         raise _fail(meta_path, "lists no fold weights")
     domain = meta.get("domain")

@@ -12,9 +12,11 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from bids_mdd.models.task import Task
+
 #: The metric a card leads with: balanced accuracy (chance is 0.5 whatever the class ratio)
 #: for a classifier, Pearson r for a regressor.
-HEADLINE_METRIC = {"classification": "balanced_accuracy", "regression": "pearson_r"}
+HEADLINE_METRIC = {Task.CLASSIFICATION: "balanced_accuracy", Task.REGRESSION: "pearson_r"}
 METRIC_NAMES = {"balanced_accuracy": "balanced accuracy", "pearson_r": "Pearson r"}
 RESEARCH_USE = "research; not for diagnosis"
 

@@ -34,14 +34,15 @@ from bids_mdd.models.inputs import (
     read_on_grid,
     zoom_tensor,
 )
+from bids_mdd.models.task import Task
 
 LOGGER = logging.getLogger(__name__)
 
 ATTENTION_METHOD = {
-    "classification": "gradient of the MDD log-odds (logit MDD - logit control), sign flipped: "
+    Task.CLASSIFICATION: "gradient of the MDD log-odds (logit MDD - logit control), sign flipped: "
                       "positive where more input (GM) lowers P(MDD); guided backpropagation was "
                       "rejected for the classifier (benchmarks/saliency_synthetic.py)",
-    "regression": "guided backpropagation of the predicted target (paper B, eq. 3), absolute "
+    Task.REGRESSION: "guided backpropagation of the predicted target (paper B, eq. 3), absolute "
                   "value",
 }
 ATTENTION_UNITS = ("the map inside the brain (non-zero input voxels) divided by the brain mean "
@@ -135,17 +136,16 @@ class LoadedModel:
     @property
     def target(self) -> str:
         """What the model predicts: the classifier's positive class ("MDD") or the target."""
-        return self.bundle.outputs[-1] if self.bundle.task == "regression" else "MDD"
+        return self.bundle.outputs[-1] if self.bundle.task == Task.REGRESSION else "MDD"
 
     def to_json(self) -> dict[str, Any]:
         """Who this model is, for sidecars: name, version, task, weights and their sha256."""
         meta = self.bundle.meta
-        return {"name": meta["name"], "version": str(meta.get("version", "unversioned")),
-                "task": meta["task"], "architecture": meta["architecture"],
-                "outputs": meta["outputs"], "input": meta["input"],
-                "synthetic": bool(meta.get("synthetic", False)),
-                "intended_use": meta.get("intended_use", ""),
-                "weights": {f["file"]: f["sha256"] for f in meta["folds"]},
+        bundle = self.bundle
+        return {"name": bundle.name, "version": bundle.version, "task": str(bundle.task),
+                "architecture": bundle.architecture, "outputs": bundle.outputs,
+                "input": meta["input"], "synthetic": bundle.synthetic,
+                "intended_use": bundle.intended_use, "weights": bundle.weights,
                 "path": str(self.bundle.path),
                 "card": self.card.to_json() if self.card else None,
                 "domain": ({"method": meta["domain"]["method"],
@@ -186,9 +186,9 @@ def load_models(models: list[Path] | None, device: str) -> list[LoadedModel]:
         if bundle.card is None:  # (a malformed card stops the run here, before any work)
             LOGGER.warning("model %s has no model card: nothing says how well it performs",
                            bundle.name)
-        if bundle.meta.get("synthetic"):
+        if bundle.synthetic:
             LOGGER.warning("model %s was trained on SYNTHETIC data: %s", bundle.name,
-                           bundle.meta.get("intended_use", "not for clinical use"))
+                           bundle.intended_use or "not for clinical use")
     targets = [model.target for model in loaded]
     repeated = sorted({t for t in targets if targets.count(t) > 1})
     if repeated:
@@ -220,15 +220,15 @@ class ModelResult:
 
 def _fold_values(model: LoadedModel, index: int, out: torch.Tensor) -> np.ndarray:
     """Each sample's P(MDD) (classifier) or prediction in target units (regressor), one fold."""
-    if model.bundle.task == "classification":
+    if model.bundle.task == Task.CLASSIFICATION:
         return torch.softmax(out.float(), 1)[:, -1].cpu().numpy().astype(float)
-    scaling = model.bundle.meta["folds"][index].get("target_scaling", {"mean": 0.0, "sd": 1.0})
-    return out[:, 0].float().cpu().numpy().astype(float) * scaling["sd"] + scaling["mean"]
+    mean, sd = model.bundle.target_scaling(index)
+    return out[:, 0].float().cpu().numpy().astype(float) * sd + mean
 
 
-def _score(task: str) -> Callable[[torch.Tensor], torch.Tensor]:
+def _score(task: Task) -> Callable[[torch.Tensor], torch.Tensor]:
     """The scalar whose input gradient is the map: the MDD log-odds, or the prediction."""
-    if task == "classification":
+    if task == Task.CLASSIFICATION:
         return lambda out: out[:, -1] - out[:, 0]
     return lambda out: out[:, 0]
 
@@ -247,7 +247,7 @@ def apply_model(model: LoadedModel, image: Path, attention: bool = True) -> Mode
     return apply_model_batch(model, [model_input(model, image)], [image], attention)[0]
 
 
-def _fold_outputs(net: nn.Module, x: torch.Tensor, task: str,
+def _fold_outputs(net: nn.Module, x: torch.Tensor, task: Task,
                   transform: Callable[[torch.Tensor], torch.Tensor], attention: bool,
                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One fold model's output and input gradient (None without ``attention``).
@@ -257,7 +257,7 @@ def _fold_outputs(net: nn.Module, x: torch.Tensor, task: str,
     """
     if attention:
         return input_gradient(net, x, _score(task), transform,
-                              guided=task != "classification")
+                              guided=task != Task.CLASSIFICATION)
     with torch.inference_mode():
         return net(transform(x)), None
 
@@ -284,7 +284,7 @@ def apply_model_batch(model: LoadedModel, inputs: list[np.ndarray], sources: lis
     def to_network_grid(tensor: torch.Tensor) -> torch.Tensor:
         return zoom_tensor(tensor, model.spec.zoom).contiguous(memory_format=memory_format)
 
-    classifier = model.bundle.task == "classification"
+    classifier = model.bundle.task == Task.CLASSIFICATION
     values = np.zeros((len(model.nets), len(inputs)))
     maps = np.zeros(brains.shape, np.float32) if attention else None
     for index, net in enumerate(model.nets):

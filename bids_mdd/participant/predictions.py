@@ -160,7 +160,7 @@ def _write_attention(output_dir: Path, entities: dict[str, Any], result: ModelRe
         parameters={"Method": ATTENTION_METHOD[model.bundle.task], **settings.parameters(),
                     "NetworkGrid": list(model.spec.shape), "Zoom": model.spec.zoom},
         Units=ATTENTION_UNITS, Target=model.target, Model=model.to_json(),
-        SyntheticModel=bool(model.bundle.meta.get("synthetic", False)))
+        SyntheticModel=model.bundle.synthetic)
     write_image(path, image, sidecar)
     t1w_mni = derivative_path(output_dir, **entities, **OUTPUTS["t1w_mni"])
     if t1w_mni.is_file():
@@ -181,7 +181,7 @@ def _write_table(output_dir: Path, entities: dict[str, Any], rows: list[dict[str
                          parameters=settings.parameters(),
                          Columns=COLUMNS, Models=_models_json(models), Fingerprint=inputs)
     warnings = []
-    if any(m.bundle.meta.get("synthetic") for m in models):
+    if any(m.bundle.synthetic for m in models):
         warnings.append("at least one model was trained on SYNTHETIC data: these predictions "
                         "are not for clinical use")
     outside = [row["model"] for row in rows if row["in_distribution"] == "false"]

@@ -72,13 +72,6 @@ class RegistrationSettings:
     # on the whole head: the metric only looks inside the mask anyway (None: no crop)
     syn_margin_mm: float | None = None
 
-    @classmethod
-    def for_mode(cls, sloppy: bool) -> RegistrationSettings:
-        if sloppy:
-            return cls(4.0, (30, 10), "mattes", 32)
-        return cls(2.0, (50, 30, 10), "CC", 2, affine_iterations=(1000, 500, 250, 0),
-                   syn_margin_mm=10.0)
-
     def describe(self) -> dict:
         return {"method": "antspyx Affine + SyNOnly", "resolution_mm": self.resolution,
                 "syn_iterations": list(self.syn_iterations), "syn_metric": self.syn_metric,
@@ -139,11 +132,10 @@ def is_skull_stripped(in_file: str) -> bool:
     return float(np.count_nonzero(np.asarray(image.dataobj)) * voxel_ml) < SKULL_STRIPPED_MAX_ML
 
 
-def n4_correct(in_file: str, out_dir: str, sloppy: bool = False) -> str:
-    """N4 bias-field correction; the field is estimated on a 2 mm (4 mm sloppy) copy."""
+def n4_correct(in_file: str, out_dir: str, field_mm: float = 2.0) -> str:
+    """N4 bias-field correction; the field is estimated on a ``field_mm`` copy."""
     image = _to_ants(in_file)
-    step = 4.0 if sloppy else 2.0
-    coarse = ants.resample_image(image, (step,) * 3, False, 0)
+    coarse = ants.resample_image(image, (field_mm,) * 3, False, 0)
     head = ants.get_mask(coarse, cleanup=0)
     field = ants.n4_bias_field_correction(
         coarse, mask=head, return_bias_field=True,
@@ -174,7 +166,7 @@ class Registration:
 
 
 def register_to_template(in_file: str, template: str, template_mask: str, skull_stripped: bool,
-                         out_dir: str, sloppy: bool = False, seed: int = 0,
+                         out_dir: str, seed: int = 0,
                          settings: RegistrationSettings | None = None) -> Registration:
     """Affine then SyN registration of the bias-corrected T1w to the template.
 
@@ -184,7 +176,7 @@ def register_to_template(in_file: str, template: str, template_mask: str, skull_
     """
     # antspyx has no per-call seed; set_ants_deterministic() would also pin ITK to one thread.
     ants.config._random_seed = ants_registration_seed(seed)
-    settings = settings or RegistrationSettings.for_mode(sloppy)
+    settings = settings or PreprocSettings.for_mode(sloppy=False).registration
     spacing = (settings.resolution,) * 3
     fixed_head = ants.resample_image(_to_ants(template), spacing, False, 0)
     fixed_mask = ants.resample_image(_to_ants(template_mask), spacing, False, 1)
@@ -290,10 +282,6 @@ class SegmentationSettings:
     # graph-colouring code image (asynchronous, ANTs' default), in about half the time
     icm_synchronous: bool = False
 
-    @classmethod
-    def for_mode(cls, sloppy: bool, method: str = "priors") -> SegmentationSettings:
-        return cls(method=method, iterations=2 if sloppy else 3 if method == "priors" else 5)
-
     def describe(self) -> dict:
         if self.method == "kmeans":
             return {"method": "antspyx Atropos, 3 classes, k-means, MRF [0.1,1x1x1]",
@@ -306,6 +294,33 @@ class SegmentationSettings:
                 "tissue_weighted_n4": self.tissue_weighted_n4,
                 "atropos_resolution_mm": self.atropos_mm or "native",
                 "icm_updates": "synchronous" if self.icm_synchronous else "asynchronous"}
+
+
+@dataclass(frozen=True)
+class PreprocSettings:
+    """Every step's settings for one quality mode, decoded from ``--sloppy`` (and
+    ``--segmentation``) here and nowhere else: the workflow passes them to its nodes, so that
+    nipype's cache follows them, and writes the same objects into the sidecars."""
+
+    n4_field_mm: float  # N4 fits its field on a copy at this spacing
+    registration: RegistrationSettings
+    segmentation: SegmentationSettings
+
+    @classmethod
+    def for_mode(cls, sloppy: bool, segmentation: str = "priors") -> PreprocSettings:
+        if sloppy:  # coarse and fast, for tests only
+            return cls(4.0, RegistrationSettings(4.0, (30, 10), "mattes", 32),
+                       SegmentationSettings(method=segmentation, iterations=2))
+        return cls(2.0, RegistrationSettings(2.0, (50, 30, 10), "CC", 2,
+                                             affine_iterations=(1000, 500, 250, 0),
+                                             syn_margin_mm=10.0),
+                   SegmentationSettings(method=segmentation,
+                                        iterations=3 if segmentation == "priors" else 5))
+
+    def describe(self) -> dict:
+        return {"BiasCorrection": f"antspyx N4, field fitted at {self.n4_field_mm:g} mm",
+                "Registration": self.registration.describe(),
+                "Segmentation": self.segmentation.describe()}
 
 
 def segment_tissues(t1w: str, mask: str, out_dir: str, settings: SegmentationSettings,

@@ -22,7 +22,6 @@ class _Threaded(BaseInterfaceInputSpec):
     # nohash: a rerun with other thread counts reuses the cached result (as nipype's own ANTs
     # interfaces do); the thread count that made a result is an output, for the sidecars
     num_threads = traits.Int(1, usedefault=True, nohash=True, desc="ITK and torch threads")
-    sloppy = traits.Bool(False, usedefault=True, desc="fast, coarse mode (tests only)")
 
 
 class _ThreadedOut(TraitedSpec):
@@ -68,6 +67,7 @@ class ValidateT1w(SimpleInterface):
 
 class _N4In(_Threaded):
     in_file = File(exists=True, mandatory=True)
+    field_mm = traits.Float(2.0, usedefault=True, desc="spacing the field is fitted at")
 
 
 class _FileOut(TraitedSpec):
@@ -86,7 +86,7 @@ class N4BiasCorrection(_ThreadedInterface):
 
     def _run_step(self, cwd: str) -> None:
         self._results["out_file"] = ants_steps.n4_correct(self.inputs.in_file, cwd,
-                                                          self.inputs.sloppy)
+                                                          self.inputs.field_mm)
 
 
 class _RegisterIn(_Threaded):
@@ -112,7 +112,7 @@ class RegisterToTemplate(_ThreadedInterface):
     def _run_step(self, cwd: str) -> None:
         result = ants_steps.register_to_template(
             self.inputs.in_file, self.inputs.template, self.inputs.template_mask,
-            self.inputs.skull_stripped, cwd, self.inputs.sloppy, self.inputs.seed,
+            self.inputs.skull_stripped, cwd, self.inputs.seed,
             ants_steps.settings_from_json(ants_steps.RegistrationSettings,
                                           self.inputs.settings))
         self._results.update(forward=result.forward, inverse=result.inverse)

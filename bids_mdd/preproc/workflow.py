@@ -12,12 +12,7 @@ from nipype.pipeline import engine as pe
 from bids_mdd.bids.derivatives import RAW_URI_PREFIX
 from bids_mdd.bids.discovery import T1wInput
 from bids_mdd.preproc import interfaces as ifc
-from bids_mdd.preproc.ants_steps import (
-    RegistrationSettings,
-    SegmentationSettings,
-    ants_registration_seed,
-    settings_to_json,
-)
+from bids_mdd.preproc.ants_steps import PreprocSettings, ants_registration_seed, settings_to_json
 from bids_mdd.preproc.sink import THREADED_STEPS, DerivativesSink
 from bids_mdd.spaces.templates import TEMPLATE, template_brain_mask, template_t1w
 
@@ -39,11 +34,9 @@ class PreprocOptions:
     segmentation: str = "priors"
     deterministic: bool = False
 
-    def registration(self) -> RegistrationSettings:
-        return RegistrationSettings.for_mode(self.sloppy)
-
-    def segmentation_settings(self) -> SegmentationSettings:
-        return SegmentationSettings.for_mode(self.sloppy, self.segmentation)
+    def settings(self) -> PreprocSettings:
+        """The steps' settings for this mode (decoded in one place: PreprocSettings)."""
+        return PreprocSettings.for_mode(self.sloppy, self.segmentation)
 
     def sidecar_parameters(self) -> dict:
         return {"Template": TEMPLATE, "SkullStrip": self.skull_strip,
@@ -51,10 +44,7 @@ class PreprocOptions:
                 "RandomSeed": {"bids_mdd": self.seed,
                                "antsRegistration": ants_registration_seed(self.seed),
                                "Atropos": "ANTs' constant seed (--use-random-seed 0)"},
-                "Deterministic": self.deterministic,
-                "Registration": self.registration().describe(),
-                "Segmentation": self.segmentation_settings().describe(),
-                "BiasCorrection": "antspyx N4"}
+                "Deterministic": self.deterministic, **self.settings().describe()}
 
 
 def bids_uri(t1w: T1wInput, bids_dir: Path) -> str:
@@ -82,7 +72,8 @@ def init_anat_preproc_wf(*, t1w: T1wInput, bids_dir: Path, output_dir: Path,
     """Build the preprocessing workflow of one T1w (nipype; resumable from its work dir)."""
     workflow = pe.Workflow(name=workflow_name(t1w))
     template, template_mask = str(template_t1w()), str(template_brain_mask())
-    threads = {"num_threads": options.omp_nthreads, "sloppy": options.sloppy}
+    threads = {"num_threads": options.omp_nthreads}
+    settings = options.settings()
 
     def node(interface, name: str, mem_gb: float = 1.0, **inputs) -> pe.Node:
         created = pe.Node(interface(**inputs), name=name, mem_gb=mem_gb,
@@ -91,14 +82,14 @@ def init_anat_preproc_wf(*, t1w: T1wInput, bids_dir: Path, output_dir: Path,
 
     validate = node(ifc.ValidateT1w, "validate", in_file=str(t1w.path),
                     skull_strip=options.skull_strip)
-    n4 = node(ifc.N4BiasCorrection, "n4", mem_gb=2.0, **threads)
+    n4 = node(ifc.N4BiasCorrection, "n4", mem_gb=2.0, field_mm=settings.n4_field_mm, **threads)
     # the steps' settings are node inputs, so that nipype's cache follows them
     register = node(ifc.RegisterToTemplate, "register", mem_gb=LARGEST_NODE_MEM_GB,
                     template=template, template_mask=template_mask, seed=options.seed,
-                    settings=settings_to_json(options.registration()), **threads)
+                    settings=settings_to_json(settings.registration), **threads)
     mask = node(ifc.BrainMask, "brain_mask", template_mask=template_mask, **threads)
     segment = node(ifc.SegmentTissues, "segment", mem_gb=LARGEST_NODE_MEM_GB,
-                   settings=settings_to_json(options.segmentation_settings()), **threads)
+                   settings=settings_to_json(settings.segmentation), **threads)
     modulate = node(ifc.ModulatedGM, "gm_to_mni", mem_gb=2.0, fwhm=options.fwhm, **threads)
     normalize = node(ifc.NormalizedT1w, "t1w_to_mni", mem_gb=2.0, **threads)
     qc = node(ifc.QCMetrics, "qc", template=template, template_mask=template_mask)

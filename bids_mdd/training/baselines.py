@@ -15,7 +15,6 @@ the positive class) or floats for regression.
 from __future__ import annotations
 
 import logging
-from typing import Literal
 
 import numpy as np
 from scipy import sparse
@@ -25,6 +24,8 @@ from sklearn.linear_model import RidgeClassifierCV, RidgeCV
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
+
+from bids_mdd.models.task import Task
 
 log = logging.getLogger(__name__)
 
@@ -199,12 +200,12 @@ class RegionRidge(BaseEstimator):
         :func:`bids_mdd.atlas.atlas_labels_on_grid`.
     voxel_ml : float
         Volume of one voxel in mL.
-    task : {"classification", "regression"}
+    task : Task
         ``RidgeClassifierCV`` (labels 0/1) or ``RidgeCV`` (continuous target).
     """
 
     def __init__(self, labels: np.ndarray, voxel_ml: float = 1.0,
-                 task: Literal["classification", "regression"] = "classification") -> None:
+                 task: Task = Task.CLASSIFICATION) -> None:
         self.labels = labels
         self.voxel_ml = voxel_ml
         self.task = task
@@ -222,10 +223,10 @@ class RegionRidge(BaseEstimator):
             ``self``.
         """
         volumes = _as_volumes(X)
-        if self.task == "classification":
+        if self.task == Task.CLASSIFICATION:
             target = _as_binary(y, volumes.shape[0])
             ridge = RidgeClassifierCV(alphas=RIDGE_ALPHAS)
-        elif self.task == "regression":
+        elif self.task == Task.REGRESSION:
             target = np.asarray(y, dtype=np.float64).ravel()
             if target.shape[0] != volumes.shape[0]:
                 raise ValueError(f"y has {target.shape[0]} entries for {volumes.shape[0]} "
@@ -243,14 +244,14 @@ class RegionRidge(BaseEstimator):
     def decision_scores(self, X: np.ndarray) -> np.ndarray:
         """Decision values (classification; higher = more likely MDD) or predictions."""
         features = self.features(_as_volumes(X))
-        if self.task == "classification":
+        if self.task == Task.CLASSIFICATION:
             return np.asarray(self.model_.decision_function(features))
         return np.asarray(self.model_.predict(features))
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Predicted labels (0/1, classification) or target values (regression)."""
         predictions = np.asarray(self.model_.predict(self.features(_as_volumes(X))))
-        return predictions.astype(np.int64) if self.task == "classification" else predictions
+        return predictions.astype(np.int64) if self.task == Task.CLASSIFICATION else predictions
 
 
 # --------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import pandas as pd
 from bids_mdd.atlas import atlas_labels_on_grid
 from bids_mdd.models.inputs import InputSpec
 from bids_mdd.models.networks import build_network
+from bids_mdd.models.task import Task
 from bids_mdd.training.baselines import (
     LbpSvm,
     RegionRidge,
@@ -42,7 +43,7 @@ TITLES = {"lbp-svm": "LBP (8 neighbours, radius 1) + RBF SVM",
 
 
 def run_baseline(name: str, gm: np.ndarray, gm_spec: InputSpec, y: np.ndarray,
-                 samples: list[Sample], folds: list[Fold], task: str, config: TrainConfig,
+                 samples: list[Sample], folds: list[Fold], task: Task, config: TrainConfig,
                  width: dict[str, int]) -> CVResult:
     """Cross-validate baseline ``name`` on GM maps ``gm`` (n, x, y, z) with ``folds``.
 
@@ -73,7 +74,7 @@ def _net_2d(in_channels: int, width: dict[str, int]) -> Callable:
 
 
 def _slicewise(gm: np.ndarray, y: np.ndarray, samples: list[Sample], folds: list[Fold],
-               task: str, config: TrainConfig, width: dict[str, int]) -> CVResult:
+               task: Task, config: TrainConfig, width: dict[str, int]) -> CVResult:
     """Each axial slice is a sample (paper A: batch 64); a subject is MDD when more than half
     of its slices are predicted MDD; the fraction of such slices is its score."""
     slices, subject = axial_slices(gm, informative_slices(gm))
@@ -96,10 +97,10 @@ def _slicewise(gm: np.ndarray, y: np.ndarray, samples: list[Sample], folds: list
     return assemble(task, samples, folds, y, scores, 0.5, extra)
 
 
-def comparison_table(results: dict[str, CVResult], task: str) -> pd.DataFrame:
+def comparison_table(results: dict[str, CVResult], task: Task) -> pd.DataFrame:
     """Paper A's tables 3-5 shape: one row per method, mean ± SD across folds."""
     metrics = (("accuracy", "balanced_accuracy", "recall", "specificity", "auc")
-               if task == "classification" else ("pearson_r", "mae", "rmse"))
+               if task == Task.CLASSIFICATION else ("pearson_r", "mae", "rmse"))
     rows = []
     for method, cv in results.items():
         summary = cv.summary

@@ -24,6 +24,7 @@ from bids_mdd.metrics import (
     regression_metrics,
     summarize,
 )
+from bids_mdd.models.task import Task
 from bids_mdd.training.data import Sample
 from bids_mdd.training.loop import TrainConfig, predict, train_network
 from bids_mdd.training.splits import Fold
@@ -42,7 +43,7 @@ class Estimator(Protocol):
 class CVResult:
     """Out-of-fold predictions, per-fold metrics and their summary (and fold weights)."""
 
-    task: str
+    task: Task
     predictions: pd.DataFrame
     per_fold: pd.DataFrame
     threshold: float
@@ -51,16 +52,16 @@ class CVResult:
 
     @property
     def metric_names(self) -> tuple[str, ...]:
-        return CLASSIFICATION_METRICS if self.task == "classification" else REGRESSION_METRICS
+        return CLASSIFICATION_METRICS if self.task == Task.CLASSIFICATION else REGRESSION_METRICS
 
     @property
     def summary(self) -> dict[str, dict[str, float]]:
         return summarize(self.per_fold, self.metric_names)
 
 
-def fold_metrics(task: str, y_true: np.ndarray, score: np.ndarray,
+def fold_metrics(task: Task, y_true: np.ndarray, score: np.ndarray,
                  threshold: float) -> dict[str, float]:
-    if task == "classification":
+    if task == Task.CLASSIFICATION:
         return classification_metrics(y_true, score, threshold)
     return regression_metrics(y_true, score)
 
@@ -73,7 +74,7 @@ def _rows(samples: list[Sample], fold: Fold, y: np.ndarray, score: np.ndarray) -
         "y_true": y[fold.test], "score": score})
 
 
-def assemble(task: str, samples: list[Sample], folds: list[Fold], y: np.ndarray,
+def assemble(task: Task, samples: list[Sample], folds: list[Fold], y: np.ndarray,
               scores: list[np.ndarray], threshold: float, extra: list[dict[str, Any]]) -> CVResult:
     per_fold = pd.DataFrame([{"repeat": f.repeat + 1, "fold": f.index + 1, "n_train": len(f.train),
                               "n_val": len(f.val), "n_test": len(f.test),
@@ -85,7 +86,7 @@ def assemble(task: str, samples: list[Sample], folds: list[Fold], y: np.ndarray,
 
 
 def cross_validate_estimator(make_estimator: Callable[[], Estimator], inputs: np.ndarray,
-                             y: np.ndarray, samples: list[Sample], folds: list[Fold], task: str,
+                             y: np.ndarray, samples: list[Sample], folds: list[Fold], task: Task,
                              threshold: float = 0.0) -> CVResult:
     """Fit a fresh baseline on each fold's training + validation part, score its test part."""
     scores = []
@@ -97,7 +98,7 @@ def cross_validate_estimator(make_estimator: Callable[[], Estimator], inputs: np
 
 
 def cross_validate_network(make_net: Callable[[], nn.Module], inputs: np.ndarray, y: np.ndarray,
-                           samples: list[Sample], folds: list[Fold], task: str,
+                           samples: list[Sample], folds: list[Fold], task: Task,
                            config: TrainConfig, work_dir: Path | None = None,
                            head: str | None = None, desc: str = "model",
                            add_channel: bool = True) -> CVResult:
@@ -118,11 +119,11 @@ def cross_validate_network(make_net: Callable[[], nn.Module], inputs: np.ndarray
             LOGGER.info("%s %s: finished earlier, reused from %s", desc, fold.name, done)
             continue
         scaling = {"mean": 0.0, "sd": 1.0}
-        if task == "regression":
+        if task == Task.REGRESSION:
             fitted = y[fold.train]
             scaling = {"mean": float(fitted.mean()), "sd": float(fitted.std() or 1.0)}
         targets = ((y - scaling["mean"]) / scaling["sd"]).astype(np.float32)
-        if task == "classification":
+        if task == Task.CLASSIFICATION:
             targets = y.astype(np.int64)
         torch.manual_seed(config.seed + number)
         net = make_net()
@@ -131,7 +132,7 @@ def cross_validate_network(make_net: Callable[[], nn.Module], inputs: np.ndarray
                                head=head, desc=f"{desc} {fold.name}", add_channel=add_channel)
         net.load_state_dict(result.state)
         raw = predict(net, inputs, fold.test, config, add_channel)
-        score = raw * scaling["sd"] + scaling["mean"] if task == "regression" else raw
+        score = raw * scaling["sd"] + scaling["mean"] if task == Task.REGRESSION else raw
         meta = {"best_epoch": result.best_epoch, "target_scaling": scaling,
                 "history": result.history}
         if done is not None:
@@ -143,7 +144,7 @@ def cross_validate_network(make_net: Callable[[], nn.Module], inputs: np.ndarray
         states.append(result.state)
         metas.append(meta)
     extra = [{"best_epoch": m["best_epoch"]} for m in metas]
-    threshold = 0.5 if task == "classification" else 0.0
+    threshold = 0.5 if task == Task.CLASSIFICATION else 0.0
     cv = assemble(task, samples, folds, y, scores, threshold, extra)
     cv.fold_states, cv.fold_meta = states, metas
     return cv

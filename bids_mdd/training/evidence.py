@@ -16,6 +16,7 @@ from bids_mdd.bids.names import sidecar_path
 from bids_mdd.models.card import HEADLINE_METRIC, RESEARCH_USE, Cohort, Evidence, ModelCard
 from bids_mdd.models.domain import DomainModel, coarse_factor, fit_calibrated
 from bids_mdd.models.inputs import InputSpec
+from bids_mdd.models.task import Task
 from bids_mdd.training.data import PREPARED_INDEX, Sample, is_prepared
 from bids_mdd.training.splits import Fold
 
@@ -81,7 +82,7 @@ def preprocessing_of(derivatives_dir: Path, samples: list[Sample]) -> str:
     return f"{text} ({', '.join(d for d in details if d)})"
 
 
-def build_card(*, task: str, derivatives_dir: Path, participants_tsv: Path,
+def build_card(*, task: Task, derivatives_dir: Path, participants_tsv: Path,
                participants: pd.DataFrame, samples: list[Sample],
                class_counts: dict[str, int] | None, site_column: str | None,
                site_name: str | None,

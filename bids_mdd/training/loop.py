@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from bids_mdd.bids.atomic import atomic_output
+from bids_mdd.models.task import Task
 
 LOGGER = logging.getLogger(__name__)
 
@@ -95,15 +96,15 @@ def _to_device(x: torch.Tensor, config: TrainConfig) -> torch.Tensor:
     return x
 
 
-def _loss_fn(task: str) -> nn.Module:
-    return nn.CrossEntropyLoss() if task == "classification" else nn.MSELoss()
+def _loss_fn(task: Task) -> nn.Module:
+    return nn.CrossEntropyLoss() if task == Task.CLASSIFICATION else nn.MSELoss()
 
 
-def _batch_loss(net: nn.Module, x: torch.Tensor, y: torch.Tensor, task: str,
+def _batch_loss(net: nn.Module, x: torch.Tensor, y: torch.Tensor, task: Task,
                 config: TrainConfig) -> torch.Tensor:
     with torch.autocast("cuda", dtype=torch.float16, enabled=config.cuda and config.amp):
         out = net(x)
-        if task == "classification":
+        if task == Task.CLASSIFICATION:
             return _loss_fn(task)(out.float(), y.long())
         return _loss_fn(task)(out.float()[:, 0], y.float())
 
@@ -133,7 +134,7 @@ def predict(net: nn.Module, inputs: np.ndarray, indices: np.ndarray,
 
 
 @torch.no_grad()
-def _evaluate_loss(net: nn.Module, loader: DataLoader, task: str, config: TrainConfig) -> float:
+def _evaluate_loss(net: nn.Module, loader: DataLoader, task: Task, config: TrainConfig) -> float:
     net.eval()
     total, count = 0.0, 0
     for x, y in loader:
@@ -144,7 +145,7 @@ def _evaluate_loss(net: nn.Module, loader: DataLoader, task: str, config: TrainC
 
 
 def train_network(net: nn.Module, inputs: np.ndarray, targets: np.ndarray,
-                  train: np.ndarray, val: np.ndarray, task: str, config: TrainConfig,
+                  train: np.ndarray, val: np.ndarray, task: Task, config: TrainConfig,
                   checkpoint: Path | None = None, head: str | None = None,
                   desc: str = "training", add_channel: bool = True) -> TrainResult:
     """Train ``net`` on ``inputs[train]``; keep the weights of the lowest validation loss

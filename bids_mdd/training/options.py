@@ -6,6 +6,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from bids_mdd.models.task import Task
+
 #: Paper B's symptom factors: the default regression targets (participants.tsv columns).
 FACTORS = ("Anhedonia", "Appetite", "Sleep", "Suicidality", "Anxiety")
 
@@ -17,7 +19,7 @@ class TrainOptions:
     derivatives_dir: Path
     models_dir: Path
     participants: Path
-    task: str = "classification"
+    task: Task = Task.CLASSIFICATION
     name: str | None = None
     model_version: str = "1.0.0"
     # network and input

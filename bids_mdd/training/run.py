@@ -24,6 +24,7 @@ from bids_mdd.models.bundle import Bundle, load_bundle, write_bundle
 from bids_mdd.models.device import resolve_device
 from bids_mdd.models.inputs import DEFAULT_INPUTS, GM_INPUT, InputSpec
 from bids_mdd.models.networks import DFRN_BLOCK_STRIDES, build_network, head_name
+from bids_mdd.models.task import Task
 from bids_mdd.training import compare
 from bids_mdd.training.cv import CVResult, cross_validate_network, fold_metrics
 from bids_mdd.training.data import Sample, find_samples, fingerprint, load_volumes
@@ -37,9 +38,9 @@ LOGGER = logging.getLogger(__name__)
 
 #: Paper A (classification) and paper B (regression) protocol defaults.
 PROTOCOLS = {
-    "classification": {"architecture": "densenet121", "input": "gm", "folds": 5, "repeats": 1,
+    Task.CLASSIFICATION: {"architecture": "densenet121", "input": "gm", "folds": 5, "repeats": 1,
                        "batch_size": 8, "lr": 0.01, "weight_decay": 1e-3},
-    "regression": {"architecture": "dfrn", "input": "t1w", "folds": 10, "repeats": 5,
+    Task.REGRESSION: {"architecture": "dfrn", "input": "t1w", "folds": 10, "repeats": 5,
                    "batch_size": 4, "lr": 1e-3, "weight_decay": 0.0},
 }
 #: Output names of a classifier bundle: negative class first, positive (MDD) last.
@@ -86,7 +87,7 @@ def train(options: TrainOptions) -> list[Bundle]:
         raise BidsMddError(f"{options.pretrain_from}: trained on {source.input_spec.entities}, "
                            f"not on the {protocol['input']} input asked for", ExitCode.USAGE)
     if source is not None:
-        protocol["architecture"] = source.meta["architecture"]
+        protocol["architecture"] = source.architecture
         spec = replace(spec, zoom=source.input_spec.zoom,
                        normalization=source.input_spec.normalization)
     participants = read_participants(options.participants)
@@ -102,7 +103,7 @@ def train(options: TrainOptions) -> list[Bundle]:
                          seed=options.seed, device=device, num_workers=options.num_workers,
                          progress=not options.no_progress)
     site = options.site_column if options.site_column in participants else None
-    if options.task == "classification":
+    if options.task == Task.CLASSIFICATION:
         column = label_column(participants, options.label_column, options.participants)
         labels = binary_labels(participants[column], options.positive, options.negative,
                                options.participants)
@@ -146,14 +147,14 @@ def _train_one(options: TrainOptions, protocol: dict[str, Any], config: TrainCon
     folds = make_folds(y, groups, task, protocol["folds"], protocol["repeats"],
                        options.val_fraction, options.seed)
     architecture = protocol["architecture"]
-    n_out = 2 if task == "classification" else 1
-    kwargs = (dict(source.meta["kwargs"], out_channels=n_out) if source else
+    n_out = 2 if task == Task.CLASSIFICATION else 1
+    kwargs = (dict(source.kwargs, out_channels=n_out) if source else
               network_kwargs(architecture, n_out, options.width, options.growth_rate))
     make_net = (transfer_factory(source, n_out) if source else
                 (lambda: build_network(architecture, **kwargs)))
-    name = options.name or (f"{architecture}-classifier" if task == "classification"
+    name = options.name or (f"{architecture}-classifier" if task == Task.CLASSIFICATION
                          else f"{architecture}-{job}")
-    if task == "regression" and options.name and len(options.targets) > 1:
+    if task == Task.REGRESSION and options.name and len(options.targets) > 1:
         name = f"{options.name}-{job}"
     work = None
     if options.work_dir:
@@ -173,7 +174,7 @@ def _train_one(options: TrainOptions, protocol: dict[str, Any], config: TrainCon
         gm = volumes if spec == gm_spec else _gm_volumes(options.derivatives_dir, samples,
                                                           gm_spec, config.progress)
         width = {"init_features": options.width or 64, "growth_rate": options.growth_rate or 32}
-        names = (compare.BASELINES_CLASSIFICATION if task == "classification"
+        names = (compare.BASELINES_CLASSIFICATION if task == Task.CLASSIFICATION
                  else compare.BASELINES_REGRESSION)
         for baseline in names:
             LOGGER.info("baseline %s", baseline)
@@ -190,9 +191,9 @@ def _train_one(options: TrainOptions, protocol: dict[str, Any], config: TrainCon
         LOGGER.info("comparison:\n%s", table.to_string(index=False))
     first_repeat = [i for i, f in enumerate(folds) if f.repeat == 0]
     synthetic = _is_synthetic(options.derivatives_dir)
-    outputs = list(CLASS_NAMES) if task == "classification" else [column]
+    outputs = list(CLASS_NAMES) if task == Task.CLASSIFICATION else [column]
     class_counts = ({outputs[0]: int((y == 0).sum()), outputs[1]: int((y == 1).sum())}
-                    if task == "classification" else None)
+                    if task == Task.CLASSIFICATION else None)
     card = build_card(task=task, derivatives_dir=options.derivatives_dir,
                       participants_tsv=options.participants, participants=participants,
                       samples=samples, class_counts=class_counts, site_column=site,
@@ -255,8 +256,8 @@ def _gm_volumes(derivatives_dir: Path, samples: list[Sample], gm_spec: InputSpec
 
 
 #: The statistics a permutation test reports (the first is the headline of older bundles).
-PERMUTED_METRICS = {"classification": ("accuracy", "balanced_accuracy", "auc"),
-                    "regression": ("pearson_r",)}
+PERMUTED_METRICS = {Task.CLASSIFICATION: ("accuracy", "balanced_accuracy", "auc"),
+                    Task.REGRESSION: ("pearson_r",)}
 
 
 def _permutation(options: TrainOptions, cv: CVResult, make_net, volumes: np.ndarray,

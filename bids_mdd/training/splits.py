@@ -9,6 +9,7 @@ import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
 from bids_mdd.errors import BidsMddError, ExitCode
+from bids_mdd.models.task import Task
 
 
 @dataclass(frozen=True)
@@ -26,15 +27,15 @@ class Fold:
         return f"repeat-{self.repeat + 1}_fold-{self.index + 1}"
 
 
-def strata(y: np.ndarray, task: str, n_bins: int = 5) -> np.ndarray:
+def strata(y: np.ndarray, task: Task, n_bins: int = 5) -> np.ndarray:
     """Stratification labels: the classes, or quantile bins of a regression target."""
-    if task == "classification":
+    if task == Task.CLASSIFICATION:
         return np.asarray(y).astype(int)
     ranks = np.argsort(np.argsort(y, kind="stable"), kind="stable")
     return (ranks * n_bins // len(y)).astype(int)
 
 
-def make_folds(y: np.ndarray, groups: np.ndarray, task: str, n_folds: int, n_repeats: int = 1,
+def make_folds(y: np.ndarray, groups: np.ndarray, task: Task, n_folds: int, n_repeats: int = 1,
                val_fraction: float = 0.1, seed: int = 0) -> list[Fold]:
     """Stratified group k-fold (repeated), with a stratified group validation part carved from
     each training part; ``val_fraction`` is of all samples (paper A: 80/10/10).

@@ -44,7 +44,7 @@ def check_no_shared_data(source: Bundle, target: dict[str, list[str]],
 
 def transfer_factory(source: Bundle, n_outputs: int, fold: int = 0) -> Callable[[], nn.Module]:
     """A factory of the source network (fold ``fold``'s weights) with a new ``n_outputs`` head."""
-    architecture = source.meta["architecture"]
+    architecture = source.architecture
 
     def make() -> nn.Module:
         net = source.load_fold(fold)
