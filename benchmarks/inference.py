@@ -31,6 +31,7 @@ os.environ.setdefault("TEMPLATEFLOW_HOME", str(REPO.parent / "shared" / "templat
 import torch  # noqa: E402
 
 from bids_mdd.bids.names import derivative_path  # noqa: E402
+from bids_mdd.bids.outputs import T1wOutputs  # noqa: E402
 from bids_mdd.cli.synth import main as synth  # noqa: E402
 from bids_mdd.models.bundle import write_bundle  # noqa: E402
 from bids_mdd.models.inference import apply_model, load_models  # noqa: E402
@@ -105,7 +106,7 @@ def main() -> None:
                 print(f"  {what}: {time.perf_counter() - start:.2f} s for {len(model.nets)} "
                       f"fold model(s)")
             start = time.perf_counter()
-            predict_participant(output_dir, {"subject": subject}, models, "cpu")
+            predict_participant(T1wOutputs(output_dir, {"subject": subject}), models, "cpu")
             print(f"  whole model step (6 models, maps, sidecars, figures, table): "
                   f"{time.perf_counter() - start:.1f} s; peak RSS {rss_mib() / 1024:.2f} GB")
 

@@ -36,7 +36,7 @@ from sklearn.metrics import accuracy_score, roc_auc_score  # noqa: E402
 
 from bids_mdd.atlas import atlas_labels_on_grid, load_aal2  # noqa: E402
 from bids_mdd.bids.names import derivative_path  # noqa: E402
-from bids_mdd.bids.outputs import PREDICTIONS, attention_entities  # noqa: E402
+from bids_mdd.bids.outputs import PREDICTIONS, T1wOutputs, attention_entities  # noqa: E402
 from bids_mdd.cli.synth import main as synth  # noqa: E402
 from bids_mdd.models.inference import LoadedModel, load_models  # noqa: E402
 from bids_mdd.participant.predictions import predict_participant, up_to_date  # noqa: E402
@@ -87,8 +87,8 @@ def main() -> None:
     truth = pd.read_csv(cohort / "participants.tsv", sep="\t")
     subjects = [p[4:] for p in truth["participant_id"]]
     for subject in subjects:
-        if not up_to_date(output_dir, {"subject": subject}, models):
-            predict_participant(output_dir, {"subject": subject}, models, "cpu")
+        if not up_to_date(T1wOutputs(output_dir, {"subject": subject}), models):
+            predict_participant(T1wOutputs(output_dir, {"subject": subject}), models, "cpu")
     table = pd.concat(
         pd.read_csv(derivative_path(output_dir, subject=s, **PREDICTIONS), sep="\t")
         .assign(participant_id=f"sub-{s}") for s in subjects).merge(truth, on="participant_id")

@@ -42,6 +42,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import bids_mdd.models.inference as model_inference
+from bids_mdd.bids.outputs import T1wOutputs
 from bids_mdd.models.inference import LoadedModel, _score, load_models
 from bids_mdd.participant.predictions import ModelStepSettings, predict_participants
 from inference import synthetic_participants, write_random_bundles  # (sets TEMPLATEFLOW_HOME)
@@ -141,7 +142,8 @@ def step_seconds(output_dir: Path, subject: str, models: list[LoadedModel], lega
     networks: list[float] = []
     start = time.perf_counter()
     with legacy_path() if legacy else nullcontext(), timed_networks(networks):
-        [outcome] = predict_participants(output_dir, [{"subject": subject}], models, settings)
+        [outcome] = predict_participants([T1wOutputs(output_dir, {"subject": subject})], models,
+                                         settings)
     seconds = time.perf_counter() - start
     if isinstance(outcome, Exception):
         raise outcome

@@ -18,7 +18,7 @@ from scipy.stats import pearsonr
 from sklearn.metrics import roc_auc_score
 
 from bids_mdd.bids.names import derivative_path, sidecar_path
-from bids_mdd.bids.outputs import PREDICTIONS
+from bids_mdd.bids.outputs import PREDICTIONS, T1wOutputs
 from bids_mdd.cli.run import main as run_main
 from bids_mdd.cli.train import main as train_main
 from bids_mdd.errors import BidsMddError
@@ -61,7 +61,7 @@ def applied(tmp_path_factory) -> dict:
     models = load_models([root / "models"], "cpu")
     output_dir = held_out / "derivatives"
     for label in HELD_OUT:
-        predict_participant(output_dir, {"subject": label}, models, "cpu")
+        predict_participant(T1wOutputs(output_dir, {"subject": label}), models, "cpu")
     truth = pd.read_csv(held_out / "participants.tsv", sep="\t")
     return {"root": root, "out": output_dir, "models": models, "truth": truth}
 
@@ -172,7 +172,7 @@ def test_participant_and_group_reports_show_each_models_card(applied) -> None:
     from bids_mdd.participant.report import _predictions as participant_predictions
 
     cards = [model.bundle.card for model in applied["models"]]
-    html = participant_predictions(applied["out"], {"subject": "h01"})
+    html = participant_predictions(T1wOutputs(applied["out"], {"subject": "h01"}))
     assert all(escape(card.summary()) in html for card in cards)
     assert html.count("was not permutation-tested; do not read its output") == 2
     assert "<td>True</td>" not in html and "<td>False</td>" not in html  # the TSV's own words
@@ -207,7 +207,7 @@ def test_domain_shift_flags_inputs_unlike_the_training_inputs(applied, tmp_path)
     odd = derivative_path(tmp_path, subject="odd", **GM_INPUT.entities)
     odd.parent.mkdir(parents=True)
     nib.save(nib.Nifti1Image(other.astype(np.float32), image.affine), odd)
-    predict_participant(tmp_path, {"subject": "odd"}, applied["models"], "cpu")
+    predict_participant(T1wOutputs(tmp_path, {"subject": "odd"}), applied["models"], "cpu")
     result = pd.read_csv(derivative_path(tmp_path, subject="odd", **PREDICTIONS), sep="\t")
     row = result[result.target == "MDD"].iloc[0]
     assert str(row["in_distribution"]).lower() == "false" and row["distance"] > domain.threshold
@@ -224,7 +224,7 @@ def test_a_training_participant_is_recognised_by_its_image(applied, tmp_path) ->
     copy = derivative_path(tmp_path, subject="again", **GM_INPUT.entities)
     copy.parent.mkdir(parents=True)
     shutil.copy(trained_on, copy)
-    predict_participant(tmp_path, {"subject": "again"}, applied["models"], "cpu")
+    predict_participant(T1wOutputs(tmp_path, {"subject": "again"}), applied["models"], "cpu")
     table = derivative_path(tmp_path, subject="again", **PREDICTIONS)
     rows = pd.read_csv(table, sep="\t")
     assert list(rows["in_training"].astype(str).str.lower()) == ["true", "true"]
@@ -235,7 +235,7 @@ def test_a_training_participant_is_recognised_by_its_image(applied, tmp_path) ->
     stranger = derivative_path(tmp_path, subject="07", **GM_INPUT.entities)
     stranger.parent.mkdir(parents=True)
     shutil.copy(derivative_path(applied["out"], subject="h01", **GM_INPUT.entities), stranger)
-    predict_participant(tmp_path, {"subject": "07"}, applied["models"], "cpu",
+    predict_participant(T1wOutputs(tmp_path, {"subject": "07"}), applied["models"], "cpu",
                         dataset_doi="10.0/none")
     rows = pd.read_csv(derivative_path(tmp_path, subject="07", **PREDICTIONS), sep="\t")
     assert list(rows["in_training"].astype(str).str.lower()) == ["false", "false"]
@@ -243,17 +243,17 @@ def test_a_training_participant_is_recognised_by_its_image(applied, tmp_path) ->
 
 def test_rerun_skips_only_when_the_same_weights_made_the_outputs(applied) -> None:
     out, models = applied["out"], applied["models"]
-    assert up_to_date(out, {"subject": "h02"}, models)
+    assert up_to_date(T1wOutputs(out, {"subject": "h02"}), models)
     path = sidecar_path(derivative_path(out, subject="h02", **PREDICTIONS))
     original = path.read_text()
     changed = json.loads(original)
     changed["Fingerprint"]["Weights"][0]["fold-1.safetensors"] = "0" * 64
     path.write_text(json.dumps(changed))
     try:
-        assert not up_to_date(out, {"subject": "h02"}, models)
+        assert not up_to_date(T1wOutputs(out, {"subject": "h02"}), models)
     finally:
         path.write_text(original)
-    assert not up_to_date(out, {"subject": "h99"}, models)
+    assert not up_to_date(T1wOutputs(out, {"subject": "h99"}), models)
 
 
 def test_rerun_recomputes_when_an_input_changed(applied, tmp_path) -> None:
@@ -265,24 +265,25 @@ def test_rerun_recomputes_when_an_input_changed(applied, tmp_path) -> None:
     t1w = tmp_path / "sub-h02_T1w.nii.gz"
     t1w.write_bytes(b"first T1w")
     settings = ModelStepSettings(device="cpu")
-    predict_participants(out, [entities], models, settings, [t1w])
-    assert up_to_date(out, entities, models, t1w)
+    predict_participants([T1wOutputs(out, entities)], models, settings, [t1w])
+    assert up_to_date(T1wOutputs(out, entities), models, t1w)
     before = pd.read_csv(derivative_path(out, **entities, **PREDICTIONS), sep="\t")
     t1w.write_bytes(b"replaced T1w")
-    assert not up_to_date(out, entities, models, t1w)
+    assert not up_to_date(T1wOutputs(out, entities), models, t1w)
     t1w.write_bytes(b"first T1w")
     gm = derivative_path(out, **entities, **GM_INPUT.entities)  # now another person's GM
     shutil.copyfile(derivative_path(applied["out"], subject="h03", **GM_INPUT.entities), gm)
-    assert not up_to_date(out, entities, models, t1w)
-    predict_participants(out, [entities], models, settings, [t1w])
-    assert up_to_date(out, entities, models, t1w)
+    assert not up_to_date(T1wOutputs(out, entities), models, t1w)
+    predict_participants([T1wOutputs(out, entities)], models, settings, [t1w])
+    assert up_to_date(T1wOutputs(out, entities), models, t1w)
     after = pd.read_csv(derivative_path(out, **entities, **PREDICTIONS), sep="\t")
     assert not np.allclose(after["value"], before["value"])
     fingerprint = json.loads(sidecar_path(derivative_path(out, **entities, **PREDICTIONS))
                              .read_text())["Fingerprint"]
     assert set(fingerprint) == {"Version", "Weights", "Evidence", "Inputs", "T1w", "DatasetDOI"}
     # another dataset DOI can change in_training: the predictions are made again
-    assert not up_to_date(out, entities, models, t1w, dataset_doi="10.18112/openneuro.ds000001")
+    assert not up_to_date(T1wOutputs(out, entities), models, t1w,
+                          dataset_doi="10.18112/openneuro.ds000001")
     assert fingerprint["Evidence"] == [{"domain": m.bundle.meta["domain"]["sha256"],
                                         "card": m.card.summary()} for m in models]
     assert sorted(fingerprint["Inputs"]) == sorted(
@@ -302,7 +303,8 @@ def test_batches_give_the_single_participant_results(applied, tmp_path) -> None:
         shutil.copytree(applied["out"] / f"sub-{subject}", out / f"sub-{subject}")
     entities = [{"subject": s} for s in ("h01", "h02", "h03", "h99")]
     settings = ModelStepSettings(device="cpu", threads=1, batch_size=2)
-    outcomes = predict_participants(out, entities, applied["models"], settings)
+    outcomes = predict_participants([T1wOutputs(out, e) for e in entities], applied["models"],
+                                    settings)
     assert isinstance(outcomes[3], BidsMddError) and "sub-h99" in str(outcomes[3])
     for subject, outcome in zip(("h01", "h02", "h03"), outcomes):
         batched = pd.read_csv(outcome, sep="\t")
@@ -356,13 +358,13 @@ def test_two_bundles_for_one_target_are_refused(applied, tmp_path) -> None:
 def test_missing_or_off_grid_inputs_name_the_file(applied, tmp_path) -> None:
     models = applied["models"][:1]
     with pytest.raises(BidsMddError, match="needs this preprocessing output") as error:
-        predict_participant(tmp_path, {"subject": "h01"}, models, "cpu")
+        predict_participant(T1wOutputs(tmp_path, {"subject": "h01"}), models, "cpu")
     assert error.value.exit_code == 66
     path = derivative_path(tmp_path, subject="h01", **GM_INPUT.entities)
     path.parent.mkdir(parents=True)
     nib.save(nib.Nifti1Image(np.ones((60, 72, 60), np.float32), np.eye(4) * 3), path)
     with pytest.raises(BidsMddError, match="not on the 1p5 mm MNI grid") as error:
-        predict_participant(tmp_path, {"subject": "h01"}, models, "cpu")
+        predict_participant(T1wOutputs(tmp_path, {"subject": "h01"}), models, "cpu")
     assert error.value.exit_code == 65 and str(path) in str(error.value)
 
 
@@ -453,7 +455,7 @@ def test_rerun_with_fewer_models_removes_the_dropped_models_outputs(applied, tmp
     other_run = maps["Score"].with_name(maps["Score"].name.replace("sub-h02_", "sub-h02_run-2_"))
     shutil.copy(maps["Score"], other_run)
     classifier = [m for m in applied["models"] if m.target == "MDD"]
-    predict_participant(out, {"subject": "h02"}, classifier, "cpu")
+    predict_participant(T1wOutputs(out, {"subject": "h02"}), classifier, "cpu")
     table = pd.read_csv(derivative_path(out, subject="h02", **PREDICTIONS), sep="\t")
     assert list(table["target"]) == ["MDD"]
     assert not maps["Score"].exists() and not sidecar_path(maps["Score"]).exists()
@@ -529,20 +531,20 @@ def test_no_attention_writes_the_predictions_without_maps(applied, tmp_path) -> 
                              extension=".svg")
     figure.parent.mkdir(parents=True, exist_ok=True)
     figure.write_text("<svg/>")  # (this toy cohort has no MNI T1w to draw them on)
-    assert up_to_date(out, entities, models) and not up_to_date(out, entities, models,
-                                                                attention=False)
+    outputs = T1wOutputs(out, entities)
+    assert up_to_date(outputs, models) and not up_to_date(outputs, models, attention=False)
     args = build_parser().parse_args(["bids", "out", "participant", "--no-attention"])
-    predict_participant(out, entities, models, "cpu", attention=not args.no_attention)
+    predict_participant(T1wOutputs(out, entities), models, "cpu", attention=not args.no_attention)
     table = derivative_path(out, **entities, **PREDICTIONS)
     expected = pd.read_csv(derivative_path(applied["out"], **entities, **PREDICTIONS), sep="\t")
     pd.testing.assert_frame_equal(pd.read_csv(table, sep="\t"), expected, atol=1e-5)
     assert not any(p.exists() or sidecar_path(p).exists() for p in maps.values())
     assert not figure.exists()
     assert json.loads(sidecar_path(table).read_text())["Parameters"]["Attention"] is False
-    assert up_to_date(out, entities, models, attention=False)
-    assert not up_to_date(out, entities, models)  # predictions without maps: maps are asked
-    predict_participant(out, entities, models, "cpu")
+    assert up_to_date(T1wOutputs(out, entities), models, attention=False)
+    assert not up_to_date(outputs, models)  # predictions without maps: maps are asked
+    predict_participant(T1wOutputs(out, entities), models, "cpu")
     for target, path in maps.items():
         np.testing.assert_allclose(np.asarray(nib.load(path).dataobj),
                                    _attention(applied, "h02", target), atol=1e-4)
-    assert up_to_date(out, entities, models)
+    assert up_to_date(T1wOutputs(out, entities), models)

@@ -19,6 +19,7 @@ from bids.exceptions import BIDSValidationError
 from bids.layout.db import ConnectionManager
 from bids.layout.models import Config
 
+from bids_mdd.bids.outputs import T1wOutputs
 from bids_mdd.errors import BidsMddError, ExitCode
 
 LOGGER = logging.getLogger(__name__)
@@ -64,6 +65,10 @@ class T1wInput:
         out: dict[str, Any] = {"subject": self.subject, "session": self.session}
         out.update({key: self.entities.get(key) for key in SOURCE_ENTITIES})
         return {key: value for key, value in out.items() if value is not None}
+
+    def outputs(self, output_dir: Path) -> T1wOutputs:
+        """Where the participant level writes this T1w's derivatives under ``output_dir``."""
+        return T1wOutputs(Path(output_dir), self.output_entities())
 
 
 def normalize_labels(labels: Iterable[str] | None, prefix: str) -> list[str] | None:

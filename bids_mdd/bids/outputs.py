@@ -6,9 +6,11 @@ reports) look an output up here and pass its entities to :mod:`bids_mdd.bids.nam
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from bids_mdd.bids.names import attention_desc
+from bids_mdd.bids.names import attention_desc, derivative_path
 from bids_mdd.spaces.grids import CLASSIFIER_GRID, DFRN_GRID, GRIDS
 from bids_mdd.spaces.templates import TEMPLATE
 
@@ -90,3 +92,39 @@ def attention_figure_entities(target: str) -> dict[str, Any]:
     """Entities of a target's attention figure."""
     return {"datatype": "figures", "desc": f"attention{attention_desc(target)}",
             "extension": ".svg"}
+
+
+@dataclass(frozen=True)
+class T1wOutputs:
+    """Where the participant level writes one T1w's derivatives: OUTPUT_DIR and the T1w's own
+    entities (``sub``, ``ses``, ``acq``, ``run``, ...). Every path of that T1w comes from here,
+    through the registry above and the names of :mod:`bids_mdd.bids.names`."""
+
+    output_dir: Path
+    entities: dict[str, Any] = field(hash=False)
+
+    @property
+    def subject(self) -> str:
+        return str(self.entities["subject"])
+
+    def path(self, **entities: Any) -> Path:
+        """The file with the T1w's entities plus ``entities``."""
+        return derivative_path(self.output_dir, **self.entities, **entities)
+
+    def output(self, name: str) -> Path:
+        """The preprocessing output ``name`` of :data:`OUTPUTS`."""
+        return self.path(**OUTPUTS[name])
+
+    @property
+    def predictions(self) -> Path:
+        return self.path(**PREDICTIONS)
+
+    def attention(self, target: str, res: str) -> Path:
+        return self.path(**attention_entities(target, res))
+
+    def attention_figure(self, target: str) -> Path:
+        return self.path(**attention_figure_entities(target))
+
+    def relative(self, path: Path) -> str:
+        """``path`` relative to OUTPUT_DIR, as the sidecars name it."""
+        return path.relative_to(self.output_dir).as_posix()

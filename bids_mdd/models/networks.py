@@ -99,7 +99,8 @@ class ResidualBlock(nn.Module):
 #: convolution, but without downsampling the 512-channel block runs at 91 x 55 x 46 and one
 #: forward costs 6.7 TFLOP (67 s on 2 cores; 12.8 GB for a batch-2 training step). Halving the
 #: resolution when the channels double, as ResNet does, gives the 252 GFLOP measured for the
-#: reference DFRN (seeds.md), so that is our default; (1, 1, 1, 1) is the literal reading.
+#: reference DFRN in paper B's summary, so that is our default; (1, 1, 1, 1) is the literal
+#: reading.
 DFRN_BLOCK_STRIDES = (1, 2, 2, 2)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from bids_mdd import __version__
 from bids_mdd.bids.atomic import write_json
 from bids_mdd.bids.discovery import T1wInput
-from bids_mdd.bids.names import derivative_path, sidecar_path
+from bids_mdd.bids.names import sidecar_path
 from bids_mdd.bids.outputs import OUTPUTS
 from bids_mdd.preproc.workflow import TOP_WORKFLOW, PreprocOptions, bids_uri, workflow_name
 from bids_mdd.spaces.templates import required_templates
@@ -39,8 +39,8 @@ def _stat(path: Path) -> list[int] | None:
 
 def derivative_files(output_dir: Path, t1w: T1wInput) -> list[Path]:
     """Every preprocessing derivative of ``t1w`` and every image's sidecar."""
-    entities = t1w.output_entities()
-    paths = [derivative_path(output_dir, **entities, **extra) for extra in OUTPUTS.values()]
+    outputs = t1w.outputs(output_dir)
+    paths = [outputs.output(name) for name in OUTPUTS]
     return paths + [sidecar_path(path) for path in paths if path.name.endswith(".nii.gz")]
 
 

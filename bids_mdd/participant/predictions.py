@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -24,13 +24,8 @@ from tqdm import tqdm
 from bids_mdd import __version__
 from bids_mdd.bids.atomic import atomic_output, write_json
 from bids_mdd.bids.derivatives import copy_file, provenance, write_image
-from bids_mdd.bids.names import derivative_path, parse_path, sidecar_path
-from bids_mdd.bids.outputs import (
-    OUTPUTS,
-    PREDICTIONS,
-    attention_entities,
-    attention_figure_entities,
-)
+from bids_mdd.bids.names import parse_path, sidecar_path
+from bids_mdd.bids.outputs import T1wOutputs, attention_entities, attention_figure_entities
 from bids_mdd.errors import BidsMddError, ExitCode
 from bids_mdd.models.bundle import sha256_of
 from bids_mdd.models.inference import (
@@ -67,25 +62,24 @@ COLUMNS = {
 }
 
 
-def _map_entities(model: LoadedModel) -> dict[str, Any]:
-    return attention_entities(model.target, model.spec.entities["res"])
+def _map_of(outputs: T1wOutputs, model: LoadedModel) -> Path:
+    return outputs.attention(model.target, model.spec.entities["res"])
 
 
 def _models_json(models: list[LoadedModel]) -> list[dict[str, Any]]:
     return [model.to_json() for model in models]
 
 
-def fingerprint(output_dir: Path, entities: dict[str, Any], models: list[LoadedModel],
-                t1w: Path | None = None, dataset_doi: str | None = None
-                ) -> dict[str, Any] | None:
+def fingerprint(outputs: T1wOutputs, models: list[LoadedModel], t1w: Path | None = None,
+                dataset_doi: str | None = None) -> dict[str, Any] | None:
     """What this T1w's predictions depend on (``dataset_doi``: the input dataset's, which
     decides ``in_training``); None when a model's input is missing."""
     inputs = {}
     for model in models:
-        image = derivative_path(output_dir, **entities, **model.spec.entities)
+        image = outputs.path(**model.spec.entities)
         if not image.is_file():
             return None
-        inputs[image.relative_to(output_dir).as_posix()] = sha256_of(image)
+        inputs[outputs.relative(image)] = sha256_of(image)
     records = _models_json(models)
     return {"Version": __version__, "Weights": [m["weights"] for m in records],
             "Evidence": [{"domain": (m["domain"] or {}).get("sha256"),
@@ -94,35 +88,32 @@ def fingerprint(output_dir: Path, entities: dict[str, Any], models: list[LoadedM
             "DatasetDOI": dataset_doi}
 
 
-def _maps_as_asked(output_dir: Path, entities: dict[str, Any], models: list[LoadedModel],
-                   attention: bool) -> bool:
+def _maps_as_asked(outputs: T1wOutputs, models: list[LoadedModel], attention: bool) -> bool:
     """Every model's attention map exists (``attention``), or none does (without: a rerun
     with ``--no-attention`` after one with maps must run to remove them)."""
-    present = [derivative_path(output_dir, **entities, **_map_entities(m)).is_file()
-               for m in models]
+    present = [_map_of(outputs, m).is_file() for m in models]
     return all(present) if attention else not any(present)
 
 
-def up_to_date(output_dir: Path, entities: dict[str, Any], models: list[LoadedModel],
-               t1w: Path | None = None, attention: bool = True,
-               dataset_doi: str | None = None) -> bool:
+def up_to_date(outputs: T1wOutputs, models: list[LoadedModel], t1w: Path | None = None,
+               attention: bool = True, dataset_doi: str | None = None) -> bool:
     """Whether this T1w's predictions exist, with its attention maps when ``attention`` and
     without them otherwise, and came from these same weights, inputs and T1w
     (:func:`fingerprint`). Predictions written without maps are not up to date for a run
     that asks for maps."""
-    table = derivative_path(output_dir, **entities, **PREDICTIONS)
+    table = outputs.predictions
     try:
         sidecar = json.loads(sidecar_path(table).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return False
-    if not (table.is_file() and _maps_as_asked(output_dir, entities, models, attention)):
+    if not (table.is_file() and _maps_as_asked(outputs, models, attention)):
         return False
-    current = fingerprint(output_dir, entities, models, t1w, dataset_doi)
+    current = fingerprint(outputs, models, t1w, dataset_doi)
     return current is not None and sidecar.get("Fingerprint") == current
 
 
-def _image_of(output_dir: Path, entities: dict[str, Any], model: LoadedModel) -> Path:
-    image = derivative_path(output_dir, **entities, **model.spec.entities)
+def _image_of(outputs: T1wOutputs, model: LoadedModel) -> Path:
+    image = outputs.path(**model.spec.entities)
     if not image.is_file():
         raise BidsMddError(f"{image}: model {model.bundle.name} needs this preprocessing output, "
                            "which is missing; run the participant level's preprocessing "
@@ -149,10 +140,10 @@ class ModelStepSettings:
                 "Attention": self.attention}
 
 
-def _write_attention(output_dir: Path, entities: dict[str, Any], result: ModelResult,
+def _write_attention(outputs: T1wOutputs, result: ModelResult,
                      settings: ModelStepSettings) -> Path:
     model = result.model
-    path = derivative_path(output_dir, **entities, **_map_entities(model))
+    path = _map_of(outputs, model)
     image = model.spec.grid.image(result.attention)
     sidecar = provenance(
         sources=[str(result.source)],
@@ -162,9 +153,9 @@ def _write_attention(output_dir: Path, entities: dict[str, Any], result: ModelRe
         Units=ATTENTION_UNITS, Target=model.target, Model=model.to_json(),
         SyntheticModel=model.bundle.synthetic)
     write_image(path, image, sidecar)
-    t1w_mni = derivative_path(output_dir, **entities, **OUTPUTS["t1w_mni"])
+    t1w_mni = outputs.output("t1w_mni")
     if t1w_mni.is_file():
-        figure = derivative_path(output_dir, **entities, **attention_figure_entities(model.target))
+        figure = outputs.attention_figure(model.target)
         with tempfile.TemporaryDirectory() as tmp:
             svg = attention_figure(image, str(t1w_mni), str(Path(tmp) / "attention.svg"),
                                    f"{model.target} attention ({model.bundle.name})")
@@ -172,14 +163,15 @@ def _write_attention(output_dir: Path, entities: dict[str, Any], result: ModelRe
     return path
 
 
-def _write_table(output_dir: Path, entities: dict[str, Any], rows: list[dict[str, Any]],
-                 sources: list[str], models: list[LoadedModel],
-                 settings: ModelStepSettings, inputs: dict[str, Any] | None) -> Path:
-    table = derivative_path(output_dir, **entities, **PREDICTIONS)
-    sidecar = provenance(sources=sorted(set(sources)),
+def _write_table(pending: _Pending, models: list[LoadedModel],
+                 settings: ModelStepSettings) -> Path:
+    rows, outputs = pending.rows, pending.outputs
+    table = outputs.predictions
+    sidecar = provenance(sources=sorted(set(pending.sources)),
                          software={"torch": version("torch"), "monai": version("monai")},
                          parameters=settings.parameters(),
-                         Columns=COLUMNS, Models=_models_json(models), Fingerprint=inputs)
+                         Columns=COLUMNS, Models=_models_json(models),
+                         Fingerprint=pending.fingerprint)
     warnings = []
     if any(m.bundle.synthetic for m in models):
         warnings.append("at least one model was trained on SYNTHETIC data: these predictions "
@@ -196,8 +188,7 @@ def _write_table(output_dir: Path, entities: dict[str, Any], rows: list[dict[str
                         "how well the models predict")
     if warnings:
         sidecar["Warning"] = "; ".join(warnings)
-    for path in remove_dropped_attention(output_dir, entities,
-                                         models if settings.attention else []):
+    for path in remove_dropped_attention(outputs, models if settings.attention else []):
         LOGGER.info("removed %s: %s", path, "no model of this run predicts its target"
                     if settings.attention else "this run has --no-attention")
     with atomic_output(table) as tmp:
@@ -210,22 +201,20 @@ def _write_table(output_dir: Path, entities: dict[str, Any], rows: list[dict[str
 _ATTENTION_KEYS = {"space", "res", "desc", "suffix", "extension", "datatype"}
 
 
-def remove_dropped_attention(output_dir: Path, entities: dict[str, Any],
-                             models: list[LoadedModel]) -> list[Path]:
+def remove_dropped_attention(outputs: T1wOutputs, models: list[LoadedModel]) -> list[Path]:
     """Remove this T1w's attention maps, sidecars and figures of targets that no model of this
     run predicts (a rerun with fewer ``--models``; no ``models``: every map, for a run with
     ``--no-attention``): the outputs beside predictions.tsv are the ones it lists. Return what
     was removed."""
     kept = set()
     for model in models:
-        image = derivative_path(output_dir, **entities, **_map_entities(model))
-        kept |= {image, sidecar_path(image),
-                 derivative_path(output_dir, **entities, **attention_figure_entities(model.target))}
-    own = {key: str(value) for key, value in entities.items()}
+        image = _map_of(outputs, model)
+        kept |= {image, sidecar_path(image), outputs.attention_figure(model.target)}
+    own = {key: str(value) for key, value in outputs.entities.items()}
     removed = []
     for probe, pattern in ((attention_entities("x", "1"), "*_attention.*"),
                            (attention_figure_entities("x"), "*_desc-attention*.svg")):
-        for path in derivative_path(output_dir, **entities, **probe).parent.glob(pattern):
+        for path in outputs.path(**probe).parent.glob(pattern):
             found = {key: str(value) for key, value in parse_path(path).items()
                      if key not in _ATTENTION_KEYS}
             if path not in kept and found == own:
@@ -255,10 +244,22 @@ def _in_training(model: LoadedModel, participant: str, data: np.ndarray,
     return recorded.contains(participant, image_sha256(data), dataset_doi)
 
 
-def predict_participants(output_dir: Path, entities: list[dict[str, Any]],
-                         models: list[LoadedModel], settings: ModelStepSettings,
-                         t1ws: list[Path] | None = None, dataset_doi: str | None = None
-                         ) -> list[Path | Exception]:
+@dataclass
+class _Pending:
+    """One T1w during the model step: where it goes, what its predictions depend on (taken
+    before the models read anything), the rows and sources so far, and how it ended (None:
+    still going; its table; or the error that stopped it)."""
+
+    outputs: T1wOutputs
+    fingerprint: dict[str, Any] | None
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    outcome: Path | Exception | None = None
+
+
+def predict_participants(t1w_outputs: list[T1wOutputs], models: list[LoadedModel],
+                         settings: ModelStepSettings, t1ws: list[Path] | None = None,
+                         dataset_doi: str | None = None) -> list[Path | Exception]:
     """Apply every model to each T1w's derivatives, ``settings.batch_size`` T1w per forward
     pass; write maps and figures as each batch finishes, then each T1w's table (its
     fingerprint taken before the models read anything; ``t1ws``: the source images;
@@ -267,65 +268,59 @@ def predict_participants(output_dir: Path, entities: list[dict[str, Any]],
     Returns, per T1w, its predictions table or the error that stopped it (one T1w's error never
     stops the others; an error of a whole batch is each of its T1w's).
     """
-    outcomes: list[Path | Exception | None] = [None] * len(entities)
-    inputs = [fingerprint(output_dir, item, models, t1w, dataset_doi)
-              for item, t1w in zip(entities, t1ws or [None] * len(entities))]
-    rows: list[list[dict[str, Any]]] = [[] for _ in entities]
-    sources: list[list[str]] = [[] for _ in entities]
-    progress = tqdm(total=len(models) * len(entities), desc="models", unit="T1w",
-                    disable=len(entities) < 2)
+    sources_of = t1ws or [None] * len(t1w_outputs)
+    pending = [_Pending(outputs, fingerprint(outputs, models, t1w, dataset_doi))
+               for outputs, t1w in zip(t1w_outputs, sources_of)]
+    progress = tqdm(total=len(models) * len(pending), desc="models", unit="T1w",
+                    disable=len(pending) < 2)
     for model in models:
-        pending = [i for i, outcome in enumerate(outcomes) if outcome is None]
-        for start in range(0, len(pending), settings.batch_size):
-            chunk = pending[start:start + settings.batch_size]
-            ready = {}  # T1w index -> (image, its checked data)
-            seen = {}  # T1w index -> whether the model was trained on it
-            for i in chunk:
+        going = [item for item in pending if item.outcome is None]
+        for start in range(0, len(going), settings.batch_size):
+            chunk = going[start:start + settings.batch_size]
+            ready = []  # (T1w, its model input image, the image's checked data, in training)
+            for item in chunk:
                 try:
-                    image = _image_of(output_dir, entities[i], model)
-                    ready[i] = (image, model_input(model, image))
-                    seen[i] = _in_training(model, str(entities[i]["subject"]), ready[i][1],
-                                           dataset_doi)
+                    image = _image_of(item.outputs, model)
+                    data = model_input(model, image)
+                    ready.append((item, image, data, _in_training(model, item.outputs.subject,
+                                                                  data, dataset_doi)))
                 except BidsMddError as error:
-                    outcomes[i] = error
+                    item.outcome = error
             results: list[ModelResult] = []
             if ready:
                 try:
-                    results = apply_model_batch(model, [data for _, data in ready.values()],
-                                                [image for image, _ in ready.values()],
+                    results = apply_model_batch(model, [data for _, _, data, _ in ready],
+                                                [image for _, image, _, _ in ready],
                                                 settings.attention)
                 except Exception as error:
-                    for i in ready:
-                        outcomes[i] = error
-            for i, result in zip(ready, results):
+                    for item, *_ in ready:
+                        item.outcome = error
+            for (item, _, _, seen), result in zip(ready, results):
                 try:
                     if settings.attention:
-                        _write_attention(output_dir, entities[i], result, settings)
+                        _write_attention(item.outputs, result, settings)
                 except Exception as error:
-                    outcomes[i] = error
+                    item.outcome = error
                     continue
-                rows[i].append(_row(result, seen[i]))
-                sources[i].append(str(result.source))
+                item.rows.append(_row(result, seen))
+                item.sources.append(str(result.source))
             del ready, results  # one batch's arrays at a time
             progress.update(len(chunk))
     progress.close()
-    for i, outcome in enumerate(outcomes):
-        if outcome is None:
+    for item in pending:
+        if item.outcome is None:
             try:
-                outcomes[i] = _write_table(output_dir, entities[i], rows[i], sources[i], models,
-                                           settings, inputs[i])
+                item.outcome = _write_table(item, models, settings)
             except Exception as error:
-                outcomes[i] = error
-    return outcomes  # type: ignore[return-value]
+                item.outcome = error
+    return [item.outcome for item in pending]  # type: ignore[misc]
 
 
-def predict_participant(output_dir: Path, entities: dict[str, Any], models: list[LoadedModel],
-                        device: str, attention: bool = True,
-                        dataset_doi: str | None = None) -> Path:
+def predict_participant(outputs: T1wOutputs, models: list[LoadedModel], device: str,
+                        attention: bool = True, dataset_doi: str | None = None) -> Path:
     """:func:`predict_participants` for one T1w; raises its error."""
     settings = ModelStepSettings(device, attention=attention)
-    outcome = predict_participants(output_dir, [entities], models, settings,
-                                   dataset_doi=dataset_doi)[0]
+    outcome = predict_participants([outputs], models, settings, dataset_doi=dataset_doi)[0]
     if isinstance(outcome, Exception):
         raise outcome
     return outcome

@@ -15,7 +15,7 @@ from nipype import logging as nipype_logging
 from tqdm import tqdm
 
 from bids_mdd.bids.discovery import T1wInput
-from bids_mdd.bids.names import derivative_path, sidecar_path
+from bids_mdd.bids.names import sidecar_path
 from bids_mdd.bids.outputs import OUTPUTS
 from bids_mdd.errors import BidsMddError
 from bids_mdd.participant import completion
@@ -106,10 +106,10 @@ def _progress(t1ws: list[T1wInput], work_dir: Path, output_dir: Path,
 def missing_outputs(output_dir: Path, t1w: T1wInput) -> list[str]:
     """The preprocessing derivatives of ``t1w`` not in ``output_dir`` (images with their
     sidecars)."""
-    entities = t1w.output_entities()
+    outputs = t1w.outputs(output_dir)
     missing = []
-    for name, extra in OUTPUTS.items():
-        path = derivative_path(output_dir, **entities, **extra)
+    for name in OUTPUTS:
+        path = outputs.output(name)
         if not path.is_file() or (path.name.endswith(".nii.gz")
                                   and not sidecar_path(path).is_file()):
             missing.append(name)

@@ -12,7 +12,7 @@ from bids_mdd import __version__
 from bids_mdd.bids.atomic import write_text
 from bids_mdd.bids.discovery import T1wInput
 from bids_mdd.bids.names import derivative_path, sidecar_path
-from bids_mdd.bids.outputs import OUTPUTS, PREDICTIONS, attention_figure_entities
+from bids_mdd.bids.outputs import T1wOutputs
 from bids_mdd.html_page import page
 from bids_mdd.models.card import NO_CARD, cautions, evidence_line
 from bids_mdd.preproc.qc import gate_failures
@@ -25,9 +25,9 @@ _METRICS = (("tiv_ml", "TIV (mL)"), ("gm_ml", "GM (mL)"), ("wm_ml", "WM (mL)"),
 
 
 def _section(output_dir: Path, t1w: T1wInput) -> str:
-    entities = t1w.output_entities()
-    title = " ".join(f"{k}-{v}" for k, v in entities.items())
-    qc_path = derivative_path(output_dir, **entities, **OUTPUTS["qc"])
+    outputs = t1w.outputs(output_dir)
+    title = " ".join(f"{k}-{v}" for k, v in outputs.entities.items())
+    qc_path = outputs.output("qc")
     if not qc_path.is_file():
         return f"<h2>{escape(title)}</h2><p class='flag'>not preprocessed (see logs/)</p>"
     metrics = json.loads(qc_path.read_text(encoding="utf-8"))
@@ -48,17 +48,17 @@ def _section(output_dir: Path, t1w: T1wInput) -> str:
     parts.append(f"<ul>{flags}</ul>" if flags else "<p>No QC flag.</p>")
     for name, caption in (("fig_segmentation", "Segmentation"),
                           ("fig_registration", "Registration to MNI152NLin2009cAsym")):
-        figure = derivative_path(output_dir, **entities, **OUTPUTS[name])
+        figure = outputs.output(name)
         if figure.is_file():
-            source = figure.relative_to(output_dir).as_posix()
+            source = outputs.relative(figure)
             parts.append(f"<h3>{caption}</h3><img src='{escape(source)}' alt='{caption}'>")
-    parts.append(_predictions(output_dir, entities))
+    parts.append(_predictions(outputs))
     return "\n".join(parts)
 
 
-def _predictions(output_dir: Path, entities: dict[str, str]) -> str:
+def _predictions(outputs: T1wOutputs) -> str:
     """The predictions table and each target's attention figure (or why they are absent)."""
-    table = derivative_path(output_dir, **entities, **PREDICTIONS)
+    table = outputs.predictions
     if not table.is_file():
         return "<h3>Predictions</h3><p>No predictions (--preproc-only, or see logs/).</p>"
     try:  # the sidecar is written last: without it the table is from an interrupted run
@@ -88,9 +88,9 @@ def _predictions(output_dir: Path, entities: dict[str, str]) -> str:
                  "Attention maps: guided backpropagation for regressors, the signed log-odds "
                  "gradient for the classifier; top 1 % of voxels shown.</p>")
     for target in rows["target"]:
-        figure = derivative_path(output_dir, **entities, **attention_figure_entities(str(target)))
+        figure = outputs.attention_figure(str(target))
         if figure.is_file():
-            source = figure.relative_to(output_dir).as_posix()
+            source = outputs.relative(figure)
             parts.append(f"<h4>Attention: {escape(str(target))}</h4>"
                          f"<img src='{escape(source)}' alt='{escape(str(target))} attention'>")
     return "\n".join(parts)

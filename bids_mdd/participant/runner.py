@@ -18,7 +18,6 @@ from bids_mdd.bids.atomic import remove_stale_temporaries
 from bids_mdd.bids.derivatives import source_dataset_entry, write_dataset_description
 from bids_mdd.bids.discovery import T1wInput
 from bids_mdd.bids.names import crash_name, derivative_path, names_participant
-from bids_mdd.bids.outputs import OUTPUTS
 from bids_mdd.errors import BidsMddError, ExitCode
 from bids_mdd.models.device import resolve_device
 from bids_mdd.models.inference import LoadedModel, load_models
@@ -59,13 +58,13 @@ def apply_models(inputs: list[T1wInput], output_dir: Path, models: list[LoadedMo
     logs = output_dir / "logs"
     todo = []
     for t1w in inputs:
-        if up_to_date(output_dir, t1w.output_entities(), models, t1w.path,
+        if up_to_date(t1w.outputs(output_dir), models, t1w.path,
                       attention=settings.attention, dataset_doi=dataset_doi):
             LOGGER.info("predictions of %s are up to date with these models and inputs",
                         t1w.path)
         else:
             todo.append(t1w)
-    outcomes = predict_participants(output_dir, [t1w.output_entities() for t1w in todo], models,
+    outcomes = predict_participants([t1w.outputs(output_dir) for t1w in todo], models,
                                     settings, [t1w.path for t1w in todo], dataset_doi)
     failures = []
     for t1w, outcome in zip(todo, outcomes):
@@ -86,7 +85,7 @@ def qc_gate(output_dir: Path, inputs: list[T1wInput]) -> list[str]:
     """One line per preprocessed T1w whose QC metrics fail the gate (``HARD_LIMITS``)."""
     failed = []
     for t1w in inputs:
-        path = derivative_path(output_dir, **t1w.output_entities(), **OUTPUTS["qc"])
+        path = t1w.outputs(output_dir).output("qc")
         try:
             metrics = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):

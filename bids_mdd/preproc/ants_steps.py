@@ -255,18 +255,15 @@ def brain_mask(t1w: str, template_mask: str, registration_inverse: str, skull_st
 class SegmentationSettings:
     """Tissue segmentation: ``priors`` (default) or the earlier ``kmeans``.
 
-    ``priors``: a tissue-weighted N4 pass (``_tissue_weighted_n4``), intensities clipped to
-    the 0.5-99.5th percentiles inside the brain (bright vessels and outliers otherwise pull a
-    class off WM: 7 of 20 ds002748 scans collapsed), Atropos initialised and constrained by five
-    warped template priors (``preproc.priors``) with ``prior_weight`` and an MRF of ``mrf``,
-    then partial-volume fractions (``preproc.partial_volume``). Every setting was chosen on the
-    selection split (IXI 5 of 10, ds002748 sub-02/14/16; ``benchmarks/real_scans.py``): weight
-    0.5 and MRF 0.1 (0.35/0.65 and 0.2 lost GM or WM Dice); NLM denoising before Atropos did not
-    raise Dice at 2 mm (0.801 vs 0.803) and costs time, so it is off; the N4 pass raised mean
-    WM Dice 0.815 -> 0.825 and GM 0.802 -> 0.806 and brought the CSF fraction within 0.02 of
-    DLMUSE's (0.033 above it without). Three Atropos iterations instead of five, and none of
-    the faster variants that moved Dice (a coarser Atropos, synchronous ICM updates):
-    ``benchmarks/segmentation_speed.py``, figures in docs/benchmarks.md.
+    ``priors``: a tissue-weighted N4 pass (``_tissue_weighted_n4``: the residual bias of the
+    whole-head N4 otherwise turns dark white matter grey), intensities clipped to the
+    0.5-99.5th percentiles inside the brain (bright vessels and outliers otherwise pull a class
+    off WM), Atropos initialised and constrained by five warped template priors
+    (``preproc.priors``) with ``prior_weight`` and an MRF of ``mrf``, then partial-volume
+    fractions (``preproc.partial_volume``). Every value was chosen on a selection split of the
+    real scans against DLMUSE (``benchmarks/real_scans.py``); the faster variants that moved
+    Dice (a coarser Atropos, synchronous ICM updates) are off
+    (``benchmarks/segmentation_speed.py``). The figures behind each choice: docs/benchmarks.md.
     """
 
     method: str = "priors"

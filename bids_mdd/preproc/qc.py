@@ -12,11 +12,9 @@ from nilearn.image import load_img, resample_to_img
 from bids_mdd.spaces.grids import Grid
 
 #: Plausible ranges (adult brains); a value outside raises a flag in desc-qc_metrics.json.
-#: template_ncc: real scans registered well reach 0.74-0.81 (contrast differs from the
-#: template's), synthetic ones ~0.85; a failed registration falls far below 0.6.
-#: wm_fraction/csf_fraction: the 32 real scans (ds002748, IXI, AFNI, studyforrest) segmented
-#: with template priors give WM 0.335-0.415 and CSF 0.107-0.157 of TIV (DLMUSE on IXI: WM
-#: 0.356-0.401, CSF and the rest 0.088-0.118); the collapsed k-means runs gave WM ~0.08.
+#: They enclose what the real scans of ``benchmarks/real_scans.py`` give with some margin (the
+#: figures: docs/benchmarks.md) and exclude what failures give: a failed registration's
+#: template correlation, a collapsed segmentation's WM fraction.
 PLAUSIBLE = {
     "tiv_ml": (1000.0, 2000.0),
     "gm_fraction": (0.35, 0.60),
@@ -28,14 +26,9 @@ PLAUSIBLE = {
 #: Under this WM fraction of TIV the tissue classes have shifted (a "GM" map that is WM).
 COLLAPSED_WM_FRACTION = 0.25
 #: The QC gate: outside these the outputs are garbage (a participant fails; the group level
-#: leaves it out). Set well outside what real scans give: the 15 real scans of
-#: benchmarks/real_scans.py (3 of ds002748, 12 whole-head IXI/AFNI/studyforrest; priors
-#: segmentation) span template_ncc 0.714-0.811, template_mask_dice 0.931-0.980, TIV 1223-1793
-#: mL, GM 0.464-0.528, WM 0.335-0.415, CSF 0.107-0.145 of TIV; all 20 ds002748 scans GM
-#: 0.49-0.52, WM 0.34-0.39, CSF 0.11-0.16. SYNTHETIC test cohorts (--sloppy included): ncc
-#: 0.65-0.91, dice 0.89-0.95, GM 0.39-0.56, CSF 0.05-0.24. A header with 0.6 times the true
-#: voxel size gives TIV 258 mL and nothing else out of range; brain-sized noise is refused by
-#: the segmentation before QC.
+#: leaves it out). Set well outside what real scans and the SYNTHETIC test cohorts give (the
+#: figures: docs/benchmarks.md), so that only a failure crosses them: a header with a wrong
+#: voxel size, say, shows as an impossible TIV even when every other metric looks normal.
 HARD_LIMITS = {
     "tiv_ml": (800.0, 2500.0),
     "gm_fraction": (0.30, 0.70),
