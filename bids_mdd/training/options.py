@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +10,31 @@ from bids_mdd.models.task import Task
 
 #: Paper B's symptom factors: the default regression targets (participants.tsv columns).
 FACTORS = ("Anhedonia", "Appetite", "Sleep", "Suicidality", "Anxiety")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A task's training protocol: its network and input, its cross-validation and its
+    optimiser. :data:`PROTOCOLS` holds the papers' values; a :class:`TrainOptions` field left
+    None takes the protocol's."""
+
+    architecture: str
+    input: str
+    folds: int
+    repeats: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+
+
+#: Paper A (classification: stratified 5-fold, Adam LR 0.01, weight decay 1e-3, batch 8) and
+#: paper B (regression: 10 folds x 5 repeats, Adam LR 1e-3, batch 4).
+PROTOCOLS = {
+    Task.CLASSIFICATION: Protocol("densenet121", "gm", folds=5, repeats=1, batch_size=8,
+                                  lr=0.01, weight_decay=1e-3),
+    Task.REGRESSION: Protocol("dfrn", "t1w", folds=10, repeats=5, batch_size=4, lr=1e-3,
+                              weight_decay=0.0),
+}
 
 
 @dataclass(frozen=True)
@@ -62,6 +87,12 @@ class TrainOptions:
     work_dir: Path | None = None
     overwrite: bool = False
     no_progress: bool = False
+
+    def protocol(self) -> Protocol:
+        """The task's protocol with every value these options set."""
+        defaults = PROTOCOLS[self.task]
+        return replace(defaults, **{f.name: getattr(self, f.name) for f in fields(Protocol)
+                                    if getattr(self, f.name) is not None})
 
     @classmethod
     def from_values(cls, values: Any) -> TrainOptions:

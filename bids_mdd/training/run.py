@@ -6,8 +6,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from bids_mdd.bids.participants import binary_labels, label_column, read_partici
 from bids_mdd.errors import BidsMddError, ExitCode
 from bids_mdd.metrics import permutation_p_value, permuted_outputs_null
 from bids_mdd.models.bundle import Bundle, load_bundle, write_bundle
+from bids_mdd.models.card import ModelCard
 from bids_mdd.models.device import resolve_device
 from bids_mdd.models.inputs import DEFAULT_INPUTS, GM_INPUT, InputSpec
 from bids_mdd.models.networks import DFRN_BLOCK_STRIDES, build_network, head_name
@@ -30,19 +32,12 @@ from bids_mdd.training.cv import CVResult, cross_validate_network, fold_metrics
 from bids_mdd.training.data import Sample, find_samples, fingerprint, load_volumes
 from bids_mdd.training.evidence import build_card, build_domain_model, derivatives_description
 from bids_mdd.training.loop import TrainConfig
-from bids_mdd.training.options import TrainOptions
+from bids_mdd.training.options import Protocol, TrainOptions
 from bids_mdd.training.splits import make_folds
 from bids_mdd.training.transfer import check_no_shared_data, transfer_factory
 
 LOGGER = logging.getLogger(__name__)
 
-#: Paper A (classification) and paper B (regression) protocol defaults.
-PROTOCOLS = {
-    Task.CLASSIFICATION: {"architecture": "densenet121", "input": "gm", "folds": 5, "repeats": 1,
-                       "batch_size": 8, "lr": 0.01, "weight_decay": 1e-3},
-    Task.REGRESSION: {"architecture": "dfrn", "input": "t1w", "folds": 10, "repeats": 5,
-                   "batch_size": 4, "lr": 1e-3, "weight_decay": 0.0},
-}
 #: Output names of a classifier bundle: negative class first, positive (MDD) last.
 CLASS_NAMES = ("control", "MDD")
 NOT_CLINICAL = "research use only, not for clinical use"
@@ -68,26 +63,72 @@ def _is_synthetic(derivatives_dir: Path) -> bool:
     return bool(derivatives_description(derivatives_dir).get("SyntheticData", False))
 
 
-def _protocol(options: TrainOptions) -> dict[str, Any]:
-    defaults = PROTOCOLS[options.task]
-    return {key: getattr(options, key) if getattr(options, key, None) is not None else value
-            for key, value in defaults.items()}
+@dataclass(frozen=True)
+class _Run:
+    """What every bundle of one ``bids_mdd-train`` call shares."""
+
+    options: TrainOptions
+    protocol: Protocol
+    config: TrainConfig
+    spec: InputSpec
+    source: Bundle | None  # transfer learning's source bundle
+    participants: pd.DataFrame
+    site: str | None  # the participants.tsv column no split may cut through
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One bundle to train: its target, and the inputs that have a value for it."""
+
+    label: str  # "classifier", or the regression target
+    column: str  # the participants.tsv column read
+    samples: list[Sample]
+    y: np.ndarray
+    volumes: np.ndarray
+    fingerprint: dict[str, list[str]]
+
+
+def _train_config(options: TrainOptions, protocol: Protocol, device: str,
+                  transfer: bool) -> TrainConfig:
+    """The training loop's settings from the options and the protocol."""
+    return TrainConfig(epochs=options.epochs, batch_size=protocol.batch_size, lr=protocol.lr,
+                       weight_decay=protocol.weight_decay,
+                       plateau_patience=options.plateau_patience,
+                       backbone_lr_factor=options.backbone_lr_factor if transfer else 1.0,
+                       seed=options.seed, device=device, num_workers=options.num_workers,
+                       progress=not options.no_progress)
+
+
+def _targets(options: TrainOptions, participants: pd.DataFrame
+             ) -> list[tuple[str, str, pd.Series]]:
+    """(label, participants.tsv column, values) of each bundle to train."""
+    if options.task == Task.CLASSIFICATION:
+        column = label_column(participants, options.label_column, options.participants)
+        labels = binary_labels(participants[column], options.positive, options.negative,
+                               options.participants)
+        return [("classifier", column, labels)]
+    missing = [t for t in options.targets if t not in participants]
+    if missing:
+        raise BidsMddError(f"{options.participants}: no column(s) {', '.join(missing)}; name "
+                           "the targets with --targets", ExitCode.USAGE)
+    return [(target, target, pd.to_numeric(participants[target], errors="coerce"))
+            for target in options.targets]
 
 
 def train(options: TrainOptions) -> list[Bundle]:
     """Everything ``bids_mdd-train`` does; returns the written bundles."""
-    protocol = _protocol(options)
+    protocol = options.protocol()
     device = resolve_device(options.device)
     if device == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
-    spec = replace(DEFAULT_INPUTS[protocol["input"]], zoom=options.zoom,
+    spec = replace(DEFAULT_INPUTS[protocol.input], zoom=options.zoom,
                    normalization=options.normalization)
     source = load_bundle(options.pretrain_from) if options.pretrain_from else None
     if source is not None and source.input_spec.entities != spec.entities:
         raise BidsMddError(f"{options.pretrain_from}: trained on {source.input_spec.entities}, "
-                           f"not on the {protocol['input']} input asked for", ExitCode.USAGE)
+                           f"not on the {protocol.input} input asked for", ExitCode.USAGE)
     if source is not None:
-        protocol["architecture"] = source.architecture
+        protocol = replace(protocol, architecture=source.architecture)
         spec = replace(spec, zoom=source.input_spec.zoom,
                        normalization=source.input_spec.normalization)
     participants = read_participants(options.participants)
@@ -96,138 +137,143 @@ def train(options: TrainOptions) -> list[Bundle]:
     if not samples:
         raise BidsMddError(f"{options.participants}: no participant has derivatives in "
                            f"{options.derivatives_dir}", ExitCode.NO_FILES)
-    config = TrainConfig(epochs=options.epochs, batch_size=protocol["batch_size"],
-                         lr=protocol["lr"], weight_decay=protocol["weight_decay"],
-                         plateau_patience=options.plateau_patience,
-                         backbone_lr_factor=options.backbone_lr_factor if source else 1.0,
-                         seed=options.seed, device=device, num_workers=options.num_workers,
-                         progress=not options.no_progress)
-    site = options.site_column if options.site_column in participants else None
-    if options.task == Task.CLASSIFICATION:
-        column = label_column(participants, options.label_column, options.participants)
-        labels = binary_labels(participants[column], options.positive, options.negative,
-                               options.participants)
-        jobs = [("classifier", column, labels)]
-    else:
-        missing = [t for t in options.targets if t not in participants]
-        if missing:
-            raise BidsMddError(f"{options.participants}: no column(s) {', '.join(missing)}; name "
-                               "the targets with --targets", ExitCode.USAGE)
-        jobs = [(target, target, pd.to_numeric(participants[target], errors="coerce"))
-                for target in options.targets]
+    run = _Run(options, protocol, _train_config(options, protocol, device, source is not None),
+               spec, source, participants,
+               options.site_column if options.site_column in participants else None)
     bundles = []
     volumes_cache: dict[str, tuple[np.ndarray, list[str]]] = {}
-    for job, column, values in jobs:
+    for label, column, values in _targets(options, participants):
         kept = [s for s in samples if pd.notna(values.get(s.participant))]
         if len(kept) < len(samples):
-            LOGGER.warning("%s: %d of %d inputs have no usable %s value and are left out", job,
-                           len(samples) - len(kept), len(samples), column)
+            LOGGER.warning("%s: %d of %d inputs have no usable %s value and are left out",
+                           label, len(samples) - len(kept), len(samples), column)
         key = ",".join(s.participant + str(s.session) for s in kept)
         if key not in volumes_cache:
             volumes_cache.clear()
-            volumes_cache[key] = load_volumes(kept, spec, config.progress)
+            volumes_cache[key] = load_volumes(kept, spec, run.config.progress)
         volumes, hashes = volumes_cache[key]
         print_ = fingerprint(kept, hashes)
         if source is not None:
             check_no_shared_data(source, print_, options.allow_shared_ids)
-        bundles.append(_train_one(options, protocol, config, spec, source, job, column, values,
-                                  kept, volumes, print_, participants, site))
+        y = np.array([values[s.participant] for s in kept], dtype=float)
+        bundles.append(_train_one(run, _Job(label, column, kept, y, volumes, print_)))
     return bundles
 
 
-def _train_one(options: TrainOptions, protocol: dict[str, Any], config: TrainConfig,
-               spec: InputSpec, source: Bundle | None, job: str, column: str,
-               values: pd.Series, samples: list[Sample], volumes: np.ndarray,
-               print_: dict[str, list[str]], participants: pd.DataFrame,
-               site: str | None) -> Bundle:
-    task = options.task
-    y = np.array([values[s.participant] for s in samples], dtype=float)
-    groups = np.array([str(participants.at[s.participant, site]) if site else s.participant
-                       for s in samples])
-    folds = make_folds(y, groups, task, protocol["folds"], protocol["repeats"],
+def _bundle_name(options: TrainOptions, architecture: str, job: _Job) -> str:
+    if options.task == Task.CLASSIFICATION:
+        return options.name or f"{architecture}-classifier"
+    if options.name:
+        return f"{options.name}-{job.label}" if len(options.targets) > 1 else options.name
+    return f"{architecture}-{job.label}"
+
+
+def _train_one(run: _Run, job: _Job) -> Bundle:
+    """Cross-validate one network (and the baselines with ``--compare``), write its bundle."""
+    options, protocol, task = run.options, run.protocol, run.options.task
+    groups = np.array([str(run.participants.at[s.participant, run.site]) if run.site
+                       else s.participant for s in job.samples])
+    folds = make_folds(job.y, groups, task, protocol.folds, protocol.repeats,
                        options.val_fraction, options.seed)
-    architecture = protocol["architecture"]
+    architecture = protocol.architecture
     n_out = 2 if task == Task.CLASSIFICATION else 1
-    kwargs = (dict(source.kwargs, out_channels=n_out) if source else
+    kwargs = (dict(run.source.kwargs, out_channels=n_out) if run.source else
               network_kwargs(architecture, n_out, options.width, options.growth_rate))
-    make_net = (transfer_factory(source, n_out) if source else
-                (lambda: build_network(architecture, **kwargs)))
-    name = options.name or (f"{architecture}-classifier" if task == Task.CLASSIFICATION
-                         else f"{architecture}-{job}")
-    if task == Task.REGRESSION and options.name and len(options.targets) > 1:
-        name = f"{options.name}-{job}"
+    make_net = (transfer_factory(run.source, n_out) if run.source else
+                partial(build_network, architecture, **kwargs))
+    name = _bundle_name(options, architecture, job)
     work = None
     if options.work_dir:
-        work = fold_cache_dir(options.work_dir, name, architecture, kwargs, spec, config, folds,
-                              options.pretrain_from)
+        work = fold_cache_dir(options.work_dir, name, architecture, kwargs, run.spec,
+                              run.config, folds, options.pretrain_from)
         work.mkdir(parents=True, exist_ok=True)
-    LOGGER.info("%s: %d inputs, %d folds x %d repeats, %s %s on %s", name, len(samples),
-                protocol["folds"], protocol["repeats"], architecture, kwargs, spec.shape)
-    cv = cross_validate_network(make_net, volumes, y, samples, folds, task, config, work,
-                                head=head_name(architecture) if source else None, desc=name)
-    results = {f"3D {architecture}" + (" + transfer" if source else ""): cv}
+    LOGGER.info("%s: %d inputs, %d folds x %d repeats, %s %s on %s", name, len(job.samples),
+                protocol.folds, protocol.repeats, architecture, kwargs, run.spec.shape)
+    cv = cross_validate_network(make_net, job.volumes, job.y, job.samples, folds, task,
+                                run.config, work,
+                                head=head_name(architecture) if run.source else None, desc=name)
     extra_files = {"cv_predictions.tsv": cv.predictions.to_csv(sep="\t", index=False),
                    "cv_folds.tsv": cv.per_fold.to_csv(sep="\t", index=False)}
-    permutation = _permutation(options, cv, make_net, volumes, y, samples, folds, config)
+    permutation = _permutation(options, cv, make_net, job.volumes, job.y, job.samples, folds,
+                               run.config)
     if options.compare:
-        gm_spec = replace(GM_INPUT, zoom=spec.zoom, normalization="none")  # volumes in mL
-        gm = volumes if spec == gm_spec else _gm_volumes(options.derivatives_dir, samples,
-                                                          gm_spec, config.progress)
-        width = {"init_features": options.width or 64, "growth_rate": options.growth_rate or 32}
-        names = (compare.BASELINES_CLASSIFICATION if task == Task.CLASSIFICATION
-                 else compare.BASELINES_REGRESSION)
-        for baseline in names:
-            LOGGER.info("baseline %s", baseline)
-            results[compare.TITLES[baseline]] = compare.run_baseline(
-                baseline, gm, gm_spec, y, samples, folds, task, config, width)
-        table = compare.comparison_table(results, task)
-        note = (f"# {name}: cross-validated comparison ({len(samples)} inputs, "
-                f"{protocol['folds']} folds x {protocol['repeats']} repeats, same folds for "
-                f"every method; mean ± SD across folds)")
-        if _is_synthetic(options.derivatives_dir):
-            note += "\n\nSYNTHETIC DATA: figures describe the generator, not depression."
-        extra_files["comparison.tsv"] = table.to_csv(sep="\t", index=False)
-        extra_files["comparison.md"] = f"{note}\n\n{table.to_markdown(index=False)}\n"
-        LOGGER.info("comparison:\n%s", table.to_string(index=False))
+        method = f"3D {architecture}" + (" + transfer" if run.source else "")
+        extra_files.update(_comparison(run, job, name, folds, {method: cv}))
     first_repeat = [i for i, f in enumerate(folds) if f.repeat == 0]
+    meta, card = _bundle_meta(run, job, name, architecture, kwargs, cv, permutation)
+    fold_meta = [{"target_scaling": cv.fold_meta[i]["target_scaling"],
+                  "best_epoch": cv.fold_meta[i]["best_epoch"]} for i in first_repeat]
+    bundle = write_bundle(options.models_dir / name, meta,
+                          [cv.fold_states[i] for i in first_repeat], overwrite=options.overwrite,
+                          fold_meta=fold_meta, extra_files=extra_files,
+                          domain=build_domain_model(job.volumes, run.spec, folds))
+    _log_summary(name, cv, permutation)
+    LOGGER.info("%s model card: %s", name, card.summary())
+    return bundle
+
+
+def _comparison(run: _Run, job: _Job, name: str, folds: list,
+                results: dict[str, CVResult]) -> dict[str, str]:
+    """The papers' baselines on the same folds (always on the GM maps, in mL), next to the
+    network's ``results``: ``comparison.tsv`` and ``comparison.md``."""
+    options, task = run.options, run.options.task
+    gm_spec = replace(GM_INPUT, zoom=run.spec.zoom, normalization="none")
+    gm = job.volumes if run.spec == gm_spec else _gm_volumes(
+        options.derivatives_dir, job.samples, gm_spec, run.config.progress)
+    width = {"init_features": options.width or 64, "growth_rate": options.growth_rate or 32}
+    names = (compare.BASELINES_CLASSIFICATION if task == Task.CLASSIFICATION
+             else compare.BASELINES_REGRESSION)
+    results = dict(results)
+    for baseline in names:
+        LOGGER.info("baseline %s", baseline)
+        results[compare.TITLES[baseline]] = compare.run_baseline(
+            baseline, gm, gm_spec, job.y, job.samples, folds, task, run.config, width)
+    table = compare.comparison_table(results, task)
+    note = (f"# {name}: cross-validated comparison ({len(job.samples)} inputs, "
+            f"{run.protocol.folds} folds x {run.protocol.repeats} repeats, same folds for "
+            f"every method; mean ± SD across folds)")
+    if _is_synthetic(options.derivatives_dir):
+        note += "\n\nSYNTHETIC DATA: figures describe the generator, not depression."
+    LOGGER.info("comparison:\n%s", table.to_string(index=False))
+    return {"comparison.tsv": table.to_csv(sep="\t", index=False),
+            "comparison.md": f"{note}\n\n{table.to_markdown(index=False)}\n"}
+
+
+def _bundle_meta(run: _Run, job: _Job, name: str, architecture: str, kwargs: dict[str, Any],
+                 cv: CVResult, permutation: dict[str, Any] | None
+                 ) -> tuple[dict[str, Any], ModelCard]:
+    """The bundle's ``model.json`` record and its model card."""
+    options, task, source = run.options, run.options.task, run.source
     synthetic = _is_synthetic(options.derivatives_dir)
-    outputs = list(CLASS_NAMES) if task == Task.CLASSIFICATION else [column]
-    class_counts = ({outputs[0]: int((y == 0).sum()), outputs[1]: int((y == 1).sum())}
+    outputs = list(CLASS_NAMES) if task == Task.CLASSIFICATION else [job.column]
+    class_counts = ({outputs[0]: int((job.y == 0).sum()), outputs[1]: int((job.y == 1).sum())}
                     if task == Task.CLASSIFICATION else None)
     card = build_card(task=task, derivatives_dir=options.derivatives_dir,
-                      participants_tsv=options.participants, participants=participants,
-                      samples=samples, class_counts=class_counts, site_column=site,
+                      participants_tsv=options.participants, participants=run.participants,
+                      samples=job.samples, class_counts=class_counts, site_column=run.site,
                       site_name=options.site_name, summary=cv.summary, permutation=permutation,
                       synthetic=synthetic, known_limits=list(options.known_limits))
     meta = {
         "name": name, "version": options.model_version, "architecture": architecture,
         "kwargs": kwargs, "task": task,
-        "outputs": outputs, "input": spec.to_json(),
+        "outputs": outputs, "input": run.spec.to_json(),
         "synthetic": synthetic, "intended_use": SYNTHETIC_USE if synthetic else NOT_CLINICAL,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "training": {"protocol": protocol, "config": asdict(config),
-                     "val_fraction": options.val_fraction, "label_column": column,
-                     "site_column": site, "n_inputs": len(samples),
-                     "n_participants": len({s.participant for s in samples}),
+        "training": {"protocol": asdict(run.protocol), "config": asdict(run.config),
+                     "val_fraction": options.val_fraction, "label_column": job.column,
+                     "site_column": run.site, "n_inputs": len(job.samples),
+                     "n_participants": len({s.participant for s in job.samples}),
                      "class_counts": class_counts,
                      "pretrained_from": ({"name": source.name, "path": str(source.path)}
                                          if source else None),
                      "weights": "the folds of repeat 1 (an ensemble); metrics over all folds"},
         "metrics": {"cross_validation": cv.summary, "permutation": permutation},
         "card": card.to_json(),
-        "data_fingerprint": print_,
+        "data_fingerprint": job.fingerprint,
         "software": {"bids_mdd": __version__, "torch": torch.__version__,
                      "monai": monai.__version__},
     }
-    fold_meta = [{"target_scaling": cv.fold_meta[i]["target_scaling"],
-                  "best_epoch": cv.fold_meta[i]["best_epoch"]} for i in first_repeat]
-    bundle = write_bundle(options.models_dir / name, meta,
-                          [cv.fold_states[i] for i in first_repeat], overwrite=options.overwrite,
-                          fold_meta=fold_meta, extra_files=extra_files,
-                          domain=build_domain_model(volumes, spec, folds))
-    _log_summary(name, cv, permutation)
-    LOGGER.info("%s model card: %s", name, card.summary())
-    return bundle
+    return meta, card
 
 
 def fold_cache_dir(work_root: Path, name: str, architecture: str, kwargs: dict[str, Any],
