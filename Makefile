@@ -1,5 +1,5 @@
 # `make demo`: create .venv if absent, install bids_mdd, run the demo end to end.
-# `make test`: the test suite (installs first when needed).
+# `make test`: the test suite (installs first when needed); `make test-fast`: its unit tests.
 # `make docs`: the documentation site in docs/_build/html, warnings as errors (offline).
 # `make lint`: ruff (lint and import order, configured in pyproject.toml).
 VENV   ?= .venv
@@ -12,7 +12,7 @@ export TEMPLATEFLOW_HOME ?= $(SHARED_TEMPLATEFLOW)
 endif
 export TEMPLATEFLOW_AUTOUPDATE = 0
 
-.PHONY: install demo test docs lint clean-demo
+.PHONY: install demo test test-fast docs lint clean-demo
 
 # torch==2.13.0 first, from the local CPU wheel: with it installed, pip never resolves a
 # multi-GB CUDA build for the packages that depend on torch (e.g. monai).
@@ -33,6 +33,9 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m unit
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -11,6 +11,9 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+TESTS = REPO / "tests"
+#: Runs the participant level in a child process and kills it at a chosen step.
+CRASH_AT = TESTS / "crash_at.py"
 SHARED = REPO.parent / "shared"
 SHARED_TEMPLATEFLOW = SHARED / "templateflow"
 REAL_BIDS = SHARED / "data" / "ds002748-subset"

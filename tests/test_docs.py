@@ -22,6 +22,8 @@ from bids_mdd.cli import train as train_cli
 from bids_mdd.errors import EXIT_CODE_HELP, ExitCode
 from conftest import REPO
 
+pytestmark = pytest.mark.unit  # make test-fast
+
 DOCS = REPO / "docs"
 
 

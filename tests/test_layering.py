@@ -7,7 +7,11 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 from conftest import REPO
+
+pytestmark = pytest.mark.unit  # make test-fast
 
 PACKAGE = REPO / "bids_mdd"
 

@@ -9,6 +9,8 @@ import pytest
 
 from bids_mdd.models.domain import DomainModel, fit_calibrated
 
+pytestmark = pytest.mark.unit  # make test-fast
+
 
 def _cohort(rng: np.random.Generator, base: np.ndarray, n: int, spread: float = 0.3
             ) -> np.ndarray:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 
+import pytest
+
 from bids_mdd.bids.discovery import T1wInput
 from bids_mdd.participant.completion import (
     derivative_files,
@@ -15,6 +17,8 @@ from bids_mdd.participant.completion import (
     record_path,
 )
 from bids_mdd.preproc.workflow import PreprocOptions
+
+pytestmark = pytest.mark.unit  # make test-fast
 
 
 def test_a_finished_record_holds_only_while_inputs_options_and_outputs_are_unchanged(

@@ -20,6 +20,8 @@ from bids_mdd.group.clusters import (
 )
 from bids_mdd.spaces.grids import CLASSIFIER_GRID as GRID
 
+pytestmark = pytest.mark.unit  # make test-fast
+
 RADIUS = 2  # voxels: a sphere of 33 voxels
 VOXEL_MM3 = 1.5 ** 3
 NEGATIVE_CENTRE = (60, 40, 60)  # 27 mm posterior of the hippocampus band, on the midline

@@ -12,6 +12,8 @@ from bids_mdd.models.bundle import FORMAT_VERSION, find_bundles, load_bundle, wr
 from bids_mdd.models.inputs import GM_INPUT
 from conftest import CreatesFile, relist_weights
 
+pytestmark = pytest.mark.unit  # make test-fast
+
 KWARGS = {"init_features": 4, "growth_rate": 4, "block_config": [1, 1, 1, 1]}
 
 

@@ -8,6 +8,8 @@ import pytest
 from bids_mdd.bids.participants import read_participants
 from bids_mdd.errors import BidsMddError
 
+pytestmark = pytest.mark.unit  # make test-fast
+
 HEADER = "participant_id\tgroup\tage\tsex\n"
 
 

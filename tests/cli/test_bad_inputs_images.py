@@ -13,13 +13,15 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from test_bad_inputs import checksums, in_process
 
 from bids_mdd.bids.discovery import discover_t1w, load_bids_filters, open_layout
 from bids_mdd.errors import BidsMddError
 from bids_mdd.preproc.inputs import load_t1w
 from bids_mdd.synth.cohort import generate_cohort
 from bids_mdd.synth.model import CohortSpec
-from test_bad_inputs import checksums, in_process
+
+pytestmark = pytest.mark.unit  # make test-fast
 
 TWO_MM = np.diag([2.0, 2.0, 2.0, 1.0])
 SHAPE = (45, 50, 45)  # 90 x 100 x 90 mm at 2 mm

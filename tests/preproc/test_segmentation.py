@@ -15,6 +15,7 @@ from bids_mdd.errors import BidsMddError
 from bids_mdd.preproc.partial_volume import tissue_fractions
 from bids_mdd.preproc.priors import TISSUE_CLASSES, template_priors
 from bids_mdd.preproc.qc import gate_failures
+from conftest import SHARED
 
 
 def _value_at(image: nib.Nifti1Image, mni: tuple[float, float, float]) -> float:
@@ -106,7 +107,7 @@ def test_collapsed_segmentation_is_flagged(tmp_path) -> None:
     assert any(f.startswith("csf_fraction 0.5 outside") for f in metrics["flags"])
 
 
-IXI = Path(__file__).resolve().parents[2] / "shared" / "data" / "whole-head" / "ixi_2mm"
+IXI = SHARED / "data" / "whole-head" / "ixi_2mm"
 
 
 def _participant(bids: Path, out: Path, work: Path, label: str, *extra: str) -> int:

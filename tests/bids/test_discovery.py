@@ -15,6 +15,8 @@ from bids_mdd.bids.discovery import (
 )
 from bids_mdd.errors import BidsMddError
 
+pytestmark = pytest.mark.unit  # make test-fast
+
 REAL_SUBJECTS = ["02", "03", "12", "13", "14", "15", "16", "25", "29", "30", "34", "37", "40",
                  "48", "52", "53", "55", "57", "60", "68"]
 

@@ -14,6 +14,8 @@ from bids_mdd.metrics import (
 )
 from bids_mdd.training.splits import make_folds
 
+pytestmark = pytest.mark.unit  # make test-fast
+
 
 def test_paper_a_folds_are_stratified_80_10_10_and_cover_everyone_once():
     y = np.array([1] * 99 + [0] * 75)  # paper A's cohort

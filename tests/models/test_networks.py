@@ -14,6 +14,8 @@ from bids_mdd.models.networks import (
     replace_head,
 )
 
+pytestmark = pytest.mark.unit  # make test-fast
+
 GM_GRID = (121, 145, 121)
 T1W_GRID = (182, 218, 182)
 TINY_DENSENET = {"init_features": 8, "growth_rate": 4}

@@ -37,6 +37,7 @@ from bids_mdd.preproc.ants_steps import (
 from bids_mdd.preproc.workflow import PreprocOptions, init_bids_mdd_wf
 from bids_mdd.synth.cohort import generate_cohort
 from bids_mdd.synth.model import CohortSpec
+from conftest import CRASH_AT
 
 # --- resources ---------------------------------------------------------------------------------
 
@@ -299,7 +300,7 @@ def test_killed_at_five_points_then_resumed_is_byte_identical(deterministic_run,
     args = [str(deterministic_run["bids"]), str(out), "participant", "-w", str(work),
             "--sloppy", "--deterministic", "--nprocs", "2", "--skip-bids-validation",
             "--participant-label", "001", "--models", "demo"]
-    helper = Path(__file__).with_name("crash_at.py")
+    helper = CRASH_AT
     left = {}
     for point in ("registration", "segmentation", "writing", "inference", "report"):
         killed = subprocess.run([sys.executable, str(helper), point, *args],
@@ -337,7 +338,7 @@ def test_signal_mid_run_stops_every_worker_and_the_rerun_is_byte_identical(
     args = [str(deterministic_run["bids"]), str(out), "participant", "-w", str(work),
             "--sloppy", "--deterministic", "--nprocs", "2", "--skip-bids-validation",
             "--models", "demo"]
-    run = subprocess.Popen([sys.executable, str(Path(__file__).with_name("crash_at.py")),
+    run = subprocess.Popen([sys.executable, str(CRASH_AT),
                             "registration", *args],
                            env={**os.environ, "CRASH_AT_ACTION": f"mark:{marker}"},
                            start_new_session=True, stderr=subprocess.PIPE, text=True)

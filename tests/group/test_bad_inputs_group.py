@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_bad_inputs import checksums
 
 from bids_mdd.bids.names import derivative_path, sidecar_path
 from bids_mdd.bids.outputs import OUTPUTS
@@ -21,7 +22,6 @@ from bids_mdd.group.runner import _check_degrees_of_freedom
 from bids_mdd.synth.cohort import generate_cohort
 from bids_mdd.synth.mni import MNI_DIR
 from bids_mdd.synth.model import CohortSpec
-from test_bad_inputs import checksums
 
 SPACE = {"space": "MNI152NLin2009cAsym", "res": "1p5"}
 T_MAP = {**SPACE, "contrast": "MDDvsHC", "stat": "t", "suffix": "statmap"}

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bids_mdd.bids.discovery import T1wInput
 from bids_mdd.bids.names import crash_name
 from bids_mdd.errors import ExitCode
 from bids_mdd.participant.failures import exit_code_for, fix_for, node_failure, root_cause
+
+pytestmark = pytest.mark.unit  # make test-fast
 
 #: The end of a nipype crash file whose node read a sheared image with ANTs (the ITK lines as
 #: antspyx 0.6 prints them; nipype's own wrapper first).

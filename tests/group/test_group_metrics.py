@@ -29,6 +29,8 @@ from bids_mdd.group.metrics import (
     regression_metrics,
 )
 
+pytestmark = pytest.mark.unit  # make test-fast
+
 #: 4 MDD then 4 HC. Threshold 0.5: MDD 3 of 4 above (recall 0.75), HC 2 of 4 below
 #: (specificity 0.5), accuracy 5/8. AUC: 0.9 and 0.8 beat all 4 HC, 0.6 beats 0.2 and 0.1 and
 #: ties 0.6 (1/2), 0.4 beats 0.2 and 0.1: (4 + 4 + 2.5 + 2) / 16 = 0.78125.

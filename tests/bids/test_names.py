@@ -6,6 +6,8 @@ import pytest
 
 from bids_mdd.bids.names import derivative_path, parse_path, raw_path, relative_path, sidecar_path
 
+pytestmark = pytest.mark.unit  # make test-fast
+
 SPACE = "MNI152NLin2009cAsym"
 CASES = [
     ("sub-01/anat/sub-01_desc-preproc_T1w.nii.gz", dict(subject="01", desc="preproc",

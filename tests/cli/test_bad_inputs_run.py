@@ -12,14 +12,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_bad_inputs import checksums
 
 from bids_mdd.bids.discovery import T1wInput
 from bids_mdd.participant.preprocessing import missing_outputs
 from bids_mdd.synth.cohort import generate_cohort
 from bids_mdd.synth.model import CohortSpec
-from test_bad_inputs import checksums
+from conftest import CRASH_AT
 
-CRASH_AT = Path(__file__).with_name("crash_at.py")
 LABELS = ("001", "002")
 
 

@@ -23,6 +23,8 @@ from bids_mdd.group.glm import (
 )
 from bids_mdd.spaces.grids import CLASSIFIER_GRID, Grid
 
+pytestmark = pytest.mark.unit  # make test-fast
+
 #: A small grid for most tests (same zoom as the classifier grid, 16 128 voxels).
 SMALL = Grid(shape=(24, 28, 24), zoom=1.5, origin=(-18.0, -21.0, -18.0), res="test")
 #: Inside SMALL: the GM region (mean GM 0.5; 0.05 elsewhere) and the planted block in it.

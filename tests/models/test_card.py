@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from bids_mdd.models.card import Cohort, Evidence, ModelCard, caution
+
+pytestmark = pytest.mark.unit  # make test-fast
 
 REAL = Cohort(dataset="Resting state with closed eyes", n_participants=72,
               doi="10.18112/openneuro.ds002748.v1.0.5", class_counts={"control": 21, "MDD": 51},

@@ -14,6 +14,8 @@ from bids_mdd.errors import BidsMddError, ExitCode
 from bids_mdd.group.inputs import ParticipantFiles, covariate_table, missing_outputs
 from bids_mdd.group.qc import ROBUST_Z, qc_table, robust_z
 
+pytestmark = pytest.mark.unit  # make test-fast
+
 
 def files(tivs: list[float | None], gm: bool = True) -> list[ParticipantFiles]:
     """One ParticipantFiles per TIV (None: no QC metrics), subjects 01, 02, ..."""

@@ -13,6 +13,8 @@ from bids_mdd import __version__
 from bids_mdd.cli.run import main
 from conftest import make_tiny_bids
 
+pytestmark = pytest.mark.unit  # make test-fast
+
 
 @pytest.fixture
 def no_preproc(monkeypatch) -> list:

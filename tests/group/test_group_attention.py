@@ -10,6 +10,8 @@ from bids_mdd.errors import BidsMddError
 from bids_mdd.group.attention import mean_map
 from bids_mdd.spaces.grids import Grid
 
+pytestmark = pytest.mark.unit  # make test-fast
+
 GRID = Grid(shape=(5, 6, 7), zoom=1.0, origin=(0.0, 0.0, 0.0), res="test")
 
 

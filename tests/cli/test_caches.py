@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from bids_mdd.cli.caches import ensure_writable_caches
+
+pytestmark = pytest.mark.unit  # make test-fast
 
 
 def test_read_only_cache_is_copied_once(tmp_path, monkeypatch) -> None:

@@ -10,6 +10,8 @@ from torch import nn
 from bids_mdd.models.attention import _single_channel_input_gradient, guided_relus, input_gradient
 from bids_mdd.models.networks import build_network
 
+pytestmark = pytest.mark.unit  # make test-fast
+
 
 def _first_output(out: torch.Tensor) -> torch.Tensor:
     return out[:, 0]

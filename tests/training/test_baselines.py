@@ -20,6 +20,8 @@ from bids_mdd.training.baselines import (
     slices_as_channels,
 )
 
+pytestmark = pytest.mark.unit  # make test-fast
+
 # skimage's "uniform" LBP codes a uniform pattern by its number of neighbours >= the centre:
 # a flat neighbourhood (all 8 neighbours equal) is code 8 = P, non-uniform patterns code 9.
 FLAT_BIN = 8

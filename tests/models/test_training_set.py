@@ -10,6 +10,8 @@ from bids_mdd.models.bundle import load_bundle
 from bids_mdd.models.inference import packaged_models_dir
 from bids_mdd.models.training_set import TrainingSet, dataset_key, image_sha256, label_sha256
 
+pytestmark = pytest.mark.unit  # make test-fast
+
 DS002748 = "10.18112/openneuro.ds002748.v1.0.5"
 
 

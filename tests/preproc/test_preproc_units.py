@@ -14,6 +14,8 @@ from bids_mdd.preproc.inputs import load_t1w
 from bids_mdd.preproc.qc import dice, normalized_correlation
 from bids_mdd.spaces.grids import CLASSIFIER_GRID, DFRN_GRID
 
+pytestmark = pytest.mark.unit  # make test-fast
+
 
 def corner(grid, index):
     return grid.affine @ np.array([*index, 1.0])
