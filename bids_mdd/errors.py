@@ -50,10 +50,12 @@ EXIT_CODE_HELP: dict[ExitCode, tuple[str, str]] = {
     ExitCode.QC_FAILED: ("a participant failed the QC gate (its outputs are written; the "
                          "group level leaves it out)",
                          "look at its report sub-<label>.html; --qc-fail-ok exits 0"),
-    ExitCode.USAGE: ("a usage error: an option value, OUTPUT_DIR or the work dir inside "
-                     "BIDS_DIR, two bundles for one target",
-                     "follow the message; put OUTPUT_DIR and the work dir outside the input "
-                     "dataset"),
+    ExitCode.USAGE: ("a usage error: an option value, an OUTPUT_DIR that is BIDS_DIR or inside "
+                     "it but not under BIDS_DIR/derivatives/, a work dir inside BIDS_DIR, two "
+                     "bundles for one target",
+                     "follow the message: OUTPUT_DIR goes under BIDS_DIR/derivatives/ (e.g. "
+                     "BIDS_DIR/derivatives/bids_mdd) or outside the dataset, the work dir "
+                     "outside it"),
     ExitCode.BAD_DATA: ("bad data: a T1w bids_mdd cannot use, a malformed participants.tsv or "
                         "model bundle (the message names the file and line)",
                         "fix or exclude the file the message names"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -21,6 +22,20 @@ REAL_BIDS = SHARED / "data" / "ds002748-subset"
 if SHARED_TEMPLATEFLOW.is_dir():  # before any test imports templateflow
     os.environ.setdefault("TEMPLATEFLOW_HOME", str(SHARED_TEMPLATEFLOW))
 os.environ.setdefault("TEMPLATEFLOW_AUTOUPDATE", "0")
+
+
+def checksums(root: Path) -> dict[str, str]:
+    """Every entry under ``root``: file content (as root reads it), link target, mode."""
+    found = {}
+    for path in sorted(root.rglob("*")):
+        key = str(path.relative_to(root))
+        if path.is_symlink():
+            found[key] = f"link {os.readlink(path)}"
+        elif path.is_file():
+            found[key] = hashlib.sha256(path.read_bytes()).hexdigest() + oct(path.stat().st_mode)
+        else:
+            found[key] = "dir " + oct(path.stat().st_mode)
+    return found
 
 
 def _need(path: Path) -> Path:

@@ -48,7 +48,8 @@ def build_parser() -> BidsAppArgumentParser:
     )
     parser.add_argument("bids_dir", type=Path, help="the input BIDS dataset (read only)")
     parser.add_argument("output_dir", type=Path,
-                        help="where BIDS-Derivatives are written (outside bids_dir)")
+                        help="where BIDS-Derivatives are written: outside bids_dir, or under "
+                             "bids_dir/derivatives/ (e.g. bids_dir/derivatives/bids_mdd)")
     # Not 'choices=': an unknown level must exit 17, not argparse's usage code.
     parser.add_argument("analysis_level", metavar="{participant,group}",
                         help="participant: process each T1w; group: statistics across them")

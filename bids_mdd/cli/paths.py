@@ -8,6 +8,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from bids_mdd._version import __version__
 from bids_mdd.errors import BidsMddError, ExitCode
 
 
@@ -25,13 +26,36 @@ def check_bids_dir(bids_dir: Path) -> Path:
     return bids_dir.resolve()
 
 
+def suggested_output_dir(bids_dir: Path) -> Path:
+    """Where the BIDS specification puts a pipeline's derivatives inside a dataset."""
+    return bids_dir / "derivatives" / f"bids_mdd-{__version__}"
+
+
+def check_output_dir(bids_dir: Path, output_dir: Path) -> Path:
+    """Resolve OUTPUT_DIR: a folder outside ``bids_dir``, or one inside its ``derivatives/``
+    folder, the layout of the BIDS specification and the nipreps apps
+    (``<dataset>/derivatives/<pipeline>/``; pybids' discovery and the BIDS validator skip
+    ``derivatives/``, so the outputs are never taken for inputs). Exit 64, suggesting that
+    layout, for ``bids_dir`` itself, its ``derivatives/`` folder itself, and anywhere else
+    inside it: the raw data are never written to."""
+    resolved = output_dir.resolve()
+    if not _is_within(resolved, bids_dir) or (bids_dir / "derivatives") in resolved.parents:
+        return resolved
+    where = ("is bids_dir itself" if resolved == bids_dir
+             else f"is inside bids_dir {bids_dir} but not under its derivatives/ folder")
+    raise BidsMddError(f"output_dir {output_dir} {where}: write the derivatives to "
+                       f"{suggested_output_dir(bids_dir)} or to a folder outside the dataset",
+                       ExitCode.USAGE)
+
+
 def check_not_inside(bids_dir: Path, path: Path, what: str) -> Path:
-    """Resolve ``path``; exit 64 when it is ``bids_dir`` or inside it (the input stays
-    read-only)."""
+    """Resolve ``path``; exit 64 when it is ``bids_dir`` or inside it, ``derivatives/``
+    included (a work folder or a database is scratch, not a dataset's content)."""
     resolved = path.resolve()
     if _is_within(resolved, bids_dir):
         raise BidsMddError(f"{what} {path} is inside bids_dir {bids_dir}: choose a folder outside "
-                           "the input dataset, which bids_mdd never writes to", ExitCode.USAGE)
+                           "the input dataset (scratch space; the work dir's default is ./work)",
+                           ExitCode.USAGE)
     return resolved
 
 

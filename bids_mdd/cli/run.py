@@ -19,7 +19,12 @@ from bids_mdd.bids.validation import validate_dataset
 from bids_mdd.cli.bootstrap import configure_logging, error_line, run_command
 from bids_mdd.cli.caches import ensure_writable_caches
 from bids_mdd.cli.parser import ANALYSIS_LEVELS, build_parser
-from bids_mdd.cli.paths import check_bids_dir, check_not_inside, ensure_writable_dir
+from bids_mdd.cli.paths import (
+    check_bids_dir,
+    check_not_inside,
+    check_output_dir,
+    ensure_writable_dir,
+)
 from bids_mdd.cli.signals import Interrupted, interruptible, stop_children
 from bids_mdd.errors import BidsMddError, ExitCode
 from bids_mdd.participant.failures import fix_for
@@ -33,7 +38,7 @@ def collect_inputs(args: argparse.Namespace) -> list[T1wInput]:
         raise BidsMddError(f"unknown analysis level '{args.analysis_level}': use one of "
                            f"{', '.join(ANALYSIS_LEVELS)}", ExitCode.UNKNOWN_LEVEL)
     bids_dir = check_bids_dir(args.bids_dir)
-    args.output_dir = check_not_inside(bids_dir, args.output_dir, "output_dir")
+    args.output_dir = check_output_dir(bids_dir, args.output_dir)
     args.work_dir = check_not_inside(bids_dir, args.work_dir, "work_dir")
     if args.bids_database_dir is not None:
         args.bids_database_dir = check_not_inside(bids_dir, args.bids_database_dir,

@@ -6,7 +6,6 @@ beside it complete."""
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import os
 import shutil
@@ -25,7 +24,7 @@ from bids_mdd.models.inference import packaged_models_dir
 from bids_mdd.synth.cohort import generate_cohort
 from bids_mdd.synth.mni import MNI_DIR
 from bids_mdd.synth.model import CohortSpec
-from conftest import CreatesFile, relist_weights
+from conftest import CreatesFile, checksums, relist_weights
 
 TWO_MM = np.diag([2.0, 2.0, 2.0, 1.0])
 SHAPE = (60, 70, 60)  # 120 x 140 x 120 mm at 2 mm
@@ -106,20 +105,6 @@ def write_bad_t1w(bids: Path) -> None:
     shrunk = good_image.affine.copy()
     shrunk[:3, :3] *= 0.6
     _save(_t1w(bids, "small"), np.asarray(good_image.dataobj), shrunk)
-
-
-def checksums(root: Path) -> dict[str, str]:
-    """Every entry under ``root``: file content (as root reads it), link target, mode."""
-    found = {}
-    for path in sorted(root.rglob("*")):
-        key = str(path.relative_to(root))
-        if path.is_symlink():
-            found[key] = f"link {os.readlink(path)}"
-        elif path.is_file():
-            found[key] = hashlib.sha256(path.read_bytes()).hexdigest() + oct(path.stat().st_mode)
-        else:
-            found[key] = "dir " + oct(path.stat().st_mode)
-    return found
 
 
 #: As root, the child runs without the capabilities that bypass file permissions (what makes

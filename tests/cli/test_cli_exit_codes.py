@@ -63,19 +63,27 @@ def test_missing_bids_dir_exits_66(tmp_path, capsys) -> None:
     assert "nowhere does not exist" in err
 
 
-@pytest.mark.parametrize("where", ["same", "inside"])
-def test_output_in_bids_dir_exits_64(tiny_bids, capsys, where) -> None:
-    out = tiny_bids if where == "same" else tiny_bids / "derivatives" / "bids_mdd"
+@pytest.mark.parametrize("where", ["same", "inside", "derivatives"])
+def test_output_in_bids_dir_but_not_under_its_derivatives_exits_64(tiny_bids, capsys,
+                                                                    where) -> None:
+    """BIDS_DIR itself, a folder of it outside derivatives/, and derivatives/ itself are
+    refused with the layout the BIDS specification suggests; nothing is created."""
+    out = {"same": tiny_bids, "inside": tiny_bids / "out",
+           "derivatives": tiny_bids / "derivatives"}[where]
     code, err = run(capsys, tiny_bids, out, "participant")
-    assert code == 64
-    assert "is inside bids_dir" in err and len(err.strip().splitlines()) == 1
+    assert code == 64 and len(err.strip().splitlines()) == 1
+    assert f"write the derivatives to {tiny_bids}/derivatives/bids_mdd-{__version__}" in err
+    assert not (tiny_bids / "out").exists() and not (tiny_bids / "derivatives").exists()
+
+
+@pytest.mark.parametrize("inside", ["work", "derivatives/work"])
+def test_work_dir_in_bids_dir_exits_64(tiny_bids, tmp_path, capsys, inside) -> None:
+    code, err = run(capsys, tiny_bids, tiny_bids / "derivatives" / "bids_mdd", "participant",
+                    "-w", tiny_bids / inside)
+    assert code == 64 and len(err.strip().splitlines()) == 1
+    assert f"work_dir {tiny_bids / inside} is inside bids_dir" in err
+    assert "choose a folder outside the input dataset" in err
     assert not (tiny_bids / "derivatives").exists()
-
-
-def test_work_dir_in_bids_dir_exits_64(tiny_bids, tmp_path, capsys) -> None:
-    code, err = run(capsys, tiny_bids, tmp_path / "out", "participant", "-w", tiny_bids / "work")
-    assert code == 64
-    assert "work_dir" in err
 
 
 @pytest.mark.parametrize("extra", [[], ["out", "participant", "--nprocs", "0"],
