@@ -42,10 +42,10 @@ OTHER_DESCRIPTIONS = {
 
 
 def _cell(text: str) -> str:
-    """Table-cell text: one line, ``<`` escaped outside code (Markdown takes ``<label>`` for
-    HTML)."""
+    """Table-cell text: one line, ``<`` and ``*`` escaped outside code (Markdown takes
+    ``<label>`` for HTML and ``sub-*/...*`` for emphasis)."""
     pieces = text.replace("\n", " ").split("`")
-    return "`".join(piece if i % 2 else piece.replace("<", "\\<")
+    return "`".join(piece if i % 2 else piece.replace("<", "\\<").replace("*", "\\*")
                     for i, piece in enumerate(pieces))
 
 
