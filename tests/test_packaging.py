@@ -209,6 +209,7 @@ def test_readme_documents_the_two_commands_and_exit_codes() -> None:
 def test_build_scripts_parse() -> None:
     """The scripts CI and the image builds run (they run for real in tools/container-test)."""
     for shell, script in (("bash", "tools/container-test"), ("bash", ".ci/run"),
+                          ("bash", "brainlife/main"),
                           ("bash", "tools/lock-image-requirements"), ("sh", "tools/version"),
                           ("sh", "docker/install-python-packages.sh"),
                           ("sh", "docker/install-templates.sh")):

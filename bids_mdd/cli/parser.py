@@ -62,8 +62,10 @@ def build_parser() -> BidsAppArgumentParser:
                      help="sessions to process, with or without 'ses-' (default: all)")
     sel.add_argument("--bids-filter-file", type=Path, metavar="FILE",
                      help='JSON with pybids filters under "t1w", as in fMRIPrep')
-    sel.add_argument("--skip-bids-validation", action="store_true",
-                     help="accept a dataset that does not look like BIDS")
+    # the underscore spellings of fMRIPrep (--skip_bids_validation) and of the BIDS-Apps
+    # examples (--skip_bids_validator), so that a platform's or lab's usual command line works
+    sel.add_argument("--skip-bids-validation", "--skip_bids_validation", "--skip_bids_validator",
+                     action="store_true", help="accept a dataset that does not look like BIDS")
     sel.add_argument("--bids-database-dir", type=Path, metavar="DIR",
                      help="store/reuse the pybids index here (saves time on large datasets)")
 

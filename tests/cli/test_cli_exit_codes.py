@@ -103,14 +103,20 @@ def test_output_not_creatable_exits_73(tiny_bids, tmp_path, capsys) -> None:
     assert "cannot create output_dir" in err
 
 
+@pytest.mark.parametrize("skip", ["--skip-bids-validation", "--skip_bids_validation",
+                                  "--skip_bids_validator"])
 def test_no_dataset_description_exits_16_unless_skipped(tiny_bids, tmp_path, capsys,
-                                                        no_preproc) -> None:
+                                                        no_preproc, skip) -> None:
+    """Skipped in any spelling: ours, fMRIPrep's, the BIDS-Apps examples' (with their
+    --participant_label)."""
     (tiny_bids / "dataset_description.json").unlink()
     code, err = run(capsys, tiny_bids, tmp_path / "out", "participant")
     assert code == 16
     assert "dataset_description.json is missing" in err
-    code, err = run(capsys, tiny_bids, tmp_path / "out", "participant", "--skip-bids-validation")
+    code, err = run(capsys, tiny_bids, tmp_path / "out", "participant", "--participant_label",
+                    "01", skip)
     assert code == 0, err
+    assert {t1w.subject for t1w in no_preproc[-1]} == {"01"}
 
 
 def test_no_t1w_exits_16(tmp_path, capsys) -> None:
