@@ -67,4 +67,6 @@ RUN mkdir -p /opt/cache/matplotlib /opt/cache/nipype /opt/cache/torch \
     && useradd --no-create-home --home-dir /tmp --uid 1000 --shell /usr/sbin/nologin bidsapp
 USER bidsapp
 WORKDIR /tmp
-ENTRYPOINT ["bids_mdd"]
+# -I (isolated): the caller's PYTHONPATH and user site packages never reach bids_mdd, which
+# matters where the host environment is passed in (Apptainer without --cleanenv)
+ENTRYPOINT ["/opt/venv/bin/python", "-I", "-m", "bids_mdd.cli.run"]

@@ -30,6 +30,9 @@ def test_torch_is_pinned_to_the_cpu_wheel_release() -> None:
     assert install < makefile.index("pip install --quiet -e")
 
 
+#: The images' command: bids_mdd in isolated mode, so that a host's PYTHONPATH and user site
+#: packages (Apptainer passes the host environment in) never reach it.
+ENTRYPOINT = ["/opt/venv/bin/python", "-I", "-m", "bids_mdd.cli.run"]
 DIGEST = re.compile(r"python:3\.11-slim-bookworm@sha256:[0-9a-f]{64}$")
 
 
@@ -51,7 +54,8 @@ def test_dockerfile() -> None:
     instructions = [item["instruction"] for item in dockerfile.structure]
     assert instructions.count("FROM") == 2  # build stage, then a runtime stage without pip caches
     assert all(DIGEST.match(image) for image in dockerfile.parent_images), dockerfile.parent_images
-    assert dockerfile.structure[-1]["value"] == '["bids_mdd"]' and instructions[-1] == "ENTRYPOINT"
+    assert instructions[-1] == "ENTRYPOINT"
+    assert json.loads(dockerfile.structure[-1]["value"]) == ENTRYPOINT
     users = [item["value"] for item in dockerfile.structure if item["instruction"] == "USER"]
     assert users == ["bidsapp"]
     assert {"org.opencontainers.image.version", "org.opencontainers.image.source",
@@ -76,7 +80,7 @@ def test_singularity_def_matches_the_dockerfile() -> None:
     sections = _def_sections(text)
     names = [name for name, _ in sections]
     assert {"help", "test", "runscript", "labels", "environment"} <= set(names)
-    assert dict(sections)["runscript"].strip() == 'exec bids_mdd "$@"'
+    assert dict(sections)["runscript"].strip() == f'exec {" ".join(ENTRYPOINT)} "$@"'
     assert set(re.findall(r"^From: (\S+)$", text, re.M)) == set(dockerfile.parent_images)
     environment = _def_environment(text)
     docker_environment = dict(dockerfile.envs)

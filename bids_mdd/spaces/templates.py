@@ -14,6 +14,8 @@ from typing import Any
 from bids_mdd.errors import BidsMddError, ExitCode
 
 TEMPLATE = "MNI152NLin2009cAsym"
+#: Where the bids_mdd images keep their templates (their TEMPLATEFLOW_HOME).
+IMAGE_TEMPLATEFLOW = "/opt/templateflow"
 
 
 def template_file(template: str = TEMPLATE, **query: Any) -> Path:
@@ -22,9 +24,18 @@ def template_file(template: str = TEMPLATE, **query: Any) -> Path:
     Raises exit 66 naming ``TEMPLATEFLOW_HOME`` when the file is absent or empty locally.
     """
     os.environ.setdefault("TEMPLATEFLOW_AUTOUPDATE", "0")
-    from templateflow import api  # imported late: it reads TEMPLATEFLOW_HOME at import time
-
     home = os.environ.get("TEMPLATEFLOW_HOME", "~/.cache/templateflow")
+    fix = "point TEMPLATEFLOW_HOME at a pre-populated templateflow folder"
+    if os.environ.get("BIDS_MDD_CONTAINER_TYPE") and Path(IMAGE_TEMPLATEFLOW).is_dir():
+        # the host's variable reached the image (Apptainer passes the environment in)
+        fix = (f"the image holds its templates in {IMAGE_TEMPLATEFLOW}: run with "
+               "apptainer run --cleanenv, or unset TEMPLATEFLOW_HOME")
+    try:  # imported late: it reads TEMPLATEFLOW_HOME, and sets a missing one up, at import
+        from templateflow import api
+    except OSError as exc:  # e.g. a host path on a read-only container root
+        raise BidsMddError(f"TEMPLATEFLOW_HOME={home} cannot be set up ({exc.strerror or exc}): "
+                           f"{fix}", ExitCode.MISSING_INPUT) from exc
+
     described = ", ".join(f"{key}={value}" for key, value in sorted(query.items()))
     local = _existing(api.ls(template, **query))
     why = ""
@@ -37,8 +48,7 @@ def template_file(template: str = TEMPLATE, **query: Any) -> Path:
         what = "is not" if not local else f"matches {len(local)} files"
         raise BidsMddError(
             f"template tpl-{template} ({described}) {what} in TEMPLATEFLOW_HOME={home}{why}: "
-            "point TEMPLATEFLOW_HOME at a pre-populated templateflow folder",
-            ExitCode.MISSING_INPUT)
+            f"{fix}", ExitCode.MISSING_INPUT)
     return local[0]
 
 
