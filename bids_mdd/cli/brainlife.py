@@ -34,6 +34,7 @@ from typing import Any
 import pandas as pd
 
 from bids_mdd.bids.atomic import write_json
+from bids_mdd.bids.names import sidecar_path
 from bids_mdd.bids.outputs import T1wOutputs
 from bids_mdd.cli import run as bids_app
 from bids_mdd.cli.bootstrap import run_command
@@ -114,10 +115,11 @@ def write_outputs(out_dir: Path, outputs: T1wOutputs,
         shutil.copytree(derivatives / "figures", html / "figures", dirs_exist_ok=True)
     predictions = pd.read_csv(local.predictions, sep="\t", dtype={"in_distribution": str,
                                                                  "in_training": str})
-    sidecar = json.loads(local.predictions.with_suffix(".json").read_text(encoding="utf-8"))
+    sidecar = json.loads(sidecar_path(local.predictions).read_text(encoding="utf-8"))
     models = {m["name"]: (m.get("card") or {}).get("summary") for m in sidecar["Models"]}
+    # through pandas' JSON writer: an n/a (a bundle without a domain model) becomes null
     records = [{**row, "evidence": models.get(row["model"])}
-               for row in predictions.to_dict(orient="records")]
+               for row in json.loads(predictions.to_json(orient="records"))]
     (out_dir / "predictions").mkdir(exist_ok=True)
     write_json(out_dir / "predictions" / "predictions.json", records)
     qc = json.loads(local.output("qc").read_text(encoding="utf-8"))
