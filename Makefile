@@ -14,8 +14,8 @@ export TEMPLATEFLOW_AUTOUPDATE = 0
 
 .PHONY: install demo test test-fast docs lint clean-demo
 
-# torch==2.13.0 first, from the local CPU wheel: with it installed, pip never resolves a
-# multi-GB CUDA build for the packages that depend on torch (e.g. monai).
+# torch==2.13.0 first, from the local CPU wheel: with it installed, pyproject's torch range is
+# met and pip never resolves a multi-GB CUDA build for bids_mdd or what depends on torch (monai).
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
+import sysconfig
 import tomllib
 from pathlib import Path
 
@@ -19,15 +21,57 @@ from bids_mdd.errors import ExitCode
 from conftest import REPO
 
 
-def test_torch_is_pinned_to_the_cpu_wheel_release() -> None:
+def test_torch_is_a_range_and_the_cpu_wheel_goes_first() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    assert "torch==2.13.0" in project["dependencies"]
+    assert "torch>=2.13,<3" in project["dependencies"]
     assert project["requires-python"] == ">=3.11"
     assert set(project["scripts"]) == {"bids_mdd", "bids_mdd-synth", "bids_mdd-train",
                                        "bids_mdd-slurm"}
     makefile = (REPO / "Makefile").read_text()
     install = makefile.index("pip install --quiet torch==2.13.0")
     assert install < makefile.index("pip install --quiet -e")
+
+
+def _env_with_torch(root: Path, torch_version: str) -> Path:
+    """A venv whose only own package is a torch of that version (its metadata), seeing the test
+    environment's packages through a ``.pth`` after its own: pip resolves bids_mdd's other
+    requirements offline from what is installed here, and finds that torch first."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True)
+    python = root / "bin" / "python"
+    purelib = Path(subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        check=True, capture_output=True, text=True).stdout.strip())
+    dist_info = purelib / f"torch-{torch_version}.dist-info"
+    dist_info.mkdir(parents=True)
+    (dist_info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: torch\nVersion: {torch_version}\n")
+    (dist_info / "INSTALLER").write_text("pip\n")
+    (dist_info / "RECORD").write_text("")
+    (purelib / "zz_test_environment.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    return python
+
+
+def _pip_install_editable(python: Path, report: Path) -> subprocess.CompletedProcess[str]:
+    """``pip install -e .`` into that venv, as a dry run, with no index and no pip configuration
+    (no file or ``PIP_*`` variable naming find-links that hold another torch)."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("PIP_")}
+    env |= {"PIP_CONFIG_FILE": os.devnull, "PIP_NO_INPUT": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "--dry-run",
+         "--no-index", "--no-build-isolation", "--quiet", "--report", str(report), "-e",
+         str(REPO)], capture_output=True, text=True, env=env)
+
+
+def test_an_install_keeps_the_environments_own_torch(tmp_path: Path) -> None:
+    python = _env_with_torch(tmp_path / "env", "2.14.1")
+    result = _pip_install_editable(python, tmp_path / "report.json")
+    assert result.returncode == 0, result.stderr
+    installs = json.loads((tmp_path / "report.json").read_text())["install"]
+    assert [item["metadata"]["name"] for item in installs] == ["bids_mdd"]
+    # below the range's floor, pip must want another torch, which no index offers here
+    python = _env_with_torch(tmp_path / "old", "2.12.1")
+    result = _pip_install_editable(python, tmp_path / "old.json")
+    assert result.returncode != 0 and "torch" in result.stderr, result.stderr
 
 
 #: The images' command: bids_mdd in isolated mode, so that a host's PYTHONPATH and user site
