@@ -42,6 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also write each subject's model inputs rendered directly in MNI "
                              "space (smoothed modulated GM, normalised T1w) under "
                              "derivatives/bids_mdd-synthetic, for training without preprocessing")
+    parser.add_argument("--sites", type=int, default=0, metavar="K",
+                        help="acquisition sites (at least 2), each with its own scanner "
+                             "signature (intensity, contrast, bias, noise, voxel size, a GM "
+                             "offset in a region of its own) and its own MDD:HC ratio and ages, "
+                             "so that site is confounded with diagnosis; writes a site column")
+    parser.add_argument("--site-offset", type=float, default=CohortSpec.site_offset,
+                        metavar="FRACTION",
+                        help="relative GM change a site's scanner causes in its own region")
     parser.add_argument("--factor-weight", type=float, default=CohortSpec.factor_weight,
                         help="symptom-score change per SD of the anchor region's GM volume")
     parser.add_argument("--factor-noise-sd", type=float, default=CohortSpec.factor_noise_sd,
@@ -64,7 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                           effect_size=args.effect_size, resolution=args.resolution,
                           regions=tuple(args.regions), skull_stripped=args.skull_stripped,
                           mni_derivatives=args.mni_derivatives, factor_weight=args.factor_weight,
-                          factor_noise_sd=args.factor_noise_sd)
+                          factor_noise_sd=args.factor_noise_sd, n_sites=args.sites,
+                          site_offset=args.site_offset)
         truth = generate_cohort(args.out, spec, n_jobs=args.n_jobs)
         measured = ", ".join(f"{k} {v:.2f}" for k, v in truth["measured_cohens_d"].items())
         LOGGER.info("wrote %d SYNTHETIC subjects to %s in %.1f s; measured Cohen's d: %s",

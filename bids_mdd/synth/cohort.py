@@ -32,8 +32,10 @@ from bids_mdd.synth.model import (
     draw_subjects,
     factor_scores,
     regional_gm_scale,
+    site_spec,
 )
 from bids_mdd.synth.render import TemplateSpace, prepare_template, render_subject
+from bids_mdd.synth.sites import SiteSignature, draw_sites
 from bids_mdd.synth.stats import cohens_d
 
 LOGGER = logging.getLogger(__name__)
@@ -41,25 +43,28 @@ LOGGER = logging.getLogger(__name__)
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(space: TemplateSpace, spec: CohortSpec, root: str,
+def _init_worker(spaces: dict[float, TemplateSpace], spec: CohortSpec, root: str,
                  region_indices: dict[str, list[int]], planted: set[int],
-                 mni: MniSpace | None) -> None:
-    _WORKER.update(space=space, spec=spec, root=Path(root), regions=region_indices,
-                   planted=planted, mni=mni)
+                 mni: MniSpace | None, offsets: dict[str, list[int]]) -> None:
+    _WORKER.update(spaces=spaces, spec=spec, root=Path(root), regions=region_indices,
+                   planted=planted, mni=mni, offsets=offsets)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def _make_subject(draw: SubjectDraw) -> dict[str, Any]:
     """Render and write one subject; return its regional GM volumes (mL) and brain volume."""
-    space, spec = _WORKER["space"], _WORKER["spec"]
+    spec = _WORKER["spec"]
+    acquired = site_spec(spec, draw)
+    offsets = _WORKER["offsets"].get(draw.site.name, []) if draw.site else []
     gm_scale = regional_gm_scale(spec, draw, _WORKER["planted"])
-    images = render_subject(space, spec, draw, gm_scale)
+    images = render_subject(_WORKER["spaces"][acquired.resolution], acquired, draw, gm_scale,
+                            offsets)
     writer.write_subject(_WORKER["root"], draw, images, spec)
     brain_ml = float(images.brain.sum() * images.voxel_ml)
     gm_ml = float(images.gm.sum() * images.voxel_ml)
     if _WORKER["mni"] is not None:
         write_mni_inputs(_WORKER["root"], draw,
-                         render_mni_inputs(_WORKER["mni"], spec, draw, gm_scale))
+                         render_mni_inputs(_WORKER["mni"], acquired, draw, gm_scale, offsets))
         write_mni_qc(_WORKER["root"], draw, brain_ml, gm_ml)
     volumes = {name: label_volume_ml(images.labels, images.gm, images.voxel_ml, idx)
                for name, idx in _WORKER["regions"].items()}
@@ -103,6 +108,7 @@ def generate_cohort(out_dir: str | Path, spec: CohortSpec, n_jobs: int = 2) -> d
         raise BidsMddError(f"--regions: {exc}", ExitCode.USAGE) from exc
     regions = {**planted_map, **{f: factor_map[r] for f, r in FACTOR_REGIONS.items()}}
     planted = {i for idx in planted_map.values() for i in idx}
+    sites, offsets = _draw_sites(spec, atlas, {i for idx in regions.values() for i in idx})
 
     tmp = out_dir.with_name(f".{out_dir.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -113,10 +119,14 @@ def generate_cohort(out_dir: str | Path, spec: CohortSpec, n_jobs: int = 2) -> d
                            f"{out_dir} and renamed into place, so {out_dir.parent} must be "
                            "writable", ExitCode.CANNOT_CREATE_OUTPUT) from exc
     try:  # the partial folder goes whatever fails
-        LOGGER.info("preparing the template at %.2g mm", spec.resolution)
-        space = prepare_template(nib.load(template_t1w()), nib.load(template_brain_mask()), atlas,
-                                 spec.resolution, seed=spec.seed)
-        draws = draw_subjects(spec, atlas.hemisphere_stems())
+        draws = draw_subjects(spec, atlas.hemisphere_stems(), sites)
+        spaces = {}
+        for resolution in sorted({site_spec(spec, draw).resolution for draw in draws}):
+            LOGGER.info("preparing the template at %.2g mm", resolution)
+            spaces[resolution] = prepare_template(nib.load(template_t1w()),
+                                                  nib.load(template_brain_mask()), atlas,
+                                                  resolution, seed=spec.seed)
+        space = spaces.get(spec.resolution) or spaces[min(spaces)]
         mni = None
         if spec.mni_derivatives:
             LOGGER.info("preparing the 1 mm template for MNI-space model inputs")
@@ -124,11 +134,12 @@ def generate_cohort(out_dir: str | Path, spec: CohortSpec, n_jobs: int = 2) -> d
                                                      nib.load(template_brain_mask()), atlas,
                                                      resolution=1.0, seed=spec.seed))
         with ProcessPoolExecutor(max_workers=max(1, n_jobs), initializer=_init_worker,
-                                 initargs=(space, spec, str(tmp), regions, planted, mni)) as pool:
+                                 initargs=(spaces, spec, str(tmp), regions, planted, mni,
+                                           offsets)) as pool:
             results = list(tqdm(pool.map(_make_subject, draws), total=len(draws),
                                 desc="synthetic subjects", unit="subject"))
         truth = _ground_truth(spec, draws, results,
-                              template_regional_fractions(space, atlas, regions), space)
+                              template_regional_fractions(space, atlas, regions), space, sites)
         writer.write_dataset_files(tmp, spec, draws, truth)
         if out_dir.exists():
             out_dir.rmdir()  # checked empty above
@@ -138,8 +149,30 @@ def generate_cohort(out_dir: str | Path, spec: CohortSpec, n_jobs: int = 2) -> d
     return truth
 
 
+#: Regions large enough for a site's offset to be seen, where no effect is planted by default.
+SITE_OFFSET_REGIONS = ("Precentral", "Occipital_Mid", "Parietal_Inf", "Lingual", "Fusiform",
+                       "Precuneus", "Temporal_Sup", "Cuneus", "Occipital_Sup", "SupraMarginal",
+                       "Angular", "Calcarine", "Parietal_Sup", "Supp_Motor_Area")
+
+
+def _draw_sites(spec: CohortSpec, atlas: Atlas, taken: set[int],
+                ) -> tuple[list[SiteSignature], dict[str, list[int]]]:
+    """The cohort's sites and each one's offset labels, none of them a planted or factor
+    region's."""
+    if not spec.n_sites:
+        return [], {}
+    stems = atlas.hemisphere_stems()
+    indices = {stem: [i for i, s in stems.items() if s == stem] for stem in SITE_OFFSET_REGIONS}
+    free = [stem for stem, idx in indices.items() if idx and not taken & set(idx)]
+    sites = draw_sites(spec.n_sites, seed=spec.seed, offset=spec.site_offset,
+                       bias_sd=spec.bias_sd, noise_fraction=spec.noise_fraction,
+                       age_range=spec.age_range, candidate_regions=free)
+    return sites, {site.name: indices[site.offset_region] for site in sites}
+
+
 def _ground_truth(spec: CohortSpec, draws: list[SubjectDraw], results: list[dict[str, Any]],
-                  reference: dict[str, float], space: TemplateSpace) -> dict[str, Any]:
+                  reference: dict[str, float], space: TemplateSpace,
+                  sites: list[SiteSignature]) -> dict[str, Any]:
     by_label = {r["label"]: r for r in results}
     subjects = []
     for draw in draws:
@@ -149,7 +182,8 @@ def _ground_truth(spec: CohortSpec, draws: list[SubjectDraw], results: list[dict
         relative = {name: fractions[name] / reference[name] for name in FACTOR_REGIONS}
         subjects.append({
             "participant_id": f"sub-{draw.label}", "group": draw.group, "age": draw.age,
-            "sex": draw.sex, "head_scale": round(draw.head_scale, 4),
+            "sex": draw.sex, **({"site": draw.site.name} if draw.site else {}),
+            "head_scale": round(draw.head_scale, 4),
             "brain_volume_ml": round(result["brain_ml"], 2),
             "gm_volume_ml": round(result["gm_ml"], 2),
             "regional_gm_ml": {k: round(v, 3) for k, v in result["regional_gm_ml"].items()},
@@ -176,5 +210,8 @@ def _ground_truth(spec: CohortSpec, draws: list[SubjectDraw], results: list[dict
             "template_gm_fraction": reference,
         },
         "tissue_means": dict(zip(("CSF", "GM", "WM"), space.tissue_means.round(2).tolist())),
+        **({"sites": [asdict(site) for site in sites],
+            "site_model": "see bids_mdd/synth/sites.py: SiteSignature; a site changes the T1w "
+                          "and the MNI-space inputs, never the true GM map"} if sites else {}),
         "subjects": subjects,
     }

@@ -62,16 +62,27 @@ def _to_grid(data: np.ndarray, affine: np.ndarray, grid) -> np.ndarray:
 
 
 def render_mni_inputs(mni: MniSpace, spec: CohortSpec, draw: SubjectDraw,
-                      gm_scale: dict[int, float]) -> dict[str, nib.Nifti1Image]:
+                      gm_scale: dict[int, float], offset_indices: list[int] = (),
+                      ) -> dict[str, nib.Nifti1Image]:
     """The subject's smoothed modulated GM (1.5 mm grid) and, unless ``spec.mni_t1w`` is
-    False, its normalised T1w (1 mm grid)."""
+    False, its normalised T1w (1 mm grid).
+
+    A subject with a site gets what its scanner makes a segmentation see: GM times the site's
+    ``gm_scale``, and times ``1 - offset`` in the atlas labels ``offset_indices``; ``spec`` is
+    the acquisition's (``site_spec``), so the T1w's noise is the site's.
+    """
     rng = np.random.default_rng([*draw.seed, 11])
     scale = gaussian_filter(label_lookup(mni.labels, gm_scale), 2.0)
     gm = mni.gm * np.clip(scale, 0.0, 1.0)
     lost = mni.gm - gm
     noise = gaussian_filter(rng.standard_normal(mni.gm.shape).astype(np.float32), 3.0)
     noise *= spec.mni_noise_sd / (noise.std() + 1e-12)
-    modulated = gm * np.exp(noise) * draw.head_scale**3  # modulation keeps native volume
+    seen = gm
+    if draw.site is not None:
+        offset = draw.site.offset * gaussian_filter(
+            np.isin(mni.labels, offset_indices).astype(np.float32), 2.0)
+        seen = gm * draw.site.gm_scale * (1.0 - offset)
+    modulated = seen * np.exp(noise) * draw.head_scale**3  # modulation keeps native volume
     gm_img = CLASSIFIER_GRID.image(np.clip(_to_grid(modulated, mni.affine, CLASSIFIER_GRID),
                                            0, None))
     smoothed = smooth_img(gm_img, 8.0)

@@ -6,9 +6,11 @@ Every number here is ours (the papers give no generative model) and is recorded 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
+
+from bids_mdd.synth.sites import SiteSignature, assign_sites
 
 #: Paper A's regions with the largest MDD-HC grey-matter difference (AAL abbreviations).
 DEFAULT_REGIONS = ("SFGdor", "MTG", "MFG", "PoCG", "ITG")
@@ -57,6 +59,8 @@ class CohortSpec:
     mni_derivatives: bool = False      # also write model inputs rendered in MNI space
     mni_noise_sd: float = 0.1          # SD of their smooth multiplicative GM noise
     mni_t1w: bool = True               # with them, also the 1 mm T1w (False: the GM map only)
+    n_sites: int = 0                   # acquisition sites (0: one site, no site column)
+    site_offset: float = 0.15          # a site's GM change in its own region (see sites.py)
 
     def __post_init__(self) -> None:
         if self.n_mdd < 0 or self.n_hc < 0 or self.n_mdd + self.n_hc == 0:
@@ -67,6 +71,10 @@ class CohortSpec:
             raise ValueError("regional_gm_sd must be positive: it is the unit of --effect-size")
         if self.effect_size < 0:
             raise ValueError("--effect-size is a GM loss in MDD; give it as a value >= 0")
+        if self.n_sites == 1 or self.n_sites < 0:
+            raise ValueError("--sites needs at least 2 sites (leave it out for one site)")
+        if not 0 <= self.site_offset < 1:
+            raise ValueError("site_offset is a relative GM change in [0, 1)")
 
     @property
     def planted_loss(self) -> float:
@@ -85,37 +93,56 @@ class SubjectDraw:
     head_scale: float
     regional_z: dict[int, float] = field(repr=False)  # atlas index -> N(0, 1) GM variation
     seed: tuple[int, int] = (0, 0)
+    site: SiteSignature | None = None
 
     @property
     def is_mdd(self) -> bool:
         return self.group == "MDD"
 
 
-def draw_subjects(spec: CohortSpec, label_stems: dict[int, str]) -> list[SubjectDraw]:
+def draw_subjects(spec: CohortSpec, label_stems: dict[int, str],
+                  sites: list[SiteSignature] = ()) -> list[SubjectDraw]:
     """Draw every subject's group, demographics and regional variation from ``spec.seed``.
 
     ``label_stems`` maps each atlas index to its region name without hemisphere; both
     hemispheres of a region share one variation (homologous regions correlate strongly), so a
     bilateral region's volume has SD ``regional_gm_sd`` and the planted loss has Cohen's d
     ``effect_size`` against it. Groups come in a random order: labels carry no group information.
+    With ``sites``, each subject is assigned one (``assign_sites``) and its age is drawn from
+    that site's range; the other draws are those of the same cohort without sites.
     """
     rng = np.random.default_rng(spec.seed)
     n = spec.n_mdd + spec.n_hc
     groups = np.array(["MDD"] * spec.n_mdd + ["HC"] * spec.n_hc)[rng.permutation(n)]
     width = max(3, len(str(n)))
     stems = sorted(set(label_stems.values()))
+    site_of = assign_sites(groups, list(sites), spec.seed) if sites else [None] * n
     draws = []
     for i, group in enumerate(groups):
+        site = sites[site_of[i]] if sites else None
         sex = "M" if rng.random() < 0.5 else "F"
-        age = float(np.round(rng.uniform(*spec.age_range), 1))
+        age = float(np.round(rng.uniform(*(site.age_range if site else spec.age_range)), 1))
         scale = ((spec.male_head_scale if sex == "M" else spec.female_head_scale)
                  + rng.normal(0, spec.head_scale_sd))
         z = dict(zip(stems, rng.standard_normal(len(stems)).tolist()))
         draws.append(SubjectDraw(label=f"{i + 1:0{width}d}", group=str(group), age=age, sex=sex,
                                  head_scale=float(scale),
                                  regional_z={i: z[stem] for i, stem in label_stems.items()},
-                                 seed=(spec.seed, i)))
+                                 seed=(spec.seed, i), site=site))
     return draws
+
+
+def site_resolution(spec: CohortSpec, draw: SubjectDraw) -> float:
+    """The voxel size of the subject's T1w: the cohort's, times its site's factor."""
+    return spec.resolution * (draw.site.resolution_factor if draw.site else 1.0)
+
+
+def site_spec(spec: CohortSpec, draw: SubjectDraw) -> CohortSpec:
+    """``spec`` as the subject's site acquires: its voxel size, bias field and noise."""
+    if draw.site is None:
+        return spec
+    return replace(spec, resolution=site_resolution(spec, draw), bias_sd=draw.site.bias_sd,
+                   noise_fraction=draw.site.noise_fraction)
 
 
 def regional_gm_scale(spec: CohortSpec, draw: SubjectDraw,

@@ -99,8 +99,13 @@ def label_lookup(labels: np.ndarray, table: dict[int, float]) -> np.ndarray:
 
 
 def render_subject(space: TemplateSpace, spec: CohortSpec, draw: SubjectDraw,
-                   gm_scale: dict[int, float]) -> SubjectImages:
-    """Render the subject drawn in ``draw`` with regional GM factors ``gm_scale``."""
+                   gm_scale: dict[int, float], offset_indices: list[int] = ()) -> SubjectImages:
+    """Render the subject drawn in ``draw`` with regional GM factors ``gm_scale``.
+
+    ``spec`` is the acquisition's (``site_spec``); a subject with a site also gets its
+    scanner's intensity scale and GM-WM contrast, moved further in the atlas labels
+    ``offset_indices`` (its site's region), none of which changes the true GM map.
+    """
     rng = np.random.default_rng(draw.seed)
     shape, affine = centered_grid(spec.fov_mm, spec.resolution)
     world = world_coordinates(shape, affine)
@@ -128,9 +133,16 @@ def render_subject(space: TemplateSpace, spec: CohortSpec, draw: SubjectDraw,
     gm_new = gm - lost
     means = space.tissue_means
     t1w = t1w - lost * (means[1] - means[0])
+    gain = 1.0
+    if draw.site is not None:
+        contrast = draw.site.gm_contrast + draw.site.offset * gaussian_filter(
+            np.isin(labels, offset_indices).astype(np.float32), 2.0 / spec.resolution)
+        t1w = t1w + contrast * gm_new * (means[2] - means[1])
+        gain = draw.site.intensity_scale
 
     bias = np.exp(smooth_random_field(shape, 80.0 / spec.resolution, spec.bias_sd, rng)[0])
-    sd = spec.noise_fraction * means[2]
+    sd = spec.noise_fraction * means[2] * gain
+    t1w = t1w * gain
     signal = t1w * bias
     t1w = np.sqrt((signal + rng.normal(0, sd, shape)) ** 2 + rng.normal(0, sd, shape) ** 2)
     if spec.skull_stripped:

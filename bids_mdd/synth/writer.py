@@ -55,7 +55,8 @@ def write_dataset_files(root: Path, spec: CohortSpec, draws: list[SubjectDraw],
                                 "ground_truth.json records every planted effect and draw; "
                                 f"{TRUTH_DIR}/ holds each subject's true GM map and labels.\n")
     rows = [{"participant_id": s["participant_id"], "group": s["group"], "age": s["age"],
-             "sex": s["sex"], **s["scores"]} for s in truth["subjects"]]
+             "sex": s["sex"], **({"site": s["site"]} if "site" in s else {}), **s["scores"]}
+            for s in truth["subjects"]]
     write_text(root / "participants.tsv", pd.DataFrame(rows).to_csv(sep="\t", index=False))
     columns: dict[str, Any] = {
         "participant_id": {"Description": "Synthetic participant identifier"},
@@ -64,6 +65,12 @@ def write_dataset_files(root: Path, spec: CohortSpec, draws: list[SubjectDraw],
         "age": {"Description": "Age (synthetic)", "Units": "years"},
         "sex": {"Description": "Sex (synthetic)", "Levels": {"M": "male", "F": "female"}},
     }
+    if spec.n_sites:
+        columns["site"] = {"Description": "Acquisition site (synthetic: its scanner signature "
+                                          "and sample are in ground_truth.json)",
+                           "Levels": {site["name"]: f"synthetic site, MDD fraction "
+                                                    f"{site['mdd_fraction']:g}"
+                                      for site in truth["sites"]}}
     for factor in FACTORS:
         columns[factor] = {"Description": f"{factor} symptom-factor score (synthetic; linear "
                                           "model of regional GM volume, see ground_truth.json)"}

@@ -1,0 +1,220 @@
+"""ComBat harmonisation of image features across sites: fitted on some participants, applied to
+those and to others.
+
+A site's scanner and protocol shift and scale each voxel's grey matter: ComBat (Johnson et al.
+2007; Fortin et al. 2017, 2018) models feature v of participant j at site i as
+
+    y_ijv = alpha_v + X_ij beta_v + gamma_iv + delta_iv * e_ijv,
+
+fits the covariates to preserve (``X``: diagnosis, age, sex, TIV) jointly with the site means,
+pools the site location ``gamma`` and scale ``delta`` across features by empirical Bayes (so a
+small site is estimated stably), and returns ``(y - alpha - X beta - gamma) / delta * sigma +
+alpha + X beta``: the covariates' effects are kept, the sites' removed.
+
+The fit is neuroCombat's (Fortin's reference Python port; neuroHarmonize builds on it but pins
+numpy < 2, which this stack cannot take). A fit applied to participants it was not fitted on
+follows ``neuroCombatFromTraining``, which needs their site only: it takes the training
+participants' mean covariate effect in place of theirs, so no held-out participant's label
+(the diagnosis a classifier predicts) is used. Fitting on all participants before splitting them
+into folds leaks the test participants' site means and diagnoses into training; callers fit
+inside each fold.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+LOGGER = logging.getLogger(__name__)
+
+#: The fewest participants per site: a site's scale ``delta`` is a variance.
+MIN_PER_SITE = 2
+
+
+class HarmonizationError(ValueError):
+    """Data ComBat cannot be fitted on or applied to; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class CombatFit:
+    """A ComBat fit: per site and feature, the location and scale to remove.
+
+    ``varying`` marks the features that were fitted (constant ones pass through unchanged);
+    the arrays hold those features only.
+    """
+
+    sites: tuple[str, ...]
+    covariates: tuple[str, ...]
+    n_features: int
+    varying: np.ndarray        # (n_features,) bool
+    var_pooled: np.ndarray     # (n_fitted,)
+    stand_mean: np.ndarray     # (n_fitted,) grand mean over sites
+    mod_mean: np.ndarray       # (n_fitted,) the training participants' mean covariate effect
+    gamma_star: np.ndarray     # (n_sites, n_fitted)
+    delta_star: np.ndarray     # (n_sites, n_fitted)
+
+    def apply(self, data: np.ndarray, sites: Sequence[str]) -> np.ndarray:
+        """Harmonise ``data`` (participants x features) of participants at known sites."""
+        data = _as_matrix(data, self.n_features)
+        sites = _site_labels(sites, len(data))
+        unknown = sorted(set(sites) - set(self.sites))
+        if unknown:
+            raise HarmonizationError(
+                f"site(s) {', '.join(unknown)} not in the ComBat fit (fitted on "
+                f"{', '.join(self.sites)}): harmonise only participants of those sites")
+        # neuroCombatFromTraining's formula, written out: that function turns one-element
+        # arrays into integers in a way NumPy deprecates (to become an error) and prints to
+        # stdout; tests/test_harmonize.py checks that both give the same numbers.
+        index = np.array([self.sites.index(site) for site in sites])
+        mean = self.stand_mean + self.mod_mean
+        scale = np.sqrt(self.var_pooled)
+        standardised = (data[:, self.varying] - mean) / scale
+        adjusted = (standardised - self.gamma_star[index]) / np.sqrt(self.delta_star[index])
+        out = data.copy()
+        out[:, self.varying] = adjusted * scale + mean
+        return out
+
+    def estimates(self) -> dict[str, np.ndarray]:
+        """The fit in neuroCombat's own format (``neuroCombat(...)["estimates"]``)."""
+        return {"batches": np.array(self.sites), "var.pooled": self.var_pooled[:, None],
+                "stand.mean": self.stand_mean[:, None], "mod.mean": self.mod_mean[:, None],
+                "gamma.star": self.gamma_star, "delta.star": self.delta_star}
+
+    def knows(self, site: str) -> bool:
+        return str(site) in self.sites
+
+    def save(self, path: str | Path) -> None:
+        """Write the fit as an ``.npz`` (no pickle: arrays and string arrays only)."""
+        np.savez(path, sites=np.array(self.sites), covariates=np.array(self.covariates),
+                 n_features=self.n_features, varying=self.varying, var_pooled=self.var_pooled,
+                 stand_mean=self.stand_mean, mod_mean=self.mod_mean,
+                 gamma_star=self.gamma_star, delta_star=self.delta_star)
+
+    @classmethod
+    def load(cls, path: str | Path) -> CombatFit:
+        with np.load(path, allow_pickle=False) as saved:
+            return cls(sites=tuple(str(s) for s in saved["sites"]),
+                       covariates=tuple(str(c) for c in saved["covariates"]),
+                       n_features=int(saved["n_features"]), varying=saved["varying"],
+                       var_pooled=saved["var_pooled"], stand_mean=saved["stand_mean"],
+                       mod_mean=saved["mod_mean"], gamma_star=saved["gamma_star"],
+                       delta_star=saved["delta_star"])
+
+
+def fit_combat(data: np.ndarray, sites: Sequence[str], covariates: pd.DataFrame | None = None,
+               *, categorical: Sequence[str] = (), continuous: Sequence[str] = (),
+               ) -> tuple[CombatFit, np.ndarray]:
+    """Fit ComBat on ``data`` (participants x features) and return the fit and ``data``
+    harmonised, preserving the ``categorical`` and ``continuous`` columns of ``covariates``."""
+    data = _as_matrix(data, None)
+    sites = _site_labels(sites, len(data))
+    names = [*categorical, *continuous]
+    table = pd.DataFrame({"_site": sites})
+    if names:
+        if covariates is None or len(covariates) != len(data):
+            raise HarmonizationError("covariates must hold one row per participant")
+        missing = [name for name in names if name not in covariates]
+        if missing:
+            raise HarmonizationError(f"covariate(s) {', '.join(missing)} not in the table")
+        values = covariates[names].reset_index(drop=True)
+        if values.isna().any().any():
+            raise HarmonizationError(
+                "ComBat needs every covariate of every participant: "
+                f"{', '.join(values.columns[values.isna().any()])} has n/a")
+        table = pd.concat([table, values], axis=1)
+    _check_design(table, categorical, continuous)
+    varying = np.ptp(data, axis=0) > 0
+    from neuroCombat import neuroCombat
+
+    with _quiet():
+        result = neuroCombat(dat=data[:, varying].T, covars=table, batch_col="_site",
+                             categorical_cols=list(categorical) or None,
+                             continuous_cols=list(continuous) or None)
+    estimates = result["estimates"]
+    fit = CombatFit(sites=tuple(str(s) for s in estimates["batches"]), covariates=tuple(names),
+                    n_features=data.shape[1], varying=varying,
+                    var_pooled=np.asarray(estimates["var.pooled"], float)[:, 0],
+                    stand_mean=np.asarray(estimates["stand.mean"], float)[:, 0],
+                    mod_mean=np.asarray(estimates["mod.mean"], float).mean(axis=1)
+                    if np.ndim(estimates["mod.mean"]) == 2 else np.zeros(int(varying.sum())),
+                    gamma_star=np.asarray(estimates["gamma.star"], float),
+                    delta_star=np.asarray(estimates["delta.star"], float))
+    harmonised = data.copy()
+    harmonised[:, varying] = np.asarray(result["data"]).T
+    return fit, harmonised
+
+
+def site_variance_explained(data: np.ndarray, sites: Sequence[str]) -> np.ndarray:
+    """Per feature, the share of variance between site means (one-way ANOVA's eta squared):
+    what a site effect looks like before and after harmonisation."""
+    data = np.asarray(data, dtype=float)
+    sites = np.array(_site_labels(sites, len(data)))
+    centred = data - data.mean(axis=0)
+    total = (centred**2).sum(axis=0)
+    between = np.zeros(data.shape[1])
+    for site in np.unique(sites):
+        rows = centred[sites == site]
+        between += len(rows) * rows.mean(axis=0) ** 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, between / total, 0.0)
+
+
+def _check_design(table: pd.DataFrame, categorical: Sequence[str],
+                  continuous: Sequence[str]) -> None:
+    counts = table["_site"].value_counts()
+    small = counts[counts < MIN_PER_SITE]
+    if len(counts) < 2:
+        raise HarmonizationError(f"ComBat needs at least 2 sites; all participants are at site "
+                                 f"{counts.index[0]}")
+    if len(small):
+        raise HarmonizationError(
+            f"ComBat needs at least {MIN_PER_SITE} participants per site: "
+            + ", ".join(f"{site} has {n}" for site, n in small.items())
+            + " (merge or leave out those sites)")
+    columns = [pd.get_dummies(table["_site"], dtype=float)]
+    for name in categorical:
+        columns.append(pd.get_dummies(table[name].astype(str), drop_first=True, dtype=float))
+    for name in continuous:
+        columns.append(pd.to_numeric(table[name], errors="raise").astype(float).to_frame())
+    design = pd.concat(columns, axis=1).to_numpy()
+    if np.linalg.matrix_rank(design) < design.shape[1]:
+        raise HarmonizationError(
+            "site cannot be told apart from the covariates to preserve (e.g. a site holding "
+            "one diagnosis only): ComBat would remove the covariate's effect with the site's; "
+            "use site as a covariate instead, or leave such sites out")
+
+
+def _as_matrix(data: np.ndarray, n_features: int | None) -> np.ndarray:
+    data = np.asarray(data, dtype=float)
+    if data.ndim != 2:
+        raise HarmonizationError(f"expected participants x features, got shape {data.shape}")
+    if n_features is not None and data.shape[1] != n_features:
+        raise HarmonizationError(f"the ComBat fit has {n_features} features, the data "
+                                 f"{data.shape[1]}: the same mask and grid are needed")
+    if not np.isfinite(data).all():
+        raise HarmonizationError("features must be finite (no NaN or inf)")
+    return data
+
+
+def _site_labels(sites: Sequence[str], n: int) -> list[str]:
+    labels = [str(site) for site in sites]
+    if len(labels) != n:
+        raise HarmonizationError(f"{len(labels)} site labels for {n} participants")
+    return labels
+
+
+@contextlib.contextmanager
+def _quiet():
+    """neuroCombat prints its progress to stdout; keep it at debug level in our log."""
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        yield
+    for line in buffer.getvalue().splitlines():
+        LOGGER.debug(line)
