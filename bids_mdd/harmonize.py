@@ -110,33 +110,26 @@ class CombatFit:
 
 def fit_combat(data: np.ndarray, sites: Sequence[str], covariates: pd.DataFrame | None = None,
                *, categorical: Sequence[str] = (), continuous: Sequence[str] = (),
-               ) -> tuple[CombatFit, np.ndarray]:
+               empirical_bayes: bool = True) -> tuple[CombatFit, np.ndarray]:
     """Fit ComBat on ``data`` (participants x features) and return the fit and ``data``
-    harmonised, preserving the ``categorical`` and ``continuous`` columns of ``covariates``."""
+    harmonised, preserving the ``categorical`` and ``continuous`` columns of ``covariates``.
+
+    ``empirical_bayes`` pools each site's location and scale across features (ComBat's
+    default, for few features or small sites). It assumes a site shifts every feature alike:
+    a site effect confined to some voxels is shrunk towards the site's whole-brain one and
+    partly left in place. Without it each feature's site effects are its own estimates.
+    """
     data = _as_matrix(data, None)
-    sites = _site_labels(sites, len(data))
+    table = check_combat_design(covariates, _site_labels(sites, len(data)), categorical,
+                                continuous)
     names = [*categorical, *continuous]
-    table = pd.DataFrame({"_site": sites})
-    if names:
-        if covariates is None or len(covariates) != len(data):
-            raise HarmonizationError("covariates must hold one row per participant")
-        missing = [name for name in names if name not in covariates]
-        if missing:
-            raise HarmonizationError(f"covariate(s) {', '.join(missing)} not in the table")
-        values = covariates[names].reset_index(drop=True)
-        if values.isna().any().any():
-            raise HarmonizationError(
-                "ComBat needs every covariate of every participant: "
-                f"{', '.join(values.columns[values.isna().any()])} has n/a")
-        table = pd.concat([table, values], axis=1)
-    _check_design(table, categorical, continuous)
     varying = np.ptp(data, axis=0) > 0
     from neuroCombat import neuroCombat
 
     with _quiet():
         result = neuroCombat(dat=data[:, varying].T, covars=table, batch_col="_site",
                              categorical_cols=list(categorical) or None,
-                             continuous_cols=list(continuous) or None)
+                             continuous_cols=list(continuous) or None, eb=empirical_bayes)
     estimates = result["estimates"]
     fit = CombatFit(sites=tuple(str(s) for s in estimates["batches"]), covariates=tuple(names),
                     n_features=data.shape[1], varying=varying,
@@ -166,8 +159,26 @@ def site_variance_explained(data: np.ndarray, sites: Sequence[str]) -> np.ndarra
         return np.where(total > 0, between / total, 0.0)
 
 
-def _check_design(table: pd.DataFrame, categorical: Sequence[str],
-                  continuous: Sequence[str]) -> None:
+def check_combat_design(covariates: pd.DataFrame | None, sites: Sequence[str],
+                        categorical: Sequence[str] = (), continuous: Sequence[str] = (),
+                        ) -> pd.DataFrame:
+    """The table ComBat is fitted with (site, then the covariates to keep), after checking
+    that it can be: 2 sites or more, each with :data:`MIN_PER_SITE` participants, covariates
+    without n/a, and site not confounded with them."""
+    names = [*categorical, *continuous]
+    table = pd.DataFrame({"_site": [str(site) for site in sites]})
+    if names:
+        if covariates is None or len(covariates) != len(table):
+            raise HarmonizationError("covariates must hold one row per participant")
+        missing = [name for name in names if name not in covariates]
+        if missing:
+            raise HarmonizationError(f"covariate(s) {', '.join(missing)} not in the table")
+        values = covariates[names].reset_index(drop=True)
+        if values.isna().any().any():
+            raise HarmonizationError(
+                "ComBat needs every covariate of every participant: "
+                f"{', '.join(values.columns[values.isna().any()])} has n/a")
+        table = pd.concat([table, values], axis=1)
     counts = table["_site"].value_counts()
     small = counts[counts < MIN_PER_SITE]
     if len(counts) < 2:
@@ -189,6 +200,7 @@ def _check_design(table: pd.DataFrame, categorical: Sequence[str],
             "site cannot be told apart from the covariates to preserve (e.g. a site holding "
             "one diagnosis only): ComBat would remove the covariate's effect with the site's; "
             "use site as a covariate instead, or leave such sites out")
+    return table
 
 
 def _as_matrix(data: np.ndarray, n_features: int | None) -> np.ndarray:

@@ -137,6 +137,16 @@ def build_parser() -> BidsAppArgumentParser:
                      help="nuisance covariates: participants.tsv columns, or TIV (from the QC "
                           "metrics); none when given without a name (default: age, sex or "
                           "gender, and TIV, each when known for every participant)")
+    grp.add_argument("--harmonize", metavar="COLUMN",
+                     help="participants.tsv column holding each participant's site: remove "
+                          "site effects (location and scale) from the GM maps with ComBat "
+                          "before the GLM, keeping diagnosis and the covariates; site stays "
+                          "in the GLM as a covariate (default: no harmonisation; a site column "
+                          "may instead only be listed in --covariates)")
+    grp.add_argument("--harmonize-empirical-bayes", action="store_true",
+                     help="ComBat with empirical Bayes: each site's effects pooled across "
+                          "voxels (default: each voxel's own, which removes a site effect "
+                          "confined to some voxels; pooling leaves part of it)")
     grp.add_argument("--fdr-q", type=_fraction, default=0.05, metavar="Q",
                      help="Benjamini-Hochberg false discovery rate of the voxelwise test")
     grp.add_argument("--permutations", type=_non_negative_int, default=0, metavar="N",

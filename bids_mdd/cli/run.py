@@ -78,7 +78,9 @@ def run_group(args: argparse.Namespace, inputs: list[T1wInput]) -> ExitCode:
 
     options = GroupOptions(
         labels=LabelOptions(args.label_column, args.positive, args.negative),
-        covariates=args.covariates, fdr_q=args.fdr_q, permutations=args.permutations,
+        covariates=args.covariates, harmonize=args.harmonize,
+        harmonize_empirical_bayes=args.harmonize_empirical_bayes, fdr_q=args.fdr_q,
+        permutations=args.permutations,
         tfce=args.permutation_inference == "tfce", gm_threshold=args.gm_threshold,
         min_cluster_voxels=args.min_cluster_size, seed=args.seed,
         n_jobs=args.nprocs or 1, allow_partial=args.allow_partial,

@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Protocol
 
 import nibabel as nib
 import numpy as np
@@ -178,7 +179,7 @@ def contrast_vector(names: Sequence[str], column: str) -> np.ndarray:
 
 def read_map(path: Path, grid: Grid, flat_index: np.ndarray | None = None) -> np.ndarray:
     """One GM map as float32: the whole volume, or the voxels at ``flat_index`` (see
-    :func:`_fortran_index`).
+    :func:`fortran_index`).
 
     Raises
     ------
@@ -206,7 +207,22 @@ def read_map(path: Path, grid: Grid, flat_index: np.ndarray | None = None) -> np
     return data.reshape(-1, order="F")[flat_index]
 
 
-def _fortran_index(mask: np.ndarray) -> np.ndarray:
+class InMemoryMap(Protocol):
+    """A GLM input held in memory rather than in a file (e.g. a ComBat-harmonised map)."""
+
+    def values(self, flat_index: np.ndarray) -> np.ndarray: ...
+
+
+def read_input(item: Path | str | InMemoryMap, grid: Grid, flat_index: np.ndarray,
+               ) -> np.ndarray:
+    """The voxels at ``flat_index`` of a GLM input: a map file (:func:`read_map`) or a map in
+    memory."""
+    if isinstance(item, (str, Path)):
+        return read_map(Path(item), grid, flat_index)
+    return item.values(flat_index)
+
+
+def fortran_index(mask: np.ndarray) -> np.ndarray:
     """Indices into the F-order flattened volume of ``mask``'s voxels, listed in C order (so
     ``volume.reshape(-1, order="F")[index]`` equals ``volume[mask]``)."""
     return np.ravel_multi_index(np.nonzero(mask), mask.shape, order="F")
@@ -277,8 +293,9 @@ def fit_glm(paths: Sequence[Path], design: np.ndarray, mask: np.ndarray | None,
 
     Parameters
     ----------
-    paths : sequence of Path
-        GM maps on ``grid``, one per design row, in the same order.
+    paths : sequence of Path or InMemoryMap
+        GM maps on ``grid`` (files, or maps in memory such as ComBat-harmonised ones), one per
+        design row, in the same order.
     design : np.ndarray
         (n, p) full-rank design, e.g. from :func:`design_matrix`.
     mask : np.ndarray or None
@@ -309,7 +326,7 @@ def fit_glm(paths: Sequence[Path], design: np.ndarray, mask: np.ndarray | None,
     mask = np.ones(grid.shape, bool) if mask is None else np.asarray(mask, dtype=bool)
     n, p = _check_inputs(paths, design, mask, contrast, grid)
     df = n - p
-    flat_index = _fortran_index(mask)
+    flat_index = fortran_index(mask)
     n_voxels = flat_index.size
 
     has_constant = bool(np.any(np.all(design == design[0], axis=0) & (design[0] != 0)))
@@ -321,7 +338,7 @@ def fit_glm(paths: Sequence[Path], design: np.ndarray, mask: np.ndarray | None,
     for start, chunk in _chunks(paths, chunk_size):
         rows = buffer[:len(chunk)]
         for i, path in enumerate(chunk):
-            rows[i] = read_map(Path(path), grid, flat_index)
+            rows[i] = read_input(path, grid, flat_index)
             if not np.isfinite(rows[i]).all():
                 raise BidsMddError(f"{path}: {int((~np.isfinite(rows[i])).sum())} non-finite "
                                    "values inside the group mask", ExitCode.BAD_DATA)
@@ -417,8 +434,8 @@ def permutation_inference(paths: Sequence[Path], design: np.ndarray, mask: np.nd
 
     Parameters
     ----------
-    paths : sequence of Path
-        GM maps on ``grid``, one per design row.
+    paths : sequence of Path or InMemoryMap
+        GM maps on ``grid`` (files or maps in memory), one per design row.
     design : np.ndarray
         (n, p) design with an intercept column (nilearn then adds none).
     mask : np.ndarray
@@ -451,10 +468,10 @@ def permutation_inference(paths: Sequence[Path], design: np.ndarray, mask: np.nd
     contrast = np.zeros(design.shape[1])
     contrast[column] = 1.0
     n, _ = _check_inputs(paths, design, mask, contrast, grid)
-    flat_index = _fortran_index(mask)
+    flat_index = fortran_index(mask)
     data = np.empty((n, flat_index.size), dtype=np.float32)
     for i, path in enumerate(paths):
-        data[i] = read_map(Path(path), grid, flat_index)
+        data[i] = read_input(path, grid, flat_index)
     if not np.isfinite(data).all():
         raise BidsMddError("non-finite values inside the group mask", ExitCode.BAD_DATA)
     masker = NiftiMasker(mask_img=grid.image(mask, dtype=np.uint8)).fit()

@@ -14,6 +14,8 @@ class GroupOptions:
 
     labels: LabelOptions = field(default_factory=LabelOptions)
     covariates: Sequence[str] | None = None  # None: automatic (age, sex, TIV when present)
+    harmonize: str | None = None  # participants.tsv column of the site: ComBat before the GLM
+    harmonize_empirical_bayes: bool = False  # ComBat's pooling of site effects across voxels
     fdr_q: float = 0.05
     permutations: int = 0
     tfce: bool = True

@@ -13,6 +13,7 @@ import pandas as pd
 from bids_mdd import __version__
 from bids_mdd.bids.atomic import write_text
 from bids_mdd.bids.names import derivative_path
+from bids_mdd.group.harmonization import HarmonizationSummary
 from bids_mdd.group.options import GroupOptions
 from bids_mdd.group.results import GroupResults
 from bids_mdd.html_page import page
@@ -46,6 +47,34 @@ def _table_with_links(table: pd.DataFrame, column: str) -> str:
     return linked.to_html(index=False, border=0, na_rep="n/a", escape=False)
 
 
+def _harmonization_sentence(harmonization: HarmonizationSummary | None) -> str:
+    if harmonization is None:
+        return ""
+    sites = len(harmonization.sites)
+    return (f"Before the model, site effects (participants.tsv column "
+            f"'{escape(harmonization.column)}', {sites} sites) were removed from the GM maps by "
+            f"{escape(harmonization.method)}, fitted on all participants over the GM mask's "
+            "voxels and keeping "
+            f"{', '.join(escape(c) for c in harmonization.preserved)}; the share of GM-voxel "
+            f"variance between site means went from {harmonization.site_variance_before:.3f} "
+            f"to {harmonization.site_variance_after:.3f} ({harmonization.site_variance_chance:.3f}"
+            " expected without any site effect). Site stayed in the model as a covariate, so "
+            "that the degrees of freedom of the site means are counted. ")
+
+
+def _harmonization_table(harmonization: HarmonizationSummary) -> str:
+    """Site effects before and after ComBat: what the reader checks first."""
+    table = pd.DataFrame({
+        "": ["before ComBat", "after ComBat", "expected without site effects"],
+        "share of GM-voxel variance between site means": [
+            harmonization.site_variance_before, harmonization.site_variance_after,
+            harmonization.site_variance_chance]})
+    sites = ", ".join(f"{escape(site)} ({n})" for site, n in harmonization.sites.items())
+    return (f"<h3>Site harmonisation ({escape(harmonization.column)})</h3>"
+            f"<p>ComBat over {len(harmonization.sites)} sites: {sites}; kept: "
+            f"{escape(', '.join(harmonization.preserved))}.</p>" + _table(table, 3))
+
+
 def methods_paragraph(results: GroupResults, options: GroupOptions) -> str:
     """The methods text, from the versions installed and the parameters used."""
     glm = results.glm
@@ -70,6 +99,7 @@ def methods_paragraph(results: GroupResults, options: GroupOptions) -> str:
             f"with the Benjamini–Hochberg false discovery rate at q = {options.fdr_q}",
             (f" (|t| ≥ {glm.fdr_threshold_t:.2f}). " if glm.fdr_threshold_t
              else "; no voxel survived. "),
+            _harmonization_sentence(glm.harmonization),
             f"Clusters (26-connectivity, ≥ {options.min_cluster_voxels} voxels) were labelled "
             "at their peak with the AAL2 atlas, with the share of each AAL2 region they "
             "cover. ",
@@ -139,6 +169,8 @@ def _voxelwise_section(results: GroupResults) -> str:
         return "<h2>Voxelwise GM: MDD vs HC</h2><p>No voxelwise model was fitted.</p>"
     parts = ["<h2>Voxelwise GM: MDD vs HC</h2>",
              f"<p>{escape(glm.caption)}. Red: more GM in MDD; blue: less.</p>"]
+    if glm.harmonization is not None:
+        parts.append(_harmonization_table(glm.harmonization))
     for key in ("tmap_glass", "tmap_slices"):
         if key in results.figures:
             parts.append(_image(results.figures[key]))

@@ -9,6 +9,8 @@ from typing import Any
 
 import pandas as pd
 
+from bids_mdd.group.harmonization import HarmonizationSummary
+
 
 @dataclass(frozen=True)
 class GlmSummary:
@@ -26,6 +28,7 @@ class GlmSummary:
     fdr_threshold_t: float | None  # None: no voxel survived
     label_column: str
     caption: str  # what the t-map figures show, at which threshold
+    harmonization: HarmonizationSummary | None = None  # ComBat before the GLM (--harmonize)
 
     @property
     def covariates(self) -> list[str]:
@@ -37,7 +40,8 @@ class GlmSummary:
                 "Participants": self.n_participants, "MDD": self.n_mdd, "HC": self.n_hc,
                 "DegreesOfFreedom": self.degrees_of_freedom, "GMThreshold": self.gm_threshold,
                 "MaskVoxels": self.mask_voxels, "FDRq": self.fdr_q,
-                "FDRThresholdT": self.fdr_threshold_t, "LabelColumn": self.label_column}
+                "FDRThresholdT": self.fdr_threshold_t, "LabelColumn": self.label_column,
+                **(self.harmonization.parameters() if self.harmonization else {})}
 
 
 @dataclass(frozen=True)

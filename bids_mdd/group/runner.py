@@ -41,6 +41,7 @@ from bids_mdd.bids.names import (
     relative_path,
     sidecar_path,
 )
+from bids_mdd.bids.participants import find_column
 from bids_mdd.errors import BidsMddError, ExitCode
 from bids_mdd.group import figures
 from bids_mdd.group.attention import mapped_targets, mean_map, missing_maps_note
@@ -54,6 +55,7 @@ from bids_mdd.group.glm import (
     permutation_inference,
     search_region,
 )
+from bids_mdd.group.harmonization import check_design, harmonize_maps, site_labels
 from bids_mdd.group.inputs import (
     ParticipantFiles,
     covariate_table,
@@ -134,6 +136,8 @@ class _Design:
     names: list[str]
     table: pd.DataFrame
     label_column: str
+    covariates: list[str]  # the covariates ComBat keeps (the design also holds the site)
+    sites: list[str] | None = None  # each participant's site, with --harmonize
 
 
 def _design(files: Sequence[ParticipantFiles], bids_dir: Path, options: GroupOptions,
@@ -161,8 +165,24 @@ def _design(files: Sequence[ParticipantFiles], bids_dir: Path, options: GroupOpt
                              f"fewer than {MIN_RESIDUAL_DF} residual degrees of freedom")
                 continue
             kept.append(name)
-    design, names = design_matrix(table, GROUP_COLUMN, kept)
-    return _Design(design, names, table, column)
+    sites = None
+    in_design = kept
+    if options.harmonize:
+        site_column = find_column(participants, options.harmonize)
+        if site_column is None:
+            columns = ", ".join(map(str, participants.columns))
+            raise BidsMddError(f"{source}: no site column {options.harmonize!r} for "
+                               f"--harmonize (columns: {columns})", ExitCode.USAGE)
+        kept = [name for name in kept if name != site_column]
+        sites = site_labels(participants, subjects, site_column, source)
+        check_design(table, sites, GROUP_COLUMN, kept, site_column, source)
+        # site stays in the GLM after ComBat: its site means used degrees of freedom that the
+        # GLM must count (docs/benchmarks.md: without it, a null multi-site cohort has FDR
+        # voxels)
+        table[site_column] = sites
+        in_design = [*kept, site_column]
+    design, names = design_matrix(table, GROUP_COLUMN, in_design)
+    return _Design(design, names, table, column, kept, sites)
 
 
 def _t_threshold(result: GlmResult, significant: np.ndarray) -> float:
@@ -225,11 +245,16 @@ def voxelwise(output_dir: Path, bids_dir: Path, files: Sequence[ParticipantFiles
     made = design or _design(with_gm, bids_dir, options, results.notes)
     design, names, table = made.matrix, made.names, made.table
     paths = [item.gm for item in with_gm]
+    inputs, region, harmonization = paths, search_region(grid), None
+    if made.sites is not None:
+        inputs, region, harmonization = harmonize_maps(
+            paths, made.sites, table, GROUP_COLUMN, made.covariates, options.harmonize,
+            region, grid, options.gm_threshold, options.harmonize_empirical_bayes)
     contrast = contrast_vector(names, GROUP_COLUMN)
     LOGGER.info("voxelwise GLM: %d participants (%d MDD, %d HC), design %s", len(paths),
                 int(table[GROUP_COLUMN].sum()), int((1 - table[GROUP_COLUMN]).sum()),
                 ", ".join(names))
-    result = fit_glm(paths, design, search_region(grid), contrast,
+    result = fit_glm(inputs, design, region, contrast,
                      chunk_size=options.chunk_size, grid=grid, min_mean=options.gm_threshold)
     significant = fdr_mask(result.p, options.fdr_q)
     t_grid = result.to_grid(result.t)
@@ -250,7 +275,7 @@ def voxelwise(output_dir: Path, bids_dir: Path, files: Sequence[ParticipantFiles
         degrees_of_freedom=result.df, gm_threshold=options.gm_threshold,
         mask_voxels=int(result.mask.sum()), fdr_q=options.fdr_q,
         fdr_threshold_t=None if np.isinf(threshold) else round(threshold, 4),
-        label_column=made.label_column, caption=caption)
+        label_column=made.label_column, caption=caption, harmonization=harmonization)
     parameters = summary.parameters()
     sources = [str(p) for p in paths]
     _write_glm_maps(output_dir, grid, result, {"t": t_grid, "effect": effect_grid,
@@ -273,7 +298,7 @@ def voxelwise(output_dir: Path, bids_dir: Path, files: Sequence[ParticipantFiles
         results, output_dir, "tmapSlices",
         partial(figures.tmap_slices, t_image, shown_threshold, caption))
     if options.permutations > 0:
-        _permutations(output_dir, paths, design, result, options, results, grid, sources,
+        _permutations(output_dir, inputs, design, result, options, results, grid, sources,
                       parameters, t_grid, effect_grid)
 
 

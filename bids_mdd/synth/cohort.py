@@ -149,10 +149,12 @@ def generate_cohort(out_dir: str | Path, spec: CohortSpec, n_jobs: int = 2) -> d
     return truth
 
 
-#: Regions large enough for a site's offset to be seen, where no effect is planted by default.
-SITE_OFFSET_REGIONS = ("Precentral", "Occipital_Mid", "Parietal_Inf", "Lingual", "Fusiform",
-                       "Precuneus", "Temporal_Sup", "Cuneus", "Occipital_Sup", "SupraMarginal",
-                       "Angular", "Calcarine", "Parietal_Sup", "Supp_Motor_Area")
+#: Regions for a site's offset: large enough to be seen, and away from the default planted
+#: regions (frontal, temporal, postcentral) and factor regions, so that an offset's cluster is
+#: not read as a planted one after smoothing.
+SITE_OFFSET_REGIONS = ("Calcarine", "Cuneus", "Lingual", "Occipital_Sup", "Precuneus",
+                       "Cingulate_Post", "Cingulate_Mid", "Thalamus", "Putamen", "Cerebelum_6",
+                       "Cerebelum_8", "Occipital_Inf")
 
 
 def _draw_sites(spec: CohortSpec, atlas: Atlas, taken: set[int],

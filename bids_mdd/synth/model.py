@@ -60,7 +60,7 @@ class CohortSpec:
     mni_noise_sd: float = 0.1          # SD of their smooth multiplicative GM noise
     mni_t1w: bool = True               # with them, also the 1 mm T1w (False: the GM map only)
     n_sites: int = 0                   # acquisition sites (0: one site, no site column)
-    site_offset: float = 0.15          # a site's GM change in its own region (see sites.py)
+    site_offset: float = 0.2           # a site's GM change in its own region (see sites.py)
 
     def __post_init__(self) -> None:
         if self.n_mdd < 0 or self.n_hc < 0 or self.n_mdd + self.n_hc == 0:

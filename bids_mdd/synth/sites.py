@@ -45,7 +45,7 @@ class SiteSignature:
 def draw_sites(n_sites: int, *, seed: int, offset: float, bias_sd: float, noise_fraction: float,
                age_range: tuple[float, float], candidate_regions: list[str],
                ) -> list[SiteSignature]:
-    """``n_sites`` sites from ``seed``: MDD fractions spread over 0.2-0.8 in a random order,
+    """``n_sites`` sites from ``seed``: MDD fractions spread over 0.1-0.9 in a random order,
     age ranges 20 years wide at random centres, scanner settings around the cohort's, and each
     site's offset in a region of its own drawn from ``candidate_regions``."""
     if n_sites < 2:
@@ -53,7 +53,7 @@ def draw_sites(n_sites: int, *, seed: int, offset: float, bias_sd: float, noise_
     if len(candidate_regions) < n_sites:
         raise ValueError(f"only {len(candidate_regions)} regions for {n_sites} sites' offsets")
     rng = np.random.default_rng([seed, 101])
-    fractions = rng.permutation(np.linspace(0.2, 0.8, n_sites))
+    fractions = rng.permutation(np.linspace(0.1, 0.9, n_sites))
     regions = rng.choice(sorted(candidate_regions), size=n_sites, replace=False)
     low, high = age_range
     sites = []
@@ -68,7 +68,7 @@ def draw_sites(n_sites: int, *, seed: int, offset: float, bias_sd: float, noise_
             gm_contrast=round(contrast, 3),
             bias_sd=round(bias_sd * float(rng.uniform(0.5, 2.0)), 4),
             noise_fraction=round(noise_fraction * float(rng.uniform(0.5, 2.0)), 4),
-            gm_scale=round(1.0 - 0.5 * contrast, 4),
+            gm_scale=round(1.0 - contrast, 4),
             offset_region=str(regions[k]), offset=offset))
     return sites
 

@@ -49,9 +49,9 @@ def run_group(bids: Path, out: Path, *extra: str) -> int:
 
 @pytest.fixture(scope="module")
 def cohort(templateflow_home, tmp_path_factory) -> dict:
-    """SYNTHETIC, issue 6's design: D = 1.0, 30 MDD + 30 HC, GM rendered in MNI space (with
-    TIV in QC metrics; no 1 mm T1w, which the group level does not read), copied to an output
-    folder as if the participant level made them."""
+    """SYNTHETIC, the group level's acceptance design: D = 1.0, 30 MDD + 30 HC, GM rendered in
+    MNI space (with TIV in QC metrics; no 1 mm T1w, which the group level does not read),
+    copied to an output folder as if the participant level made them."""
     root = tmp_path_factory.mktemp("group")
     bids = root / "bids"
     truth = generate_cohort(bids, CohortSpec(n_mdd=30, n_hc=30, seed=11, effect_size=1.0,

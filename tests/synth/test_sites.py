@@ -26,7 +26,7 @@ GM_MAP = ("derivatives/bids_mdd-synthetic/sub-{0}/anat/"
 
 
 def _sites(n: int = 4):
-    return draw_sites(n, seed=1, offset=0.15, bias_sd=0.1, noise_fraction=0.02,
+    return draw_sites(n, seed=1, offset=0.2, bias_sd=0.1, noise_fraction=0.02,
                       age_range=(18.0, 65.0), candidate_regions=["Lingual", "Cuneus",
                                                                  "Precuneus", "Angular"])
 
@@ -34,7 +34,7 @@ def _sites(n: int = 4):
 @pytest.mark.unit
 def test_sites_are_confounded_with_diagnosis_and_each_holds_both_groups() -> None:
     sites = _sites()
-    assert sorted(site.mdd_fraction for site in sites) == [0.2, 0.4, 0.6, 0.8]
+    assert sorted(site.mdd_fraction for site in sites) == [0.1, 0.367, 0.633, 0.9]
     assert len({site.offset_region for site in sites}) == 4
     groups = np.array(["MDD"] * 30 + ["HC"] * 30)
     assigned = np.array(assign_sites(groups, sites, seed=1))
@@ -90,6 +90,6 @@ def test_a_site_changes_the_images_not_the_anatomy(two_ways) -> None:
         elsewhere = ~own & np.isfinite(ratio) & (labels > 0)
         # the site's GM scale everywhere, and its offset on top in its own region
         assert np.nanmedian(ratio[elsewhere]) == pytest.approx(site["gm_scale"], abs=0.01)
-        expected = site["gm_scale"] * (1 - site["offset"])
-        assert np.nanpercentile(ratio[core], 10) < expected + 0.02
-        assert np.nanmedian(ratio[core]) < site["gm_scale"] - site["offset"] / 3
+        # (8 mm smoothing spreads the offset over its region's edges)
+        assert np.nanpercentile(ratio[core], 10) < site["gm_scale"] * (1 - site["offset"] / 2)
+        assert np.nanmedian(ratio[core]) < site["gm_scale"] * (1 - site["offset"] / 4)
