@@ -15,6 +15,7 @@ from bids_mdd.cli.parser import BidsAppArgumentParser, positive_int
 from bids_mdd.errors import ExitCode
 from bids_mdd.models.task import Task
 from bids_mdd.training.options import FACTORS, TrainOptions
+from bids_mdd.training.splits import CvScheme
 
 LOGGER = logging.getLogger("bids_mdd.train")
 
@@ -64,7 +65,12 @@ def build_parser() -> BidsAppArgumentParser:
     g.add_argument("--targets", nargs="+", default=list(FACTORS),
                    help="regression target columns, one model each")
     g.add_argument("--site-column", default="site",
-                   help="when this column exists, folds never split a site ('none' to ignore)")
+                   help="participants.tsv column of the site ('none' to ignore)")
+    g.add_argument("--cv", choices=[scheme.value for scheme in CvScheme], default="grouped",
+                   help="grouped: stratified folds, each site whole when the site column "
+                        "exists; stratified: stratified folds of participants, sites mixed; "
+                        "leave-site-out: one fold per site, tested on a site its training "
+                        "never saw")
     g = p.add_argument_group("model card (written into model.json)")
     g.add_argument("--site-name", metavar="NAME",
                    help="the one site every participant comes from, when participants.tsv has "

@@ -60,6 +60,7 @@ class TrainOptions:
     negative: list[str] | None = None
     targets: tuple[str, ...] = FACTORS
     site_column: str = "site"
+    cv: str = "grouped"  # a splits.CvScheme
     # model card
     site_name: str | None = None
     known_limits: tuple[str, ...] = ()

@@ -33,7 +33,7 @@ from bids_mdd.training.data import Sample, find_samples, fingerprint, load_volum
 from bids_mdd.training.evidence import build_card, build_domain_model, derivatives_description
 from bids_mdd.training.loop import TrainConfig
 from bids_mdd.training.options import Protocol, TrainOptions
-from bids_mdd.training.splits import make_folds
+from bids_mdd.training.splits import CvScheme, Fold, leave_site_out_folds, make_folds
 from bids_mdd.training.transfer import check_no_shared_data, transfer_factory
 
 LOGGER = logging.getLogger(__name__)
@@ -160,6 +160,26 @@ def train(options: TrainOptions) -> list[Bundle]:
     return bundles
 
 
+def _folds(run: _Run, job: _Job) -> list[Fold]:
+    """The job's folds by ``--cv``; no participant (and, but for ``stratified``, no site) is
+    in two parts of a fold."""
+    options, protocol = run.options, run.protocol
+    scheme = CvScheme(options.cv)
+    participants = np.array([s.participant for s in job.samples])
+    if scheme == CvScheme.LEAVE_SITE_OUT and run.site is None:
+        raise BidsMddError(f"--cv leave-site-out: {options.participants} has no site column "
+                           f"{options.site_column!r}; name it with --site-column",
+                           ExitCode.USAGE)
+    sites = (np.array([str(run.participants.at[p, run.site]) for p in participants])
+             if run.site else participants)
+    if scheme == CvScheme.LEAVE_SITE_OUT:
+        return leave_site_out_folds(job.y, sites, participants, options.task,
+                                    options.val_fraction, options.seed)
+    groups = participants if scheme == CvScheme.STRATIFIED else sites
+    return make_folds(job.y, groups, options.task, protocol.folds, protocol.repeats,
+                      options.val_fraction, options.seed)
+
+
 def _bundle_name(options: TrainOptions, architecture: str, job: _Job) -> str:
     if options.task == Task.CLASSIFICATION:
         return options.name or f"{architecture}-classifier"
@@ -171,10 +191,7 @@ def _bundle_name(options: TrainOptions, architecture: str, job: _Job) -> str:
 def _train_one(run: _Run, job: _Job) -> Bundle:
     """Cross-validate one network (and the baselines with ``--compare``), write its bundle."""
     options, protocol, task = run.options, run.protocol, run.options.task
-    groups = np.array([str(run.participants.at[s.participant, run.site]) if run.site
-                       else s.participant for s in job.samples])
-    folds = make_folds(job.y, groups, task, protocol.folds, protocol.repeats,
-                       options.val_fraction, options.seed)
+    folds = _folds(run, job)
     architecture = protocol.architecture
     n_out = 2 if task == Task.CLASSIFICATION else 1
     kwargs = (dict(run.source.kwargs, out_channels=n_out) if run.source else
@@ -261,7 +278,8 @@ def _bundle_meta(run: _Run, job: _Job, name: str, architecture: str, kwargs: dic
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "training": {"protocol": asdict(run.protocol), "config": asdict(run.config),
                      "val_fraction": options.val_fraction, "label_column": job.column,
-                     "site_column": run.site, "n_inputs": len(job.samples),
+                     "site_column": run.site, "cv": options.cv,
+                     "n_inputs": len(job.samples),
                      "n_participants": len({s.participant for s in job.samples}),
                      "class_counts": class_counts,
                      "pretrained_from": ({"name": source.name, "path": str(source.path)}

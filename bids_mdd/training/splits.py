@@ -4,9 +4,10 @@ participant (nor a site, when a site column exists) between the three parts."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 import numpy as np
-from sklearn.model_selection import StratifiedGroupKFold
+from sklearn.model_selection import LeaveOneGroupOut, StratifiedGroupKFold
 
 from bids_mdd.errors import BidsMddError, ExitCode
 from bids_mdd.models.task import Task
@@ -25,6 +26,20 @@ class Fold:
     @property
     def name(self) -> str:
         return f"repeat-{self.repeat + 1}_fold-{self.index + 1}"
+
+
+class CvScheme(StrEnum):
+    """How participants are split into folds (``--cv``).
+
+    ``grouped``: stratified k folds keeping each site whole when a site column exists (else
+    each participant); ``stratified``: stratified k folds of participants, sites mixed across
+    folds; ``leave-site-out``: one fold per site, tested on a site no part of its training saw.
+    Site-mixed folds estimate accuracy at the sites trained on; leave-site-out at a new site.
+    """
+
+    GROUPED = "grouped"
+    STRATIFIED = "stratified"
+    LEAVE_SITE_OUT = "leave-site-out"
 
 
 def strata(y: np.ndarray, task: Task, n_bins: int = 5) -> np.ndarray:
@@ -49,6 +64,30 @@ def make_folds(y: np.ndarray, groups: np.ndarray, task: Task, n_folds: int, n_re
         raise BidsMddError(f"only {n_groups} independent groups (participants or sites) for "
                            f"{n_folds} folds; lower --folds", ExitCode.USAGE)
     labels = strata(np.asarray(y), task)
+    return _k_folds(labels, groups, n_folds, n_repeats, val_fraction, seed)
+
+
+def leave_site_out_folds(y: np.ndarray, sites: np.ndarray, participants: np.ndarray,
+                         task: Task, val_fraction: float = 0.1, seed: int = 0) -> list[Fold]:
+    """One fold per site: that site is the test part; the validation part is carved from the
+    other sites' participants (whole participants, stratified)."""
+    sites, participants = np.asarray(sites), np.asarray(participants)
+    if len(np.unique(sites)) < 2:
+        raise BidsMddError("leave-site-out needs at least 2 sites in the site column",
+                           ExitCode.USAGE)
+    labels = strata(np.asarray(y), task)
+    folds = []
+    for index, (train_val, test) in enumerate(LeaveOneGroupOut().split(labels, labels, sites)):
+        train, val = _carve_validation(train_val, labels, participants, val_fraction,
+                                       1.0 - len(test) / len(labels), seed + 1000 + index)
+        folds.append(Fold(0, index, np.sort(train), np.sort(val), np.sort(test)))
+        assert_disjoint(folds[-1], participants)
+        assert_disjoint(Fold(0, index, train, np.array([], int), test), sites)
+    return folds
+
+
+def _k_folds(labels: np.ndarray, groups: np.ndarray, n_folds: int, n_repeats: int,
+             val_fraction: float, seed: int) -> list[Fold]:
     folds = []
     for repeat in range(n_repeats):
         outer = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed + repeat)

@@ -12,7 +12,8 @@ from bids_mdd.metrics import (
     permuted_outputs_null,
     regression_metrics,
 )
-from bids_mdd.training.splits import make_folds
+from bids_mdd.models.task import Task
+from bids_mdd.training.splits import leave_site_out_folds, make_folds
 
 pytestmark = pytest.mark.unit  # make test-fast
 
@@ -89,3 +90,20 @@ def test_small_training_parts_still_get_a_validation_part():
     folds = make_folds(y, np.arange(12).astype(str), "classification", 2, val_fraction=0.1)
     for fold in folds:
         assert len(fold.val) >= 1 and len(fold.train) + len(fold.val) == 6
+
+
+def test_leave_site_out_tests_each_site_once_on_a_model_that_never_saw_it():
+    rng = np.random.default_rng(0)
+    sites = np.repeat(["a", "b", "c", "d"], [10, 14, 8, 12])
+    participants = np.array([f"p{i:02d}" for i in range(len(sites))])
+    y = rng.integers(0, 2, len(sites))
+    folds = leave_site_out_folds(y, sites, participants, Task.CLASSIFICATION,
+                                 val_fraction=0.1, seed=0)
+    assert len(folds) == 4
+    assert sorted(np.concatenate([f.test for f in folds]).tolist()) == list(range(len(sites)))
+    for fold in folds:
+        (test_site,) = set(sites[fold.test])
+        assert test_site not in set(sites[fold.train]) | set(sites[fold.val])
+        assert len(fold.val) > 0 and not set(fold.val) & set(fold.train)
+    with pytest.raises(BidsMddError, match="at least 2 sites"):
+        leave_site_out_folds(y, np.full(len(y), "a"), participants, Task.CLASSIFICATION)

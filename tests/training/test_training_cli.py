@@ -169,6 +169,7 @@ def test_transfer_guard_and_head_learning_rate(cohort, tmp_path):
     ("no-participants", 66, "participants.tsv not found"),
     ("unknown-codes", 64, "no value of column 'group' is a known positive or negative code"),
     ("too-many-folds", 64, "only 24 independent groups"),
+    ("leave-site-out-without-sites", 64, "--cv leave-site-out: .* has no site column 'site'"),
 ])
 def test_errors_are_one_line_with_exit_codes(cohort, tmp_path, capsys, change, code, message):
     derivatives, participants = cohort / "derivatives", cohort / "participants.tsv"
@@ -182,8 +183,10 @@ def test_errors_are_one_line_with_exit_codes(cohort, tmp_path, capsys, change, c
         table["group"] = table["group"].map({"MDD": "A", "HC": "B"})
         participants = tmp_path / "p.tsv"
         table.to_csv(participants, sep="\t", index=False)
-    else:
+    elif change == "too-many-folds":
         extra = ["--folds", "30"]
+    else:
+        extra = ["--cv", "leave-site-out"]
     rc = train_main([str(derivatives), str(tmp_path / "m"), "--participants", str(participants),
                      *TINY, *extra])
     err = capsys.readouterr().err.strip().splitlines()
@@ -210,3 +213,21 @@ def test_baselines_of_a_t1w_model_read_the_same_participants_gm(cohort):
     with pytest.raises(BidsMddError, match="no GM map for sub-99") as error:
         _gm_volumes(cohort / "derivatives", [Sample("99", None, Path("x"))], gm_spec, False)
     assert error.value.exit_code == 18
+
+
+def test_leave_site_out_folds_are_the_sites(cohort, tmp_path):
+    table = pd.read_csv(cohort / "participants.tsv", sep="\t")
+    table["site"] = np.tile(["north", "south", "east"], len(table) // 3)
+    participants = tmp_path / "participants.tsv"
+    table.to_csv(participants, sep="\t", index=False)
+    rc = train_main([str(cohort / "derivatives"), str(tmp_path / "models"), "--participants",
+                     str(participants), *TINY, *FAST, "--cv", "leave-site-out", "--epochs", "2"])
+    assert rc == 0
+    bundle = load_bundle(tmp_path / "models" / "resnet10-classifier")
+    assert bundle.meta["training"]["cv"] == "leave-site-out"
+    assert bundle.n_folds == 3  # one fold model per left-out site
+    predictions = pd.read_csv(bundle.path / "cv_predictions.tsv", sep="\t")
+    site_of = dict(zip(table["participant_id"], table["site"]))
+    tested = predictions.groupby("fold")["participant_id"].agg(lambda p: {site_of[x] for x in p})
+    assert sorted(min(sites) for sites in tested) == ["east", "north", "south"]
+    assert all(len(sites) == 1 for sites in tested)
