@@ -81,6 +81,28 @@ class CombatFit:
         out[:, self.varying] = adjusted * scale + mean
         return out
 
+    def apply_to_new_site(self, data: np.ndarray) -> np.ndarray:
+        """Harmonise the participants of one site the fit has not seen, by that site's own
+        location and scale (each feature's mean and variance of their standardised data).
+
+        It uses no label, but it uses the site's participants together, and takes their mean
+        as the site's: a site whose sample differs (more patients, older) loses that
+        difference along with its scanner's. ComBat can do no better without the labels.
+        """
+        data = _as_matrix(data, self.n_features)
+        if len(data) < MIN_PER_SITE:
+            raise HarmonizationError(f"a new site needs {MIN_PER_SITE} participants or more "
+                                     "for its own location and scale")
+        mean = self.stand_mean + self.mod_mean
+        scale = np.sqrt(self.var_pooled)
+        standardised = (data[:, self.varying] - mean) / scale
+        location = standardised.mean(axis=0)
+        spread = standardised.var(axis=0)
+        spread[spread <= 0] = 1.0
+        out = data.copy()
+        out[:, self.varying] = (standardised - location) / np.sqrt(spread) * scale + mean
+        return out
+
     def estimates(self) -> dict[str, np.ndarray]:
         """The fit in neuroCombat's own format (``neuroCombat(...)["estimates"]``)."""
         return {"batches": np.array(self.sites), "var.pooled": self.var_pooled[:, None],

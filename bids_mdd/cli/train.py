@@ -71,6 +71,11 @@ def build_parser() -> BidsAppArgumentParser:
                         "exists; stratified: stratified folds of participants, sites mixed; "
                         "leave-site-out: one fold per site, tested on a site its training "
                         "never saw")
+    g.add_argument("--harmonize", action="store_true",
+                   help="ComBat on the network inputs over the site column, fitted on each "
+                        "fold's training part alone (the target kept) and applied to its "
+                        "validation and test parts by site alone (a site the training part "
+                        "never saw: by its own location and scale, without labels)")
     g = p.add_argument_group("model card (written into model.json)")
     g.add_argument("--site-name", metavar="NAME",
                    help="the one site every participant comes from, when participants.tsv has "

@@ -101,8 +101,12 @@ def cross_validate_network(make_net: Callable[[], nn.Module], inputs: np.ndarray
                            samples: list[Sample], folds: list[Fold], task: Task,
                            config: TrainConfig, work_dir: Path | None = None,
                            head: str | None = None, desc: str = "model",
-                           add_channel: bool = True) -> CVResult:
+                           add_channel: bool = True,
+                           fold_inputs: Callable[[Fold], np.ndarray] | None = None) -> CVResult:
     """Train one network per fold (best-validation weights) and predict its test part.
+
+    ``fold_inputs`` gives a fold's own inputs in place of ``inputs`` (its harmonisation,
+    fitted on its training part).
 
     Regression targets are z-scored with the training part's mean and SD (stored per fold) and
     predictions transformed back. With ``work_dir``, each epoch is checkpointed and finished
@@ -127,11 +131,12 @@ def cross_validate_network(make_net: Callable[[], nn.Module], inputs: np.ndarray
             targets = y.astype(np.int64)
         torch.manual_seed(config.seed + number)
         net = make_net()
-        result = train_network(net, inputs, targets, fold.train, fold.val, task, config,
+        fold_x = fold_inputs(fold) if fold_inputs is not None else inputs
+        result = train_network(net, fold_x, targets, fold.train, fold.val, task, config,
                                checkpoint=done.with_suffix(".checkpoint.pt") if done else None,
                                head=head, desc=f"{desc} {fold.name}", add_channel=add_channel)
         net.load_state_dict(result.state)
-        raw = predict(net, inputs, fold.test, config, add_channel)
+        raw = predict(net, fold_x, fold.test, config, add_channel)
         score = raw * scaling["sd"] + scaling["mean"] if task == Task.REGRESSION else raw
         meta = {"best_epoch": result.best_epoch, "target_scaling": scaling,
                 "history": result.history}

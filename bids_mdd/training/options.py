@@ -61,6 +61,7 @@ class TrainOptions:
     targets: tuple[str, ...] = FACTORS
     site_column: str = "site"
     cv: str = "grouped"  # a splits.CvScheme
+    harmonize: bool = False  # fold-wise ComBat of the inputs over the site column
     # model card
     site_name: str | None = None
     known_limits: tuple[str, ...] = ()

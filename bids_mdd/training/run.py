@@ -31,6 +31,7 @@ from bids_mdd.training import compare
 from bids_mdd.training.cv import CVResult, cross_validate_network, fold_metrics
 from bids_mdd.training.data import Sample, find_samples, fingerprint, load_volumes
 from bids_mdd.training.evidence import build_card, build_domain_model, derivatives_description
+from bids_mdd.training.harmonization import FoldHarmonizer
 from bids_mdd.training.loop import TrainConfig
 from bids_mdd.training.options import Protocol, TrainOptions
 from bids_mdd.training.splits import CvScheme, Fold, leave_site_out_folds, make_folds
@@ -180,6 +181,22 @@ def _folds(run: _Run, job: _Job) -> list[Fold]:
                       options.val_fraction, options.seed)
 
 
+def _harmonizer(run: _Run, job: _Job) -> FoldHarmonizer | None:
+    """Fold-wise ComBat of the inputs over the site column (``--harmonize``)."""
+    options = run.options
+    if not options.harmonize:
+        return None
+    if run.site is None:
+        raise BidsMddError(f"--harmonize: {options.participants} has no site column "
+                           f"{options.site_column!r}; name it with --site-column",
+                           ExitCode.USAGE)
+    if options.compare or (options.permutations and options.permutation_mode != "outputs"):
+        raise BidsMddError("--harmonize is not yet combined with --compare or with "
+                           "--permutation-mode retrain; run those without it", ExitCode.USAGE)
+    sites = np.array([str(run.participants.at[s.participant, run.site]) for s in job.samples])
+    return FoldHarmonizer(job.volumes, sites, job.y, options.task)
+
+
 def _bundle_name(options: TrainOptions, architecture: str, job: _Job) -> str:
     if options.task == Task.CLASSIFICATION:
         return options.name or f"{architecture}-classifier"
@@ -199,16 +216,19 @@ def _train_one(run: _Run, job: _Job) -> Bundle:
     make_net = (transfer_factory(run.source, n_out) if run.source else
                 partial(build_network, architecture, **kwargs))
     name = _bundle_name(options, architecture, job)
+    harmonizer = _harmonizer(run, job)
     work = None
     if options.work_dir:
         work = fold_cache_dir(options.work_dir, name, architecture, kwargs, run.spec,
-                              run.config, folds, options.pretrain_from)
+                              run.config, folds, options.pretrain_from,
+                              harmonization="combat" if harmonizer else None)
         work.mkdir(parents=True, exist_ok=True)
     LOGGER.info("%s: %d inputs, %d folds x %d repeats, %s %s on %s", name, len(job.samples),
                 protocol.folds, protocol.repeats, architecture, kwargs, run.spec.shape)
     cv = cross_validate_network(make_net, job.volumes, job.y, job.samples, folds, task,
                                 run.config, work,
-                                head=head_name(architecture) if run.source else None, desc=name)
+                                head=head_name(architecture) if run.source else None, desc=name,
+                                fold_inputs=harmonizer)
     extra_files = {"cv_predictions.tsv": cv.predictions.to_csv(sep="\t", index=False),
                    "cv_folds.tsv": cv.per_fold.to_csv(sep="\t", index=False)}
     permutation = _permutation(options, cv, make_net, job.volumes, job.y, job.samples, folds,
@@ -279,6 +299,9 @@ def _bundle_meta(run: _Run, job: _Job, name: str, architecture: str, kwargs: dic
         "training": {"protocol": asdict(run.protocol), "config": asdict(run.config),
                      "val_fraction": options.val_fraction, "label_column": job.column,
                      "site_column": run.site, "cv": options.cv,
+                     "harmonization": ("ComBat of the inputs over the site column, fitted on "
+                                       "each fold's training part (target kept)"
+                                       if options.harmonize else None),
                      "n_inputs": len(job.samples),
                      "n_participants": len({s.participant for s in job.samples}),
                      "class_counts": class_counts,
@@ -296,13 +319,15 @@ def _bundle_meta(run: _Run, job: _Job, name: str, architecture: str, kwargs: dic
 
 def fold_cache_dir(work_root: Path, name: str, architecture: str, kwargs: dict[str, Any],
                    spec: InputSpec, config: TrainConfig, folds: list, pretrain_from: Path | None,
-                   ) -> Path:
+                   harmonization: str | None = None) -> Path:
     """The work folder of one cross-validation's finished folds: the bundle's name and a hash
     of everything its folds' results depend on. Whoever runs the same cross-validation under
     the same root (``bids_mdd-train``, ``benchmarks/paper_tables.py``) reuses its folds."""
-    settings = json.dumps([name, architecture, kwargs, spec.to_json(), asdict(config),
-                           [f.test.tolist() for f in folds], str(pretrain_from)],
-                          sort_keys=True, default=str)
+    parts = [name, architecture, kwargs, spec.to_json(), asdict(config),
+             [f.test.tolist() for f in folds], str(pretrain_from)]
+    if harmonization is not None:  # (without it, the hash of caches made before it existed)
+        parts.append(harmonization)
+    settings = json.dumps(parts, sort_keys=True, default=str)
     return work_root / f"{name}-{hashlib.sha256(settings.encode()).hexdigest()[:12]}"
 
 

@@ -170,6 +170,7 @@ def test_transfer_guard_and_head_learning_rate(cohort, tmp_path):
     ("unknown-codes", 64, "no value of column 'group' is a known positive or negative code"),
     ("too-many-folds", 64, "only 24 independent groups"),
     ("leave-site-out-without-sites", 64, "--cv leave-site-out: .* has no site column 'site'"),
+    ("harmonize-without-sites", 64, "--harmonize: .* has no site column 'site'"),
 ])
 def test_errors_are_one_line_with_exit_codes(cohort, tmp_path, capsys, change, code, message):
     derivatives, participants = cohort / "derivatives", cohort / "participants.tsv"
@@ -185,6 +186,8 @@ def test_errors_are_one_line_with_exit_codes(cohort, tmp_path, capsys, change, c
         table.to_csv(participants, sep="\t", index=False)
     elif change == "too-many-folds":
         extra = ["--folds", "30"]
+    elif change == "harmonize-without-sites":
+        extra = ["--harmonize"]
     else:
         extra = ["--cv", "leave-site-out"]
     rc = train_main([str(derivatives), str(tmp_path / "m"), "--participants", str(participants),
@@ -215,16 +218,18 @@ def test_baselines_of_a_t1w_model_read_the_same_participants_gm(cohort):
     assert error.value.exit_code == 18
 
 
-def test_leave_site_out_folds_are_the_sites(cohort, tmp_path):
+def test_leave_site_out_folds_are_the_sites_harmonised_inside(cohort, tmp_path):
     table = pd.read_csv(cohort / "participants.tsv", sep="\t")
     table["site"] = np.tile(["north", "south", "east"], len(table) // 3)
     participants = tmp_path / "participants.tsv"
     table.to_csv(participants, sep="\t", index=False)
     rc = train_main([str(cohort / "derivatives"), str(tmp_path / "models"), "--participants",
-                     str(participants), *TINY, *FAST, "--cv", "leave-site-out", "--epochs", "2"])
+                     str(participants), *TINY, *FAST, "--cv", "leave-site-out", "--epochs", "2",
+                     "--harmonize"])
     assert rc == 0
     bundle = load_bundle(tmp_path / "models" / "resnet10-classifier")
     assert bundle.meta["training"]["cv"] == "leave-site-out"
+    assert "fitted on each fold's training part" in bundle.meta["training"]["harmonization"]
     assert bundle.n_folds == 3  # one fold model per left-out site
     predictions = pd.read_csv(bundle.path / "cv_predictions.tsv", sep="\t")
     site_of = dict(zip(table["participant_id"], table["site"]))
