@@ -87,13 +87,17 @@ def assemble(task: Task, samples: list[Sample], folds: list[Fold], y: np.ndarray
 
 def cross_validate_estimator(make_estimator: Callable[[], Estimator], inputs: np.ndarray,
                              y: np.ndarray, samples: list[Sample], folds: list[Fold], task: Task,
-                             threshold: float = 0.0) -> CVResult:
-    """Fit a fresh baseline on each fold's training + validation part, score its test part."""
+                             threshold: float = 0.0,
+                             fold_inputs: Callable[[Fold], np.ndarray] | None = None,
+                             ) -> CVResult:
+    """Fit a fresh baseline on each fold's training + validation part, score its test part
+    (``fold_inputs``: as in :func:`cross_validate_network`)."""
     scores = []
     for fold in folds:
         fit_on = np.concatenate([fold.train, fold.val])
-        estimator = make_estimator().fit(inputs[fit_on], y[fit_on])
-        scores.append(np.asarray(estimator.decision_scores(inputs[fold.test]), float))
+        fold_x = fold_inputs(fold) if fold_inputs is not None else inputs
+        estimator = make_estimator().fit(fold_x[fit_on], y[fit_on])
+        scores.append(np.asarray(estimator.decision_scores(fold_x[fold.test]), float))
     return assemble(task, samples, folds, y, scores, threshold, [{} for _ in folds])
 
 
