@@ -78,10 +78,10 @@ class HarmonizedMap:
 
 @dataclass(frozen=True)
 class HarmonizedMaps(Sequence[HarmonizedMap]):
-    """The harmonised maps of the search region, in memory (participants x voxels)."""
+    """The harmonised maps' voxels, in memory (participants x voxels of the GM mask)."""
 
     data: np.ndarray
-    region_index: np.ndarray   # F-order flat indices of the search region's voxels
+    region_index: np.ndarray   # F-order flat indices of those voxels, ascending
     sources: list[Path]
 
     def __len__(self) -> int:
@@ -97,7 +97,7 @@ class HarmonizedMaps(Sequence[HarmonizedMap]):
         if (position >= self.region_index.size).any() or (
                 self.region_index[np.minimum(position, self.region_index.size - 1)]
                 != flat_index).any():
-            raise ValueError("voxels outside the harmonised search region were asked for")
+            raise ValueError("voxels outside the harmonised ones were asked for")
         return self.data[row, position]
 
 
