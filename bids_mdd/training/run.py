@@ -289,7 +289,8 @@ def _bundle_meta(run: _Run, job: _Job, name: str, architecture: str, kwargs: dic
                       participants_tsv=options.participants, participants=run.participants,
                       samples=job.samples, class_counts=class_counts, site_column=run.site,
                       site_name=options.site_name, summary=cv.summary, permutation=permutation,
-                      synthetic=synthetic, known_limits=list(options.known_limits))
+                      synthetic=synthetic, known_limits=[*options.known_limits,
+                                                         *_harmonization_limits(options)])
     meta = {
         "name": name, "version": options.model_version, "architecture": architecture,
         "kwargs": kwargs, "task": task,
@@ -315,6 +316,15 @@ def _bundle_meta(run: _Run, job: _Job, name: str, architecture: str, kwargs: dic
                      "monai": monai.__version__},
     }
     return meta, card
+
+
+def _harmonization_limits(options: TrainOptions) -> list[str]:
+    """What a bundle trained on harmonised inputs cannot yet do, for its model card."""
+    if not options.harmonize:
+        return []
+    return ["trained and evaluated on ComBat-harmonised inputs (--harmonize), but the bundle "
+            "holds no ComBat fit: the participant level feeds it unharmonised scans, whose "
+            "predictions may be shifted by their site"]
 
 
 def fold_cache_dir(work_root: Path, name: str, architecture: str, kwargs: dict[str, Any],

@@ -230,6 +230,8 @@ def test_leave_site_out_folds_are_the_sites_harmonised_inside(cohort, tmp_path):
     bundle = load_bundle(tmp_path / "models" / "resnet10-classifier")
     assert bundle.meta["training"]["cv"] == "leave-site-out"
     assert "fitted on each fold's training part" in bundle.meta["training"]["harmonization"]
+    assert any("holds no ComBat fit" in limit
+               for limit in bundle.meta["card"]["known_limits"])
     assert bundle.n_folds == 3  # one fold model per left-out site
     predictions = pd.read_csv(bundle.path / "cv_predictions.tsv", sep="\t")
     site_of = dict(zip(table["participant_id"], table["site"]))
