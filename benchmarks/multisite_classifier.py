@@ -24,14 +24,10 @@ Run: ``.venv/bin/python benchmarks/multisite_classifier.py [--n-mdd 40 --n-hc 40
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import io
 import os
 import sys
 import tempfile
 from dataclasses import replace
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
@@ -47,7 +43,6 @@ from bids_mdd.harmonize import fit_combat  # noqa: E402
 from bids_mdd.metrics import permutation_p_value, permuted_outputs_null  # noqa: E402
 from bids_mdd.models.inputs import GM_INPUT  # noqa: E402
 from bids_mdd.models.task import Task  # noqa: E402
-from bids_mdd.synth.cohort import generate_cohort  # noqa: E402
 from bids_mdd.synth.mni import MNI_DIR  # noqa: E402
 from bids_mdd.synth.model import CohortSpec  # noqa: E402
 from bids_mdd.training.baselines import RegionRidge  # noqa: E402
@@ -55,14 +50,14 @@ from bids_mdd.training.cv import cross_validate_estimator, fold_metrics  # noqa:
 from bids_mdd.training.data import find_samples, load_volumes  # noqa: E402
 from bids_mdd.training.harmonization import FoldHarmonizer  # noqa: E402
 from bids_mdd.training.splits import leave_site_out_folds, make_folds  # noqa: E402
+from multisite_common import base_spec, cohort_parser, generate_quietly, report  # noqa: E402
 
 SPEC = replace(GM_INPUT, zoom=0.25, normalization="none")
 PERMUTATIONS = 1000
 
 
 def _cohort(root: Path, spec: CohortSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
-    with contextlib.redirect_stderr(io.StringIO()):
-        generate_cohort(root, spec, n_jobs=2)
+    generate_quietly(root, spec)
     table = pd.read_csv(root / "participants.tsv", sep="\t", dtype=str).set_index(
         "participant_id")
     samples = find_samples(root / MNI_DIR, SPEC)
@@ -108,17 +103,8 @@ def _row(volumes, y, sites, samples, harmonisation: str, scheme: str, seed: int)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n-mdd", type=int, default=40)
-    parser.add_argument("--n-hc", type=int, default=40)
-    parser.add_argument("--sites", type=int, default=4)
-    parser.add_argument("--seed", type=int, default=21)
-    parser.add_argument("--effect-size", type=float, default=0.8)
-    parser.add_argument("--out", type=Path, help="also write the table here (TSV)")
-    args = parser.parse_args()
-    base = CohortSpec(n_mdd=args.n_mdd, n_hc=args.n_hc, seed=args.seed,
-                      effect_size=args.effect_size, resolution=4.0, skull_stripped=True,
-                      mni_derivatives=True, mni_t1w=False)
+    args = cohort_parser(__doc__.splitlines()[0], n_per_group=40, effect_size=0.8).parse_args()
+    base = base_spec(args, 0)
     cohorts = {"one site": base, "sites": replace(base, n_sites=args.sites),
                "null sites": replace(base, n_sites=args.sites, effect_size=0.0)}
     rows = []
@@ -133,15 +119,9 @@ def main() -> int:
                                               scheme, args.seed)}
                 rows.append(row)
                 print("  " + ", ".join(f"{k} {v}" for k, v in row.items()), flush=True)
-    table = pd.DataFrame(rows)
-    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    print(f"\n{stamp}; SYNTHETIC, {args.n_mdd} MDD + {args.n_hc} HC, d = {args.effect_size}, "
-          f"{args.sites} sites, seed {args.seed}; RegionRidge on GM at zoom 0.25; p: "
-          f"{PERMUTATIONS} label permutations within folds")
-    print(table.to_markdown(index=False))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        table.assign(date=stamp).to_csv(args.out, sep="\t", index=False)
+    report(rows, f"SYNTHETIC, {args.n_mdd} MDD + {args.n_hc} HC, d = {args.effect_size}, "
+                 f"{args.sites} sites, seed {args.seed}; RegionRidge on GM at zoom 0.25; p: "
+                 f"{PERMUTATIONS} label permutations within folds", args.out)
     return 0
 
 

@@ -22,7 +22,6 @@ Run: ``.venv/bin/python benchmarks/multisite_glm.py [--n-mdd 20 --n-hc 20 --site
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
@@ -32,7 +31,6 @@ import sys
 import tempfile
 import time
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -47,9 +45,8 @@ from bids_mdd.atlas import atlas_labels_on_grid, load_aal2  # noqa: E402
 from bids_mdd.bids.names import derivative_path  # noqa: E402
 from bids_mdd.cli.run import main as bids_mdd  # noqa: E402
 from bids_mdd.spaces.grids import CLASSIFIER_GRID  # noqa: E402
-from bids_mdd.synth.cohort import generate_cohort  # noqa: E402
 from bids_mdd.synth.mni import MNI_DIR  # noqa: E402
-from bids_mdd.synth.model import CohortSpec  # noqa: E402
+from multisite_common import base_spec, cohort_parser, generate_quietly, report  # noqa: E402
 
 ANALYSES = {"none": [], "site covariate": ["--covariates", "age", "sex", "TIV", "site"],
             "ComBat": ["--harmonize", "site"],
@@ -93,24 +90,15 @@ def _run(bids: Path, work: Path, analysis: str) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n-mdd", type=int, default=20)
-    parser.add_argument("--n-hc", type=int, default=20)
-    parser.add_argument("--sites", type=int, default=4)
-    parser.add_argument("--seed", type=int, default=21)
-    parser.add_argument("--out", type=Path, help="also write the table here (TSV)")
-    args = parser.parse_args()
-    spec = CohortSpec(n_mdd=args.n_mdd, n_hc=args.n_hc, seed=args.seed, effect_size=1.0,
-                      resolution=4.0, skull_stripped=True, mni_derivatives=True, mni_t1w=False,
-                      n_sites=args.sites)
+    args = cohort_parser(__doc__.splitlines()[0], n_per_group=20, effect_size=1.0).parse_args()
+    spec = base_spec(args, args.sites)
     cohorts = {"effect": spec, "no-offset": replace(spec, site_offset=0.0),
                "null": replace(spec, effect_size=0.0)}
     rows = []
     with tempfile.TemporaryDirectory(prefix="bids_mdd-multisite-") as tmp:
         for name, cohort in cohorts.items():
             bids = Path(tmp) / name
-            with contextlib.redirect_stderr(io.StringIO()):
-                generate_cohort(bids, cohort, n_jobs=2)
+            generate_quietly(bids, cohort)
             counts = pd.read_csv(bids / "participants.tsv", sep="\t").groupby(
                 ["site", "group"]).size().unstack(fill_value=0)
             print(f"\n{name}: SYNTHETIC, {args.n_mdd} MDD + {args.n_hc} HC over "
@@ -122,15 +110,10 @@ def main() -> int:
                 rows.append(row)
                 print("  " + ", ".join(f"{k} {v}" for k, v in row.items() if k != "cohort"),
                       flush=True)
-    table = pd.DataFrame(rows)
-    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    print(f"\n{stamp}, seed {args.seed}; planted_found: mean share of each planted region's "
-          "voxels at FDR q < 0.05; offset_region_voxels: FDR voxels in the sites' offset "
-          "regions (compare with the no-offset cohort)")
-    print(table.to_markdown(index=False))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        table.assign(date=stamp).to_csv(args.out, sep="\t", index=False)
+    report(rows, f"seed {args.seed}, d = {args.effect_size}; planted_found: mean share of "
+                 "each planted region's voxels at FDR q < 0.05; offset_region_voxels: FDR "
+                 "voxels in the sites' offset regions (compare with the no-offset cohort)",
+           args.out)
     return 0
 
 

@@ -73,13 +73,9 @@ class CombatFit:
         # arrays into integers in a way NumPy deprecates (to become an error) and prints to
         # stdout; tests/test_harmonize.py checks that both give the same numbers.
         index = np.array([self.sites.index(site) for site in sites])
-        mean = self.stand_mean + self.mod_mean
-        scale = np.sqrt(self.var_pooled)
-        standardised = (data[:, self.varying] - mean) / scale
+        standardised = self._standardise(data)
         adjusted = (standardised - self.gamma_star[index]) / np.sqrt(self.delta_star[index])
-        out = data.copy()
-        out[:, self.varying] = adjusted * scale + mean
-        return out
+        return self._restore(data, adjusted)
 
     def apply_to_new_site(self, data: np.ndarray) -> np.ndarray:
         """Harmonise the participants of one site the fit has not seen, by that site's own
@@ -93,14 +89,21 @@ class CombatFit:
         if len(data) < MIN_PER_SITE:
             raise HarmonizationError(f"a new site needs {MIN_PER_SITE} participants or more "
                                      "for its own location and scale")
-        mean = self.stand_mean + self.mod_mean
-        scale = np.sqrt(self.var_pooled)
-        standardised = (data[:, self.varying] - mean) / scale
-        location = standardised.mean(axis=0)
+        standardised = self._standardise(data)
         spread = standardised.var(axis=0)
         spread[spread <= 0] = 1.0
+        return self._restore(data, (standardised - standardised.mean(axis=0)) / np.sqrt(spread))
+
+    def _standardise(self, data: np.ndarray) -> np.ndarray:
+        """The fitted features less the grand and mean covariate effects, in pooled SDs."""
+        return (data[:, self.varying] - self.stand_mean - self.mod_mean) / np.sqrt(
+            self.var_pooled)
+
+    def _restore(self, data: np.ndarray, adjusted: np.ndarray) -> np.ndarray:
+        """``data`` with its fitted features replaced by ``adjusted``, back on their scale."""
         out = data.copy()
-        out[:, self.varying] = (standardised - location) / np.sqrt(spread) * scale + mean
+        out[:, self.varying] = (adjusted * np.sqrt(self.var_pooled) + self.stand_mean
+                                + self.mod_mean)
         return out
 
     def estimates(self) -> dict[str, np.ndarray]:
@@ -157,8 +160,7 @@ def fit_combat(data: np.ndarray, sites: Sequence[str], covariates: pd.DataFrame 
                     n_features=data.shape[1], varying=varying,
                     var_pooled=np.asarray(estimates["var.pooled"], float)[:, 0],
                     stand_mean=np.asarray(estimates["stand.mean"], float)[:, 0],
-                    mod_mean=np.asarray(estimates["mod.mean"], float).mean(axis=1)
-                    if np.ndim(estimates["mod.mean"]) == 2 else np.zeros(int(varying.sum())),
+                    mod_mean=np.asarray(estimates["mod.mean"], float).mean(axis=1),
                     gamma_star=np.asarray(estimates["gamma.star"], float),
                     delta_star=np.asarray(estimates["delta.star"], float))
     harmonised = data.copy()

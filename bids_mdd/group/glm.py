@@ -125,7 +125,7 @@ def design_matrix(table: pd.DataFrame, group_column: str,
     columns.append(group.to_numpy(dtype=np.float64))
     for name in covariates:
         values = _column(table, name)
-        if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        if is_numeric_covariate(values):
             numeric = values.to_numpy(dtype=np.float64)
             columns.append(numeric - numeric.mean())
             names.append(name)
@@ -141,6 +141,11 @@ def design_matrix(table: pd.DataFrame, group_column: str,
     design = np.column_stack(columns)
     _check_full_rank(design, names)
     return design, names
+
+
+def is_numeric_covariate(values: pd.Series) -> bool:
+    """Whether a covariate enters as a number (else as dummy-coded levels; booleans too)."""
+    return pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
 
 
 def _column(table: pd.DataFrame, name: str) -> pd.Series:

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from bids_mdd.errors import BidsMddError, ExitCode
-from bids_mdd.group.glm import fortran_index, read_map
+from bids_mdd.group.glm import fortran_index, is_numeric_covariate, read_map
 from bids_mdd.harmonize import HarmonizationError, check_combat_design, fit_combat
 from bids_mdd.harmonize import site_variance_explained as eta_squared
 from bids_mdd.spaces.grids import Grid
@@ -46,7 +46,11 @@ class HarmonizationSummary:
     empirical_bayes: bool
     site_variance_before: float      # mean eta squared over the group GM mask
     site_variance_after: float
-    site_variance_chance: float      # (sites - 1) / (participants - 1)
+
+    @property
+    def site_variance_chance(self) -> float:
+        """The mean eta squared of sites without any site effect: (sites - 1) / (n - 1)."""
+        return (len(self.sites) - 1) / (sum(self.sites.values()) - 1)
 
     @property
     def method(self) -> str:
@@ -117,12 +121,11 @@ def site_labels(participants: pd.DataFrame, subjects: Sequence[str], column: str
 def preserved_columns(table: pd.DataFrame, group_column: str, covariates: Sequence[str],
                       ) -> tuple[list[str], list[str]]:
     """(categorical, continuous) columns ComBat keeps: the diagnosis and the GLM's covariates,
-    each by its type."""
+    each as the GLM's design codes it."""
     categorical = [group_column]
     continuous = []
     for name in covariates:
-        numeric = pd.api.types.is_numeric_dtype(table[name])
-        (continuous if numeric else categorical).append(name)
+        (continuous if is_numeric_covariate(table[name]) else categorical).append(name)
     return categorical, continuous
 
 
@@ -162,8 +165,7 @@ def harmonize_maps(paths: Sequence[Path], sites: Sequence[str], table: pd.DataFr
         column=column, sites={str(k): int(v) for k, v in counts.items()},
         preserved=[*categorical, *continuous], empirical_bayes=empirical_bayes,
         site_variance_before=float(eta_squared(data, sites).mean()),
-        site_variance_after=float(eta_squared(harmonised, sites).mean()),
-        site_variance_chance=(len(counts) - 1) / (len(paths) - 1))
+        site_variance_after=float(eta_squared(harmonised, sites).mean()))
     LOGGER.info("site variance of GM voxels: %.3f before, %.3f after ComBat (%.3f by chance)",
                 summary.site_variance_before, summary.site_variance_after,
                 summary.site_variance_chance)

@@ -138,6 +138,7 @@ class _Design:
     label_column: str
     covariates: list[str]  # the covariates ComBat keeps (the design also holds the site)
     sites: list[str] | None = None  # each participant's site, with --harmonize
+    site_column: str | None = None  # the participants.tsv column they come from
 
 
 def _design(files: Sequence[ParticipantFiles], bids_dir: Path, options: GroupOptions,
@@ -165,7 +166,7 @@ def _design(files: Sequence[ParticipantFiles], bids_dir: Path, options: GroupOpt
                              f"fewer than {MIN_RESIDUAL_DF} residual degrees of freedom")
                 continue
             kept.append(name)
-    sites = None
+    sites = site_column = None
     in_design = kept
     if options.harmonize:
         site_column = find_column(participants, options.harmonize)
@@ -182,7 +183,7 @@ def _design(files: Sequence[ParticipantFiles], bids_dir: Path, options: GroupOpt
         table[site_column] = sites
         in_design = [*kept, site_column]
     design, names = design_matrix(table, GROUP_COLUMN, in_design)
-    return _Design(design, names, table, column, kept, sites)
+    return _Design(design, names, table, column, kept, sites, site_column)
 
 
 def _t_threshold(result: GlmResult, significant: np.ndarray) -> float:
@@ -248,7 +249,7 @@ def voxelwise(output_dir: Path, bids_dir: Path, files: Sequence[ParticipantFiles
     inputs, region, harmonization = paths, search_region(grid), None
     if made.sites is not None:
         inputs, region, harmonization = harmonize_maps(
-            paths, made.sites, table, GROUP_COLUMN, made.covariates, options.harmonize,
+            paths, made.sites, table, GROUP_COLUMN, made.covariates, made.site_column,
             region, grid, options.gm_threshold, options.harmonize_empirical_bayes)
     contrast = contrast_vector(names, GROUP_COLUMN)
     LOGGER.info("voxelwise GLM: %d participants (%d MDD, %d HC), design %s", len(paths),

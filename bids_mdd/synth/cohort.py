@@ -212,7 +212,7 @@ def _ground_truth(spec: CohortSpec, draws: list[SubjectDraw], results: list[dict
             "template_gm_fraction": reference,
         },
         "tissue_means": dict(zip(("CSF", "GM", "WM"), space.tissue_means.round(2).tolist())),
-        **({"sites": [asdict(site) for site in sites],
+        **({"sites": [site.to_json() for site in sites],
             "site_model": "see bids_mdd/synth/sites.py: SiteSignature; a site changes the T1w "
                           "and the MNI-space inputs, never the true GM map"} if sites else {}),
         "subjects": subjects,

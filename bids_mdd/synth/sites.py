@@ -9,7 +9,7 @@ number here is ours and goes into ``ground_truth.json``; the planted MDD effect 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -37,9 +37,17 @@ class SiteSignature:
     gm_contrast: float
     bias_sd: float
     noise_fraction: float
-    gm_scale: float
     offset_region: str
     offset: float
+
+    @property
+    def gm_scale(self) -> float:
+        """The segmented GM's factor at this site: a GM brighter towards WM is less GM."""
+        return round(1.0 - self.gm_contrast, 4)
+
+    def to_json(self) -> dict:
+        """The signature for ``ground_truth.json``, the derived GM scale included."""
+        return {**asdict(self), "gm_scale": self.gm_scale}
 
 
 def draw_sites(n_sites: int, *, seed: int, offset: float, bias_sd: float, noise_fraction: float,
@@ -68,7 +76,6 @@ def draw_sites(n_sites: int, *, seed: int, offset: float, bias_sd: float, noise_
             gm_contrast=round(contrast, 3),
             bias_sd=round(bias_sd * float(rng.uniform(0.5, 2.0)), 4),
             noise_fraction=round(noise_fraction * float(rng.uniform(0.5, 2.0)), 4),
-            gm_scale=round(1.0 - contrast, 4),
             offset_region=str(regions[k]), offset=offset))
     return sites
 

@@ -171,8 +171,7 @@ def _folds(run: _Run, job: _Job) -> list[Fold]:
         raise BidsMddError(f"--cv leave-site-out: {options.participants} has no site column "
                            f"{options.site_column!r}; name it with --site-column",
                            ExitCode.USAGE)
-    sites = (np.array([str(run.participants.at[p, run.site]) for p in participants])
-             if run.site else participants)
+    sites = _site_labels(run, job) if run.site else participants
     if scheme == CvScheme.LEAVE_SITE_OUT:
         return leave_site_out_folds(job.y, sites, participants, options.task,
                                     options.val_fraction, options.seed)
@@ -193,8 +192,12 @@ def _harmonizer(run: _Run, job: _Job) -> FoldHarmonizer | None:
     if options.compare or (options.permutations and options.permutation_mode != "outputs"):
         raise BidsMddError("--harmonize is not yet combined with --compare or with "
                            "--permutation-mode retrain; run those without it", ExitCode.USAGE)
-    sites = np.array([str(run.participants.at[s.participant, run.site]) for s in job.samples])
-    return FoldHarmonizer(job.volumes, sites, job.y, options.task)
+    return FoldHarmonizer(job.volumes, _site_labels(run, job), job.y, options.task)
+
+
+def _site_labels(run: _Run, job: _Job) -> np.ndarray:
+    """Each input's site, from the site column."""
+    return np.array([str(run.participants.at[s.participant, run.site]) for s in job.samples])
 
 
 def _bundle_name(options: TrainOptions, architecture: str, job: _Job) -> str:
