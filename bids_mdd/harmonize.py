@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import save_file
 
 LOGGER = logging.getLogger(__name__)
 
@@ -115,22 +118,54 @@ class CombatFit:
     def knows(self, site: str) -> bool:
         return str(site) in self.sites
 
+    def site_affine(self, site: str) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`apply` for one known site as ``data * scale + shift``, per feature.
+
+        ComBat at a known site is affine in each feature: with ``m`` the grand and mean
+        covariate effect and ``s`` the pooled SD, ``((y - m) / s - gamma) / sqrt(delta) * s + m``
+        is ``y / sqrt(delta) + m (1 - 1 / sqrt(delta)) - gamma s / sqrt(delta)``. Written so,
+        a network can apply it inside its forward pass, and input gradients go through it.
+        """
+        if not self.knows(site):
+            raise HarmonizationError(f"site {site} not in the ComBat fit (fitted on "
+                                     f"{', '.join(self.sites)})")
+        index = self.sites.index(str(site))
+        fitted_scale = 1.0 / np.sqrt(self.delta_star[index])
+        mean = self.stand_mean + self.mod_mean
+        scale, shift = np.ones(self.n_features), np.zeros(self.n_features)
+        scale[self.varying] = fitted_scale
+        shift[self.varying] = (mean * (1.0 - fitted_scale)
+                               - self.gamma_star[index] * np.sqrt(self.var_pooled) * fitted_scale)
+        return scale, shift
+
     def save(self, path: str | Path) -> None:
-        """Write the fit as an ``.npz`` (no pickle: arrays and string arrays only)."""
-        np.savez(path, sites=np.array(self.sites), covariates=np.array(self.covariates),
-                 n_features=self.n_features, varying=self.varying, var_pooled=self.var_pooled,
-                 stand_mean=self.stand_mean, mod_mean=self.mod_mean,
-                 gamma_star=self.gamma_star, delta_star=self.delta_star)
+        """Write the fit as safetensors (no pickle), its site and covariate names in the
+        file's metadata."""
+        tensors = {"varying": self.varying.astype(np.uint8), "var_pooled": self.var_pooled,
+                   "stand_mean": self.stand_mean, "mod_mean": self.mod_mean,
+                   "gamma_star": self.gamma_star, "delta_star": self.delta_star}
+        save_file({name: np.ascontiguousarray(array) for name, array in tensors.items()},
+                  str(path), metadata={"sites": json.dumps(self.sites),
+                                       "covariates": json.dumps(self.covariates),
+                                       "n_features": str(self.n_features)})
 
     @classmethod
     def load(cls, path: str | Path) -> CombatFit:
-        with np.load(path, allow_pickle=False) as saved:
-            return cls(sites=tuple(str(s) for s in saved["sites"]),
-                       covariates=tuple(str(c) for c in saved["covariates"]),
-                       n_features=int(saved["n_features"]), varying=saved["varying"],
-                       var_pooled=saved["var_pooled"], stand_mean=saved["stand_mean"],
-                       mod_mean=saved["mod_mean"], gamma_star=saved["gamma_star"],
-                       delta_star=saved["delta_star"])
+        try:
+            with safe_open(str(path), framework="numpy") as saved:
+                meta = saved.metadata() or {}
+                tensors = {name: saved.get_tensor(name) for name in saved.keys()}
+        except (SafetensorError, OSError) as error:
+            raise HarmonizationError(f"{path}: not a saved ComBat fit ({error})") from error
+        try:
+            return cls(sites=tuple(str(s) for s in json.loads(meta["sites"])),
+                       covariates=tuple(str(c) for c in json.loads(meta["covariates"])),
+                       n_features=int(meta["n_features"]),
+                       varying=tensors["varying"].astype(bool),
+                       **{name: tensors[name].astype(np.float64) for name in
+                          ("var_pooled", "stand_mean", "mod_mean", "gamma_star", "delta_star")})
+        except (KeyError, TypeError, ValueError) as error:
+            raise HarmonizationError(f"{path}: not a saved ComBat fit ({error})") from error
 
 
 def fit_combat(data: np.ndarray, sites: Sequence[str], covariates: pd.DataFrame | None = None,

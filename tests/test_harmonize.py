@@ -106,12 +106,32 @@ def test_saved_fit_applies_the_same(tmp_path) -> None:
     data, sites, covariates = cohort(effect=-0.5, n_features=30)
     data[:, 3] = 2.0  # a constant feature passes through unchanged
     fit, _ = fit_combat(data, sites, covariates, categorical=["diagnosis"], continuous=["age"])
-    fit.save(tmp_path / "combat.npz")
-    loaded = CombatFit.load(tmp_path / "combat.npz")
+    fit.save(tmp_path / "combat.safetensors")
+    loaded = CombatFit.load(tmp_path / "combat.safetensors")
     assert loaded.sites == ("A", "B", "C", "D") and loaded.covariates == ("diagnosis", "age")
     np.testing.assert_array_equal(loaded.apply(data, sites), fit.apply(data, sites))
     assert (fit.apply(data, sites)[:, 3] == 2.0).all() and not loaded.varying[3]
     assert loaded.knows("B") and not loaded.knows("E")
+    (tmp_path / "other.safetensors").write_bytes(b"\x08" + bytes(7) + b'{"a": 1}')
+    with pytest.raises(HarmonizationError, match="other.safetensors: not a saved ComBat fit"):
+        CombatFit.load(tmp_path / "other.safetensors")
+
+
+def test_a_sites_combat_is_an_affine_map_per_feature() -> None:
+    """What the participant level runs inside the network's forward pass equals ComBat's."""
+    data, sites, covariates = cohort(effect=-0.5, n_features=30)
+    data[:, 5] = -1.0
+    fit, _ = fit_combat(data, sites, covariates, categorical=["diagnosis"])
+    for site in ("A", "C"):
+        rows = np.array(sites) == site
+        scale, shift = fit.site_affine(site)
+        np.testing.assert_allclose(data[rows] * scale + shift, fit.apply(data[rows],
+                                                                         np.array(sites)[rows]),
+                                   rtol=1e-10, atol=1e-10)
+        assert scale[5] == 1.0 and shift[5] == 0.0
+        assert not np.allclose(scale[fit.varying], 1.0)
+    with pytest.raises(HarmonizationError, match="site E not in the ComBat fit"):
+        fit.site_affine("E")
 
 
 def test_data_combat_cannot_take_is_one_line() -> None:

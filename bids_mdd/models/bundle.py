@@ -22,8 +22,10 @@ from torch import nn
 
 from bids_mdd import __version__
 from bids_mdd.errors import BidsMddError, ExitCode
+from bids_mdd.harmonize import HarmonizationError
 from bids_mdd.models.card import ModelCard
 from bids_mdd.models.domain import DOMAIN_FILE, DomainModel
+from bids_mdd.models.harmonization import HARMONIZATION_FILE, BundleHarmonization
 from bids_mdd.models.inputs import InputSpec
 from bids_mdd.models.networks import build_network
 from bids_mdd.models.task import Task
@@ -31,6 +33,8 @@ from bids_mdd.models.training_set import TrainingSet
 
 FORMAT_VERSION = 1
 MODEL_JSON = "model.json"
+#: model.json's entries that name a tensors file of the bundle, and that file's name.
+_TENSOR_FILES = {"domain": DOMAIN_FILE, "harmonization": HARMONIZATION_FILE}
 
 TASKS = tuple(Task)
 _PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
@@ -137,6 +141,18 @@ class Bundle:
             raise _fail(self.path / str(meta.get("file")), f"domain model unreadable ({exc}); "
                                                             "retrain the bundle") from exc
 
+    def harmonization(self) -> BundleHarmonization | None:
+        """The ComBat fit its inputs go through (None: trained on unharmonised inputs); its
+        sha256 was checked when the bundle loaded."""
+        meta = self.meta.get("harmonization")
+        if not meta:
+            return None
+        try:
+            return BundleHarmonization.load(self.path / meta["file"], meta)
+        except (HarmonizationError, KeyError, TypeError) as exc:
+            raise _fail(self.path / str(meta.get("file")), f"ComBat fit unreadable ({exc}); "
+                                                            "retrain the bundle") from exc
+
     def network(self) -> nn.Module:
         """A freshly initialised network of the bundle's architecture."""
         try:
@@ -221,12 +237,14 @@ def load_bundle(path: str | Path) -> Bundle:
                                f"{', '.join(map(str, TASKS))}")
     if not meta["folds"]:
         raise _fail(meta_path, "lists no fold weights")
-    domain = meta.get("domain")
-    if domain is not None and not (isinstance(domain, dict) and domain.get("file") == DOMAIN_FILE
-                                   and isinstance(domain.get("sha256"), str)):
-        raise _fail(meta_path, f"domain must name {DOMAIN_FILE} and its sha256; restore the "
-                               "bundle")
-    for fold in [*meta["folds"], *([domain] if domain else [])]:
+    tensor_files = []
+    for key, name in _TENSOR_FILES.items():
+        entry = meta.get(key)
+        if entry is not None and not (isinstance(entry, dict) and entry.get("file") == name
+                                      and isinstance(entry.get("sha256"), str)):
+            raise _fail(meta_path, f"{key} must name {name} and its sha256; restore the bundle")
+        tensor_files += [entry] if entry else []
+    for fold in [*meta["folds"], *tensor_files]:
         weights = path / fold["file"]
         if weights.suffix != ".safetensors" or weights.parent != path:
             raise _fail(weights, "weights must be .safetensors files inside the bundle; pickle "
@@ -245,12 +263,14 @@ def write_bundle(path: str | Path, meta: dict[str, Any],
                  fold_states: list[dict[str, torch.Tensor]], overwrite: bool = False,
                  fold_meta: list[dict[str, Any]] | None = None,
                  extra_files: dict[str, str] | None = None,
-                 domain: DomainModel | None = None) -> Bundle:
+                 domain: DomainModel | None = None,
+                 harmonization: BundleHarmonization | None = None) -> Bundle:
     """Write a bundle folder atomically (built beside ``path``, renamed into place).
 
-    ``meta`` holds everything but ``format_version``, ``folds`` and ``domain``, which are
-    filled in here (each fold entry extended by ``fold_meta``); ``extra_files`` (name -> text)
-    are reports written beside ``model.json``; ``domain`` is the training distribution's model.
+    ``meta`` holds everything but ``format_version``, ``folds``, ``domain`` and
+    ``harmonization``, which are filled in here (each fold entry extended by ``fold_meta``);
+    ``extra_files`` (name -> text) are reports written beside ``model.json``; ``domain`` is the
+    training distribution's model; ``harmonization`` the ComBat fit of the inputs.
     """
     path = Path(path)
     if path.exists() and not overwrite:
@@ -270,9 +290,10 @@ def write_bundle(path: str | Path, meta: dict[str, Any],
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text)
         full = {"format_version": FORMAT_VERSION, **meta, "folds": folds}
-        if domain is not None:
-            domain.save(tmp / DOMAIN_FILE)
-            full["domain"] = {**domain.to_json(), "sha256": sha256_of(tmp / DOMAIN_FILE)}
+        for key, part in (("domain", domain), ("harmonization", harmonization)):
+            if part is not None:
+                part.save(tmp / _TENSOR_FILES[key])
+                full[key] = {**part.to_json(), "sha256": sha256_of(tmp / _TENSOR_FILES[key])}
         (tmp / MODEL_JSON).write_text(json.dumps(full, indent=2, sort_keys=True, default=str)
                                       + "\n")
         if path.exists():

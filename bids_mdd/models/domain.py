@@ -27,6 +27,7 @@ is computed here from the components alone.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -144,11 +145,15 @@ def n_components_for(n_inputs: int) -> int:
 
 
 def fit_calibrated(volumes: np.ndarray, heldout_splits: list[tuple[np.ndarray, np.ndarray]],
-                   factor: float, quantile: float = QUANTILE) -> DomainModel:
+                   factor: float, quantile: float = QUANTILE,
+                   split_volumes: Sequence[np.ndarray] | None = None) -> DomainModel:
     """The PCA of every input, with its threshold set by held-out distances: for each
     (fit indices, held-out indices) pair, a PCA of the fit part scores the held-out part.
-    Every PCA has as many axes as the smallest fit part allows, so the distances compare."""
+    Every PCA has as many axes as the smallest fit part allows, so the distances compare.
+    ``split_volumes``: each split's own copy of the inputs (e.g. harmonised by a fit on that
+    split's fit part only), in place of ``volumes``."""
     k = n_components_for(min(len(fit) for fit, _ in heldout_splits))
-    heldout = np.concatenate([DomainModel.fit(volumes[fit], factor, k).distances(volumes[test])
-                              for fit, test in heldout_splits])
+    own = split_volumes or [volumes] * len(heldout_splits)
+    heldout = np.concatenate([DomainModel.fit(split[fit], factor, k).distances(split[test])
+                              for (fit, test), split in zip(heldout_splits, own)])
     return DomainModel.fit(volumes, factor, k).calibrated(heldout, quantile)

@@ -26,6 +26,7 @@ from bids_mdd.models.attention import input_gradient
 from bids_mdd.models.bundle import MODEL_JSON, Bundle, find_bundles
 from bids_mdd.models.card import ModelCard
 from bids_mdd.models.domain import DomainModel
+from bids_mdd.models.harmonization import BundleHarmonization, SiteAdjustment, SiteStatus
 from bids_mdd.models.inputs import (
     NORMALIZATIONS,
     InputSpec,
@@ -128,6 +129,7 @@ class LoadedModel:
     nets: list[nn.Module]
     device: str
     domain: DomainModel | None = None
+    harmonization: BundleHarmonization | None = None
 
     @property
     def card(self) -> ModelCard | None:
@@ -151,7 +153,16 @@ class LoadedModel:
                 "domain": ({"method": meta["domain"]["method"],
                             "threshold": self.domain.threshold,
                             "quantile": self.domain.quantile,
-                            "sha256": meta["domain"]["sha256"]} if self.domain else None)}
+                            "sha256": meta["domain"]["sha256"]} if self.domain else None),
+                "harmonization": ({key: meta["harmonization"][key] for key in
+                                   ("method", "site_column", "sites", "sha256")}
+                                  if self.harmonization else None)}
+
+    def site_adjustment(self, site: str | None) -> SiteAdjustment | None:
+        """What the bundle's ComBat fit does to a scan of ``site`` (None: the bundle has none)."""
+        if self.harmonization is None:
+            return None
+        return self.harmonization.adjustment(site, tuple(self.spec.shape))
 
 
 def _for_inference(net: nn.Module, device: str) -> nn.Module:
@@ -182,7 +193,8 @@ def load_models(models: list[Path] | None, device: str) -> list[LoadedModel]:
     for bundle in bundles:
         spec = check_input_spec(bundle)
         nets = [_for_inference(net, device) for net in bundle.ensemble(device)]
-        loaded.append(LoadedModel(bundle, spec, nets, device, bundle.domain_model()))
+        loaded.append(LoadedModel(bundle, spec, nets, device, bundle.domain_model(),
+                                  bundle.harmonization()))
         if bundle.card is None:  # (a malformed card stops the run here, before any work)
             LOGGER.warning("model %s has no model card: nothing says how well it performs",
                            bundle.name)
@@ -209,6 +221,7 @@ class ModelResult:
     attention: np.ndarray | None  # on the input's full grid (spec.grid); None: not computed
     source: Path
     distance: float | None = None  # to the training distribution (None: no domain model)
+    site: SiteAdjustment | None = None  # the bundle's ComBat of it (None: the bundle has none)
 
     @property
     def in_distribution(self) -> bool | None:
@@ -263,9 +276,15 @@ def _fold_outputs(net: nn.Module, x: torch.Tensor, task: Task,
 
 
 def apply_model_batch(model: LoadedModel, inputs: list[np.ndarray], sources: list[Path],
-                      attention: bool = True) -> list[ModelResult]:
+                      attention: bool = True, sites: list[str | None] | None = None,
+                      ) -> list[ModelResult]:
     """Run every fold model on a batch of inputs (from :func:`model_input`); return, for each,
     the mean, SD (ddof 0) and (with ``attention``) mean attention map over the fold models.
+
+    ``sites``: each input's site, for a bundle trained on harmonised inputs: its ComBat map of
+    a known site follows the zoom to the network grid, inside the forward pass (so the maps
+    are gradients with respect to the participant's own input); an unknown site's input, or
+    one without a site, goes in unharmonised and its result says so.
 
     The batch is one forward and one backward pass per fold model: in eval mode the samples do
     not interact, so each sample's input gradient is that of its own score. Without
@@ -281,8 +300,14 @@ def apply_model_batch(model: LoadedModel, inputs: list[np.ndarray], sources: lis
     memory_format = (torch.channels_last_3d if model.device == "cpu"
                      else torch.contiguous_format)
 
+    adjustments = [model.site_adjustment(site) for site in (sites or [None] * len(inputs))]
+    combat = _combat_tensors(adjustments, tuple(model.spec.shape), model.device)
+
     def to_network_grid(tensor: torch.Tensor) -> torch.Tensor:
-        return zoom_tensor(tensor, model.spec.zoom).contiguous(memory_format=memory_format)
+        zoomed = zoom_tensor(tensor, model.spec.zoom)
+        if combat is not None:
+            zoomed = zoomed * combat[0] + combat[1]
+        return zoomed.contiguous(memory_format=memory_format)
 
     classifier = model.bundle.task == Task.CLASSIFICATION
     values = np.zeros((len(model.nets), len(inputs)))
@@ -297,9 +322,27 @@ def apply_model_batch(model: LoadedModel, inputs: list[np.ndarray], sources: lis
                 maps[sample] += fold_map / max(scale, np.finfo(np.float32).tiny)
     if maps is not None:
         maps /= len(model.nets)
-    distances = (model.domain.distances(np.stack([prepare(data, model.spec) for data in inputs]))
-                 if model.domain is not None else [None] * len(inputs))
+    distances = [None] * len(inputs)
+    if model.domain is not None:  # of the input the networks saw
+        seen = np.stack([prepare(data, model.spec) for data in inputs])
+        if combat is not None:
+            seen = seen * combat[0][:, 0].cpu().numpy() + combat[1][:, 0].cpu().numpy()
+        distances = model.domain.distances(seen)
     return [ModelResult(model, float(np.mean(values[:, i])), float(np.std(values[:, i])),
                         len(model.nets), None if maps is None else maps[i], sources[i],
-                        None if distances[i] is None else float(distances[i]))
+                        None if distances[i] is None else float(distances[i]), adjustments[i])
             for i in range(len(inputs))]
+
+
+def _combat_tensors(adjustments: list[SiteAdjustment | None], shape: tuple[int, ...],
+                    device: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The batch's ComBat scale and shift ((n, 1, *shape); 1 and 0 for an input left as it
+    is), or None when no input of the batch is harmonised."""
+    if not any(a is not None and a.status == SiteStatus.HARMONIZED for a in adjustments):
+        return None
+    scale = np.ones((len(adjustments), 1, *shape), np.float32)
+    shift = np.zeros_like(scale)
+    for i, adjustment in enumerate(adjustments):
+        if adjustment is not None and adjustment.status == SiteStatus.HARMONIZED:
+            scale[i, 0], shift[i, 0] = adjustment.scale, adjustment.shift
+    return torch.from_numpy(scale).to(device), torch.from_numpy(shift).to(device)

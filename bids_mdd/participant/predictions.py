@@ -28,6 +28,7 @@ from bids_mdd.bids.names import parse_path, sidecar_path
 from bids_mdd.bids.outputs import T1wOutputs, attention_entities, attention_figure_entities
 from bids_mdd.errors import BidsMddError, ExitCode
 from bids_mdd.models.bundle import sha256_of
+from bids_mdd.models.harmonization import SiteStatus
 from bids_mdd.models.inference import (
     ATTENTION_METHOD,
     ATTENTION_UNITS,
@@ -59,7 +60,37 @@ COLUMNS = {
                    "image, or the same label in the bundle's own dataset, by DOI): the "
                    "prediction is in-sample and says nothing of the model's accuracy; n/a: the "
                    "bundle records no training participants",
+    "site": "The participant's site in the column of participants.tsv that the bundle's "
+            "ComBat fit is over; n/a: none given, or the bundle was trained without "
+            "harmonisation",
+    "harmonized": "true when the bundle's ComBat fit removed the site's effect from the input "
+                  "(as from its training inputs); false: the site is not one the fit knows, "
+                  "or none is given, so the input went in unharmonised and the prediction may "
+                  "be shifted by its site; n/a: the bundle was trained without harmonisation",
 }
+
+
+@dataclass(frozen=True)
+class SourceDataset:
+    """What the model step reads of the input dataset besides its images: the DOI (which tells
+    a bundle's own training participants) and participants.tsv (the sites of bundles trained
+    on harmonised inputs; None: the dataset has none, or no bundle needs it)."""
+
+    doi: str | None = None
+    participants: pd.DataFrame | None = None
+
+    def site(self, subject: str, model: LoadedModel) -> str | None:
+        """The subject's site in the column ``model``'s ComBat fit is over (None: not given)."""
+        table, harmonization = self.participants, model.harmonization
+        if harmonization is None or table is None or harmonization.site_column not in table:
+            return None
+        if subject not in table.index or pd.isna(table.at[subject, harmonization.site_column]):
+            return None
+        return str(table.at[subject, harmonization.site_column])
+
+
+#: Nothing known of the input dataset: no DOI, no sites.
+NO_DATASET = SourceDataset()
 
 
 def _map_of(outputs: T1wOutputs, model: LoadedModel) -> Path:
@@ -71,9 +102,9 @@ def _models_json(models: list[LoadedModel]) -> list[dict[str, Any]]:
 
 
 def fingerprint(outputs: T1wOutputs, models: list[LoadedModel], t1w: Path | None = None,
-                dataset_doi: str | None = None) -> dict[str, Any] | None:
-    """What this T1w's predictions depend on (``dataset_doi``: the input dataset's, which
-    decides ``in_training``); None when a model's input is missing."""
+                dataset: SourceDataset = NO_DATASET) -> dict[str, Any] | None:
+    """What this T1w's predictions depend on (``dataset``: its DOI decides ``in_training``,
+    its sites the harmonisation); None when a model's input is missing."""
     inputs = {}
     for model in models:
         image = outputs.path(**model.spec.entities)
@@ -85,7 +116,11 @@ def fingerprint(outputs: T1wOutputs, models: list[LoadedModel], t1w: Path | None
             "Evidence": [{"domain": (m["domain"] or {}).get("sha256"),
                           "card": (m["card"] or {}).get("summary")} for m in records],
             "Inputs": inputs, "T1w": sha256_of(t1w) if t1w is not None else None,
-            "DatasetDOI": dataset_doi}
+            "DatasetDOI": dataset.doi,
+            **({"Harmonization": [{"site": dataset.site(outputs.subject, m),
+                                   "fit": m.bundle.meta["harmonization"]["sha256"]}
+                                  for m in models if m.harmonization is not None]}
+               if any(m.harmonization is not None for m in models) else {})}
 
 
 def _maps_as_asked(outputs: T1wOutputs, models: list[LoadedModel], attention: bool) -> bool:
@@ -96,7 +131,7 @@ def _maps_as_asked(outputs: T1wOutputs, models: list[LoadedModel], attention: bo
 
 
 def up_to_date(outputs: T1wOutputs, models: list[LoadedModel], t1w: Path | None = None,
-               attention: bool = True, dataset_doi: str | None = None) -> bool:
+               attention: bool = True, dataset: SourceDataset = NO_DATASET) -> bool:
     """Whether this T1w's predictions exist, with its attention maps when ``attention`` and
     without them otherwise, and came from these same weights, inputs and T1w
     (:func:`fingerprint`). Predictions written without maps are not up to date for a run
@@ -108,7 +143,7 @@ def up_to_date(outputs: T1wOutputs, models: list[LoadedModel], t1w: Path | None 
         return False
     if not (table.is_file() and _maps_as_asked(outputs, models, attention)):
         return False
-    current = fingerprint(outputs, models, t1w, dataset_doi)
+    current = fingerprint(outputs, models, t1w, dataset)
     return current is not None and sidecar.get("Fingerprint") == current
 
 
@@ -181,6 +216,13 @@ def _write_table(pending: _Pending, models: list[LoadedModel],
         warnings.append(f"the input lies outside the training distribution of "
                         f"{', '.join(outside)}: those predictions are not supported by the "
                         "models' evidence")
+    unharmonized = [row["model"] + (" (no site given)" if row["site"] == "n/a" else
+                                     f" (site {row['site']})")
+                    for row in rows if row["harmonized"] == "false"]
+    if unharmonized:
+        warnings.append(f"the input was not harmonised for {', '.join(unharmonized)}: its site "
+                        "is not one the model's ComBat fit knows, so its prediction may be "
+                        "shifted by its site")
     seen = [row["model"] for row in rows if row["in_training"] == "true"]
     if seen:
         warnings.append(f"{', '.join(seen)} {'was' if len(seen) == 1 else 'were'} trained on "
@@ -225,23 +267,26 @@ def remove_dropped_attention(outputs: T1wOutputs, models: list[LoadedModel]) -> 
 
 def _row(result: ModelResult, in_training: bool | None) -> dict[str, Any]:
     """One predictions.tsv row (BIDS TSV: n/a for unknown, lowercase booleans)."""
-    flag = result.in_distribution
+    flag, site = result.in_distribution, result.site
     return {"model": result.model.bundle.name, "target": result.model.target,
             "value": round(result.value, 6), "std": round(result.std, 6),
             "n_models": result.n_models,
             "distance": "n/a" if result.distance is None else round(result.distance, 3),
             "in_distribution": "n/a" if flag is None else str(flag).lower(),
-            "in_training": "n/a" if in_training is None else str(in_training).lower()}
+            "in_training": "n/a" if in_training is None else str(in_training).lower(),
+            "site": "n/a" if site is None or site.site is None else site.site,
+            "harmonized": "n/a" if site is None else str(
+                site.status == SiteStatus.HARMONIZED).lower()}
 
 
 def _in_training(model: LoadedModel, participant: str, data: np.ndarray,
-                 dataset_doi: str | None) -> bool | None:
+                 dataset: SourceDataset) -> bool | None:
     """Whether ``model`` was trained on this participant (None: the bundle cannot tell);
     ``data`` is the input on its full grid, hashed as ``bids_mdd-train`` hashes it."""
     recorded = model.bundle.training_set
     if recorded is None:
         return None
-    return recorded.contains(participant, image_sha256(data), dataset_doi)
+    return recorded.contains(participant, image_sha256(data), dataset.doi)
 
 
 @dataclass
@@ -259,17 +304,17 @@ class _Pending:
 
 def predict_participants(t1w_outputs: list[T1wOutputs], models: list[LoadedModel],
                          settings: ModelStepSettings, t1ws: list[Path] | None = None,
-                         dataset_doi: str | None = None) -> list[Path | Exception]:
+                         dataset: SourceDataset = NO_DATASET) -> list[Path | Exception]:
     """Apply every model to each T1w's derivatives, ``settings.batch_size`` T1w per forward
     pass; write maps and figures as each batch finishes, then each T1w's table (its
     fingerprint taken before the models read anything; ``t1ws``: the source images;
-    ``dataset_doi``: the input dataset's, for ``in_training``).
+    ``dataset``: the input dataset's DOI, for ``in_training``, and sites, for harmonisation).
 
     Returns, per T1w, its predictions table or the error that stopped it (one T1w's error never
     stops the others; an error of a whole batch is each of its T1w's).
     """
     sources_of = t1ws or [None] * len(t1w_outputs)
-    pending = [_Pending(outputs, fingerprint(outputs, models, t1w, dataset_doi))
+    pending = [_Pending(outputs, fingerprint(outputs, models, t1w, dataset))
                for outputs, t1w in zip(t1w_outputs, sources_of)]
     progress = tqdm(total=len(models) * len(pending), desc="models", unit="T1w",
                     disable=len(pending) < 2)
@@ -283,15 +328,16 @@ def predict_participants(t1w_outputs: list[T1wOutputs], models: list[LoadedModel
                     image = _image_of(item.outputs, model)
                     data = model_input(model, image)
                     ready.append((item, image, data, _in_training(model, item.outputs.subject,
-                                                                  data, dataset_doi)))
+                                                                  data, dataset)))
                 except BidsMddError as error:
                     item.outcome = error
             results: list[ModelResult] = []
             if ready:
                 try:
-                    results = apply_model_batch(model, [data for _, _, data, _ in ready],
-                                                [image for _, image, _, _ in ready],
-                                                settings.attention)
+                    results = apply_model_batch(
+                        model, [data for _, _, data, _ in ready],
+                        [image for _, image, _, _ in ready], settings.attention,
+                        [dataset.site(item.outputs.subject, model) for item, *_ in ready])
                 except Exception as error:
                     for item, *_ in ready:
                         item.outcome = error
@@ -317,10 +363,11 @@ def predict_participants(t1w_outputs: list[T1wOutputs], models: list[LoadedModel
 
 
 def predict_participant(outputs: T1wOutputs, models: list[LoadedModel], device: str,
-                        attention: bool = True, dataset_doi: str | None = None) -> Path:
+                        attention: bool = True, dataset: SourceDataset = NO_DATASET
+                        ) -> Path:
     """:func:`predict_participants` for one T1w; raises its error."""
     settings = ModelStepSettings(device, attention=attention)
-    outcome = predict_participants([outputs], models, settings, dataset_doi=dataset_doi)[0]
+    outcome = predict_participants([outputs], models, settings, dataset=dataset)[0]
     if isinstance(outcome, Exception):
         raise outcome
     return outcome

@@ -84,7 +84,9 @@ def _predictions(outputs: T1wOutputs) -> str:
                  "in_distribution: how far this input lies from the model's training inputs, "
                  "and whether within the threshold calibrated on held-out training scans. "
                  "in_training: the model was trained on this participant, so its value is "
-                 "in-sample. "
+                 "in-sample. site / harmonized: the participant's site, and whether the model's "
+                 "ComBat fit removed that site's effect as it did from its training inputs "
+                 "(n/a: the model was trained without harmonisation). "
                  "Attention maps: guided backpropagation for regressors, the signed log-odds "
                  "gradient for the classifier; top 1 % of voxels shown.</p>")
     for target in rows["target"]:

@@ -18,12 +18,19 @@ from bids_mdd.bids.atomic import remove_stale_temporaries
 from bids_mdd.bids.derivatives import source_dataset_entry, write_dataset_description
 from bids_mdd.bids.discovery import T1wInput
 from bids_mdd.bids.names import crash_name, derivative_path, names_participant
+from bids_mdd.bids.participants import read_participants
 from bids_mdd.errors import BidsMddError, ExitCode
 from bids_mdd.models.device import resolve_device
 from bids_mdd.models.inference import LoadedModel, load_models
 from bids_mdd.participant.background import AfterPreprocessing
 from bids_mdd.participant.failures import Failure, exit_code_for, from_error, traceback_failure
-from bids_mdd.participant.predictions import ModelStepSettings, predict_participants, up_to_date
+from bids_mdd.participant.predictions import (
+    NO_DATASET,
+    ModelStepSettings,
+    SourceDataset,
+    predict_participants,
+    up_to_date,
+)
 from bids_mdd.participant.preprocessing import preprocess
 from bids_mdd.participant.progress import participants_in_progress
 from bids_mdd.participant.report import write_participant_report
@@ -52,20 +59,21 @@ class ParticipantOptions:
 
 
 def apply_models(inputs: list[T1wInput], output_dir: Path, models: list[LoadedModel],
-                 settings: ModelStepSettings, dataset_doi: str | None = None) -> list[Failure]:
+                 settings: ModelStepSettings, dataset: SourceDataset = NO_DATASET,
+                 ) -> list[Failure]:
     """Apply the loaded models to each preprocessed T1w not yet up to date; return the
-    failures (``dataset_doi``: the input dataset's, which tells its training participants)."""
+    failures (``dataset``: what the models read of the input dataset besides its images)."""
     logs = output_dir / "logs"
     todo = []
     for t1w in inputs:
         if up_to_date(t1w.outputs(output_dir), models, t1w.path,
-                      attention=settings.attention, dataset_doi=dataset_doi):
+                      attention=settings.attention, dataset=dataset):
             LOGGER.info("predictions of %s are up to date with these models and inputs",
                         t1w.path)
         else:
             todo.append(t1w)
     outcomes = predict_participants([t1w.outputs(output_dir) for t1w in todo], models,
-                                    settings, [t1w.path for t1w in todo], dataset_doi)
+                                    settings, [t1w.path for t1w in todo], dataset)
     failures = []
     for t1w, outcome in zip(todo, outcomes):
         if isinstance(outcome, BidsMddError):
@@ -79,6 +87,21 @@ def apply_models(inputs: list[T1wInput], output_dir: Path, models: list[LoadedMo
             continue
         LOGGER.error("%s", failures[-1].reason)
     return failures
+
+
+def source_dataset(bids_dir: Path, models: list[LoadedModel]) -> SourceDataset:
+    """The input dataset's DOI, and its participants.tsv when a model harmonises by site (read
+    before preprocessing, so a broken table stops the run before hours of work)."""
+    participants = None
+    table = bids_dir / "participants.tsv"
+    if any(model.harmonization is not None for model in models):
+        if table.is_file():
+            participants = read_participants(table)
+        else:
+            LOGGER.warning("%s: not found; the models trained on harmonised inputs (%s) will "
+                           "see every scan unharmonised", table,
+                           ", ".join(m.bundle.name for m in models if m.harmonization))
+    return SourceDataset(source_dataset_entry(bids_dir).get("DOI"), participants)
 
 
 def qc_gate(output_dir: Path, inputs: list[T1wInput]) -> list[str]:
@@ -113,7 +136,7 @@ def _remove_old_crash(output_dir: Path, t1w: T1wInput) -> None:
 
 def finish_participants(output_dir: Path, inputs: list[T1wInput], models: list[LoadedModel],
                         settings: ModelStepSettings, finished: Callable[[str], None],
-                        dataset_doi: str | None = None
+                        dataset: SourceDataset = NO_DATASET
                         ) -> tuple[Callable[[list[T1wInput]], list[Failure]], set[str]]:
     """What follows a T1w's preprocessing: its predictions, then, once all of a participant's
     T1w are through, the participant's report and ``finished(subject)``. Returns that step
@@ -122,7 +145,7 @@ def finish_participants(output_dir: Path, inputs: list[T1wInput], models: list[L
     through: set[Path] = set()
 
     def handle(batch: list[T1wInput]) -> list[Failure]:
-        failures = (apply_models(batch, output_dir, models, settings, dataset_doi)
+        failures = (apply_models(batch, output_dir, models, settings, dataset)
                     if models else [])
         failed = {failure.t1w.path for failure in failures}
         for t1w in batch:
@@ -180,7 +203,7 @@ def run_participant_level(bids_dir: Path, output_dir: Path, work_dir: Path,
     preproc = replace(options.preproc, omp_nthreads=resources.omp_nthreads)
     with participants_in_progress(output_dir, subjects) as finished:
         handle, reported = finish_participants(output_dir, inputs, models, settings, finished,
-                                               source_dataset_entry(bids_dir).get("DOI"))
+                                               source_dataset(bids_dir, models))
         with AfterPreprocessing(handle, settings.batch_size) as after:
             with thread_environment(resources):
                 failures = preprocess(inputs, bids_dir, output_dir, work_dir, preproc,

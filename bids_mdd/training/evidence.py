@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -119,11 +120,15 @@ def build_card(*, task: Task, derivatives_dir: Path, participants_tsv: Path,
                      intended_use=RESEARCH_USE, known_limits=limits)
 
 
-def build_domain_model(volumes: np.ndarray, spec: InputSpec, folds: list[Fold]) -> DomainModel:
+def build_domain_model(volumes: np.ndarray, spec: InputSpec, folds: list[Fold],
+                       fold_inputs: Callable[[Fold], np.ndarray] | None = None) -> DomainModel:
     """The domain-shift model of ``volumes`` (the network inputs), calibrated on the held-out
-    parts of the first repeat's folds (each scored by a PCA of its fold's training part)."""
-    splits = [(np.concatenate([f.train, f.val]), f.test) for f in folds if f.repeat == 0]
-    model = fit_calibrated(volumes, splits, coarse_factor(float(spec.affine[0, 0])))
+    parts of the first repeat's folds (each scored by a PCA of its fold's training part;
+    ``fold_inputs``: each fold's own inputs, as cross-validation gave them to its networks)."""
+    first = [f for f in folds if f.repeat == 0]
+    splits = [(np.concatenate([f.train, f.val]), f.test) for f in first]
+    model = fit_calibrated(volumes, splits, coarse_factor(float(spec.affine[0, 0])),
+                           split_volumes=[fold_inputs(f) for f in first] if fold_inputs else None)
     LOGGER.info("domain model: %d components on %d features; threshold %.2f (%.0fth percentile "
                 "of %d held-out distances, median %.2f)", len(model.variances), len(model.mean),
                 model.threshold, 100 * model.quantile, model.calibration["n_heldout"],

@@ -8,6 +8,9 @@ Here the validation and test participants are harmonised with the training part'
 when their site is in it; a site the training part never saw (leave-site-out) gets its own
 location and scale from its participants' images, without labels
 (:meth:`bids_mdd.harmonize.CombatFit.apply_to_new_site`).
+
+The bundle keeps a fit on all its participants (:meth:`FoldHarmonizer.bundle_fit`): the
+participant level applies it to a new scan of a known site.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from bids_mdd.errors import BidsMddError, ExitCode
-from bids_mdd.harmonize import MIN_PER_SITE, HarmonizationError, fit_combat
+from bids_mdd.harmonize import MIN_PER_SITE, CombatFit, HarmonizationError, fit_combat
 from bids_mdd.models.task import Task
 from bids_mdd.training.splits import Fold
 
@@ -35,15 +38,27 @@ class FoldHarmonizer:
     target: np.ndarray
     task: Task
 
-    def __call__(self, fold: Fold) -> np.ndarray:
+    def fit(self, rows: np.ndarray, where: str) -> tuple[CombatFit, np.ndarray]:
+        """ComBat fitted on the inputs ``rows`` (their target kept), and those inputs
+        harmonised, flat; ``where`` names the fit in an error."""
         flat = self.inputs.reshape(len(self.inputs), -1)
-        target = pd.DataFrame({"target": self.target[fold.train]})
+        target = pd.DataFrame({"target": self.target[rows]})
         kept = {"categorical": ["target"]} if self.task == Task.CLASSIFICATION else {
             "continuous": ["target"]}
         try:
-            fit, train = fit_combat(flat[fold.train], self.sites[fold.train], target, **kept)
+            return fit_combat(flat[rows], self.sites[rows], target, **kept)
         except HarmonizationError as error:
-            raise BidsMddError(f"--harmonize, {fold.name}: {error}", ExitCode.USAGE) from None
+            raise BidsMddError(f"--harmonize, {where}: {error}", ExitCode.USAGE) from None
+
+    def bundle_fit(self) -> tuple[CombatFit, np.ndarray]:
+        """The fit on every input, as the bundle's networks (each trained on a fold's part)
+        are applied to new scans, and every input harmonised by it (shaped as the inputs)."""
+        fit, harmonised = self.fit(np.arange(len(self.inputs)), "all participants")
+        return fit, harmonised.reshape(self.inputs.shape).astype(self.inputs.dtype)
+
+    def __call__(self, fold: Fold) -> np.ndarray:
+        flat = self.inputs.reshape(len(self.inputs), -1)
+        fit, train = self.fit(fold.train, fold.name)
         out = flat.copy()
         out[fold.train] = train
         for part in (fold.val, fold.test):

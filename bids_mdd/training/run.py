@@ -24,6 +24,7 @@ from bids_mdd.metrics import permutation_p_value, permuted_outputs_null
 from bids_mdd.models.bundle import Bundle, load_bundle, write_bundle
 from bids_mdd.models.card import ModelCard
 from bids_mdd.models.device import resolve_device
+from bids_mdd.models.harmonization import BundleHarmonization
 from bids_mdd.models.inputs import DEFAULT_INPUTS, GM_INPUT, InputSpec
 from bids_mdd.models.networks import DFRN_BLOCK_STRIDES, build_network, head_name
 from bids_mdd.models.task import Task
@@ -200,6 +201,11 @@ def _site_labels(run: _Run, job: _Job) -> np.ndarray:
     return np.array([str(run.participants.at[s.participant, run.site]) for s in job.samples])
 
 
+def _sites_of(run: _Run, job: _Job) -> list[str]:
+    """The job's sites, sorted (none without a site column)."""
+    return sorted(set(_site_labels(run, job))) if run.site else []
+
+
 def _bundle_name(options: TrainOptions, architecture: str, job: _Job) -> str:
     if options.task == Task.CLASSIFICATION:
         return options.name or f"{architecture}-classifier"
@@ -243,10 +249,15 @@ def _train_one(run: _Run, job: _Job) -> Bundle:
     meta, card = _bundle_meta(run, job, name, architecture, kwargs, cv, permutation)
     fold_meta = [{"target_scaling": cv.fold_meta[i]["target_scaling"],
                   "best_epoch": cv.fold_meta[i]["best_epoch"]} for i in first_repeat]
+    harmonization, seen = None, job.volumes
+    if harmonizer is not None:
+        fit, seen = harmonizer.bundle_fit()
+        harmonization = BundleHarmonization(fit, str(run.site))
     bundle = write_bundle(options.models_dir / name, meta,
                           [cv.fold_states[i] for i in first_repeat], overwrite=options.overwrite,
                           fold_meta=fold_meta, extra_files=extra_files,
-                          domain=build_domain_model(job.volumes, run.spec, folds))
+                          domain=build_domain_model(seen, run.spec, folds, harmonizer),
+                          harmonization=harmonization)
     _log_summary(name, cv, permutation)
     LOGGER.info("%s model card: %s", name, card.summary())
     return bundle
@@ -293,7 +304,8 @@ def _bundle_meta(run: _Run, job: _Job, name: str, architecture: str, kwargs: dic
                       samples=job.samples, class_counts=class_counts, site_column=run.site,
                       site_name=options.site_name, summary=cv.summary, permutation=permutation,
                       synthetic=synthetic, known_limits=[*options.known_limits,
-                                                         *_harmonization_limits(options)])
+                                                         *_harmonization_limits(
+                                                             options, _sites_of(run, job))])
     meta = {
         "name": name, "version": options.model_version, "architecture": architecture,
         "kwargs": kwargs, "task": task,
@@ -304,8 +316,9 @@ def _bundle_meta(run: _Run, job: _Job, name: str, architecture: str, kwargs: dic
                      "val_fraction": options.val_fraction, "label_column": job.column,
                      "site_column": run.site, "cv": options.cv,
                      "harmonization": ("ComBat of the inputs over the site column, fitted on "
-                                       "each fold's training part (target kept)"
-                                       if options.harmonize else None),
+                                       "each fold's training part (target kept); the "
+                                       "bundle's fit (its harmonization entry) is on all "
+                                       "participants" if options.harmonize else None),
                      "n_inputs": len(job.samples),
                      "n_participants": len({s.participant for s in job.samples}),
                      "class_counts": class_counts,
@@ -321,13 +334,13 @@ def _bundle_meta(run: _Run, job: _Job, name: str, architecture: str, kwargs: dic
     return meta, card
 
 
-def _harmonization_limits(options: TrainOptions) -> list[str]:
-    """What a bundle trained on harmonised inputs cannot yet do, for its model card."""
+def _harmonization_limits(options: TrainOptions, sites: list[str]) -> list[str]:
+    """What a bundle trained on harmonised inputs cannot do, for its model card."""
     if not options.harmonize:
         return []
-    return ["trained and evaluated on ComBat-harmonised inputs (--harmonize), but the bundle "
-            "holds no ComBat fit: the participant level feeds it unharmonised scans, whose "
-            "predictions may be shifted by their site"]
+    return [f"trained on ComBat-harmonised inputs (--harmonize) of sites {', '.join(sites)}: "
+            "a scan of another site, or without a site in participants.tsv, goes in "
+            "unharmonised and its prediction may be shifted by its site (flagged)"]
 
 
 def fold_cache_dir(work_root: Path, name: str, architecture: str, kwargs: dict[str, Any],

@@ -35,6 +35,7 @@ from bids_mdd.models.inputs import GM_INPUT, load_input
 from bids_mdd.models.networks import build_network
 from bids_mdd.participant.predictions import (
     ModelStepSettings,
+    SourceDataset,
     predict_participant,
     predict_participants,
     up_to_date,
@@ -109,8 +110,10 @@ def test_outputs_and_sidecars(applied) -> None:
     out, models = applied["out"], applied["models"]
     table = pd.read_csv(derivative_path(out, subject="h01", **PREDICTIONS), sep="\t")
     assert list(table.columns) == ["model", "target", "value", "std", "n_models", "distance",
-                                   "in_distribution", "in_training"]
+                                   "in_distribution", "in_training", "site", "harmonized"]
     assert list(table["in_training"].astype(str).str.lower()) == ["false", "false"]
+    # bundles trained without harmonisation: no site is read, none is harmonised
+    assert table[["site", "harmonized"]].isna().all().all()
     assert list(table["target"]) == ["MDD", "Score"] and list(table["n_models"]) == [3, 3]
     assert 0 <= table["value"][0] <= 1 and (table["std"] > 0).all()
     bundle = models[0].bundle
@@ -236,7 +239,7 @@ def test_a_training_participant_is_recognised_by_its_image(applied, tmp_path) ->
     stranger.parent.mkdir(parents=True)
     shutil.copy(derivative_path(applied["out"], subject="h01", **GM_INPUT.entities), stranger)
     predict_participant(T1wOutputs(tmp_path, {"subject": "07"}), applied["models"], "cpu",
-                        dataset_doi="10.0/none")
+                        dataset=SourceDataset("10.0/none"))
     rows = pd.read_csv(derivative_path(tmp_path, subject="07", **PREDICTIONS), sep="\t")
     assert list(rows["in_training"].astype(str).str.lower()) == ["false", "false"]
 
@@ -283,7 +286,7 @@ def test_rerun_recomputes_when_an_input_changed(applied, tmp_path) -> None:
     assert set(fingerprint) == {"Version", "Weights", "Evidence", "Inputs", "T1w", "DatasetDOI"}
     # another dataset DOI can change in_training: the predictions are made again
     assert not up_to_date(T1wOutputs(out, entities), models, t1w,
-                          dataset_doi="10.18112/openneuro.ds000001")
+                          dataset=SourceDataset("10.18112/openneuro.ds000001"))
     assert fingerprint["Evidence"] == [{"domain": m.bundle.meta["domain"]["sha256"],
                                         "card": m.card.summary()} for m in models]
     assert sorted(fingerprint["Inputs"]) == sorted(

@@ -3,6 +3,7 @@ the real 1.5 mm grid, trained on a reduced grid with tiny networks)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -230,7 +231,7 @@ def test_leave_site_out_folds_are_the_sites_harmonised_inside(cohort, tmp_path):
     bundle = load_bundle(tmp_path / "models" / "resnet10-classifier")
     assert bundle.meta["training"]["cv"] == "leave-site-out"
     assert "fitted on each fold's training part" in bundle.meta["training"]["harmonization"]
-    assert any("holds no ComBat fit" in limit
+    assert any("sites east, north, south: a scan of another site" in limit
                for limit in bundle.meta["card"]["known_limits"])
     assert bundle.n_folds == 3  # one fold model per left-out site
     predictions = pd.read_csv(bundle.path / "cv_predictions.tsv", sep="\t")
@@ -238,3 +239,85 @@ def test_leave_site_out_folds_are_the_sites_harmonised_inside(cohort, tmp_path):
     tested = predictions.groupby("fold")["participant_id"].agg(lambda p: {site_of[x] for x in p})
     assert sorted(min(sites) for sites in tested) == ["east", "north", "south"]
     assert all(len(sites) == 1 for sites in tested)
+    check_bundle_harmonises_new_scans(bundle, cohort, table, tmp_path)
+
+
+def check_bundle_harmonises_new_scans(bundle, cohort: Path, table: pd.DataFrame,
+                                      tmp_path: Path) -> None:
+    """The bundle's ComBat fit is the one of all its participants, and the participant level
+    feeds the networks exactly that fit's harmonised input for a known site, and the raw input,
+    flagged, for an unknown one or none."""
+    from bids_mdd.bids.outputs import T1wOutputs
+    from bids_mdd.bids.participants import read_participants
+    from bids_mdd.harmonize import fit_combat
+    from bids_mdd.models.inference import apply_model_batch, load_models, model_input
+    from bids_mdd.models.inputs import prepare
+    from bids_mdd.participant.predictions import SourceDataset, predict_participant
+    from bids_mdd.training.data import find_samples, load_volumes
+
+    assert bundle.meta["harmonization"]["sites"] == ["east", "north", "south"]
+    assert bundle.meta["harmonization"]["site_column"] == "site"
+    [model] = load_models([bundle.path], "cpu")
+    fit = model.harmonization.fit
+    samples = find_samples(cohort / "derivatives", model.spec)
+    volumes, _ = load_volumes(samples, model.spec, progress=False)
+    rows_of = table.set_index(table["participant_id"].str.removeprefix("sub-"))
+    sites = [rows_of.at[s.participant, "site"] for s in samples]
+    labels = pd.DataFrame({"target": [float(rows_of.at[s.participant, "group"] == "MDD")
+                                      for s in samples]})
+    again, _ = fit_combat(volumes.reshape(len(volumes), -1), sites, labels,
+                          categorical=["target"])
+    np.testing.assert_allclose(fit.gamma_star, again.gamma_star, rtol=1e-5, atol=1e-8)
+
+    image = derivative_path(cohort / "derivatives", subject="07", **model.spec.entities)
+    data = model_input(model, image)
+    known, unknown, none = apply_model_batch(model, [data] * 3, [image] * 3, attention=False,
+                                             sites=["north", "west", None])
+    harmonised = fit.apply(prepare(data, model.spec).reshape(1, -1), ["north"])
+    x = torch.from_numpy(harmonised.reshape(1, 1, *model.spec.shape).astype(np.float32))
+    with torch.inference_mode():
+        expected = np.mean([torch.softmax(net(x), 1)[0, 1].item() for net in model.nets])
+    assert known.value == pytest.approx(expected, abs=1e-5)
+    assert (known.site.status, unknown.site.status, none.site.status) == (
+        "harmonized", "unknown site", "no site")
+    assert unknown.value == pytest.approx(none.value, abs=1e-6)
+    assert abs(known.value - none.value) > 1e-4  # ComBat moved this participant's input
+
+    participants = read_participants(cohort / "participants.tsv").assign(site="west")
+    participants.loc["07", "site"] = "north"
+    rows = {}
+    for subject in ("07", "08"):
+        out = tmp_path / "out"
+        target = derivative_path(out, subject=subject, **model.spec.entities)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(derivative_path(cohort / "derivatives", subject=subject,
+                                           **model.spec.entities).read_bytes())
+        table_path = predict_participant(T1wOutputs(out, {"subject": subject}), [model], "cpu",
+                                         attention=True, dataset=SourceDataset(None,
+                                                                               participants))
+        rows[subject] = pd.read_csv(table_path, sep="\t", dtype=str).iloc[0]
+        sidecar = json.loads(table_path.with_suffix(".json").read_text())
+        assert ("not harmonised for resnet10-classifier (site west)" in
+                sidecar.get("Warning", "")) == (subject == "08")
+        assert sidecar["Fingerprint"]["Harmonization"][0]["site"] == participants.at[subject,
+                                                                                    "site"]
+    assert (rows["07"]["site"], rows["07"]["harmonized"]) == ("north", "true")
+    assert (rows["08"]["site"], rows["08"]["harmonized"]) == ("west", "false")
+
+    from bids_mdd.errors import BidsMddError
+    from bids_mdd.participant.runner import source_dataset
+
+    (tmp_path / "bids").mkdir()
+    (tmp_path / "bids" / "participants.tsv").write_text(
+        "participant_id\tsite\nsub-07\tsouth\nsub-08\tn/a\n")
+    dataset = source_dataset(tmp_path / "bids", [model])
+    assert [dataset.site(s, model) for s in ("07", "08", "09")] == ["south", None, None]
+    (tmp_path / "bare").mkdir()
+    assert source_dataset(tmp_path / "bare", [model]).participants is None  # no table
+
+    fit_file = bundle.path / "harmonization.safetensors"
+    tampered = bytearray(fit_file.read_bytes())
+    tampered[-1] ^= 0xFF
+    fit_file.write_bytes(bytes(tampered))
+    with pytest.raises(BidsMddError, match="harmonization.safetensors: sha256 .* differs"):
+        load_bundle(bundle.path)
