@@ -19,7 +19,9 @@ leak); ComBat inside each fold (``FoldHarmonizer``). Cross-validation: stratifie
 the label-permutation p of the pooled balanced accuracy (1000 permutations within folds).
 
 Run: ``.venv/bin/python benchmarks/multisite_classifier.py [--n-mdd 40 --n-hc 40 --sites 4
---seed 21 --effect-size 0.8] [--out docs/results/multisite_classifier.tsv]`` (alone).
+--seed 21 --effect-size 0.8] [--out docs/results/multisite_classifier.tsv]`` (alone). With
+``--seeds 21 22 ...`` it runs one cohort per seed, appends each seed's rows to ``--out`` as it
+ends (a rerun skips the seeds there) and prints each row's spread over the seeds.
 """
 
 from __future__ import annotations
@@ -102,9 +104,9 @@ def _row(volumes, y, sites, samples, harmonisation: str, scheme: str, seed: int)
             "p": round(permutation_p_value(observed, null), 4)}
 
 
-def main() -> int:
-    args = cohort_parser(__doc__.splitlines()[0], n_per_group=40, effect_size=0.8).parse_args()
-    base = base_spec(args, 0)
+def _one_seed(args, seed: int) -> list[dict]:
+    """Every cohort, harmonisation and cross-validation of one seed."""
+    base = replace(base_spec(args, 0), seed=seed)
     cohorts = {"one site": base, "sites": replace(base, n_sites=args.sites),
                "null sites": replace(base, n_sites=args.sites, effect_size=0.0)}
     rows = []
@@ -116,9 +118,45 @@ def main() -> int:
                       for s in ("stratified", "leave-site-out")])
             for harmonisation, scheme in plans:
                 row = {"cohort": name, **_row(volumes, y, sites, samples, harmonisation,
-                                              scheme, args.seed)}
+                                              scheme, seed)}
                 rows.append(row)
                 print("  " + ", ".join(f"{k} {v}" for k, v in row.items()), flush=True)
+    return rows
+
+
+def _sweep(args) -> None:
+    """``--seeds``: each seed's rows appended to ``--out`` as it finishes (a rerun skips the
+    seeds there), then the spread over seeds of each row's pooled balanced accuracy."""
+    if args.out is None:
+        raise SystemExit("--seeds needs --out (the table a rerun resumes from)")
+    done = pd.read_csv(args.out, sep="\t") if args.out.is_file() else pd.DataFrame()
+    for seed in args.seeds:
+        if len(done) and seed in set(done["seed"]):
+            print(f"seed {seed}: in {args.out}, skipped")
+            continue
+        rows = pd.DataFrame(_one_seed(args, seed)).assign(seed=seed)
+        done = pd.concat([done, rows], ignore_index=True)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        done.to_csv(args.out, sep="\t", index=False)
+    kept = done[done["seed"].isin(args.seeds)]
+    summary = kept.groupby(["cohort", "harmonisation", "cv"], sort=False).agg(
+        seeds=("seed", "size"), pooled_mean=("pooled", "mean"), pooled_sd=("pooled", "std"),
+        auc_mean=("auc", "mean"), p_below_005=("p", lambda p: int((p < 0.05).sum())))
+    print(f"\nSYNTHETIC, {args.n_mdd} MDD + {args.n_hc} HC, d = {args.effect_size}, "
+          f"{args.sites} sites, seeds {', '.join(map(str, args.seeds))}: pooled balanced "
+          "accuracy over seeds (mean, SD), and how many seeds gave p < 0.05")
+    print(summary.round(3).reset_index().to_markdown(index=False))
+
+
+def main() -> int:
+    parser = cohort_parser(__doc__.splitlines()[0], n_per_group=40, effect_size=0.8)
+    parser.add_argument("--seeds", type=int, nargs="+",
+                        help="several cohorts, one per seed, appended to --out as each ends")
+    args = parser.parse_args()
+    if args.seeds:
+        _sweep(args)
+        return 0
+    rows = _one_seed(args, args.seed)
     report(rows, f"SYNTHETIC, {args.n_mdd} MDD + {args.n_hc} HC, d = {args.effect_size}, "
                  f"{args.sites} sites, seed {args.seed}; RegionRidge on GM at zoom 0.25; p: "
                  f"{PERMUTATIONS} label permutations within folds", args.out)

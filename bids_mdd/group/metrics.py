@@ -47,6 +47,8 @@ METRIC_COLUMNS = {
     "metric": "accuracy, balanced_accuracy, recall (sensitivity, MDD positive), specificity, "
               "auc; or pearson_r, pearson_p, mae; n_out_of_distribution (participants whose "
               "input lies outside the model's training distribution, of n with a known "
+              "flag); n_unharmonized (participants whose input went in without the "
+              "bundle's ComBat harmonisation, their site unknown to it, of n with a known "
               "flag); n_in_training (participants the model was trained on, of n with a "
               "known flag: left out of the other metrics, whose predictions are in-sample)",
     "value": "The metric over all participants with a prediction and a label",
@@ -363,19 +365,27 @@ def _rows(model: str, target: str, metrics: dict[str, Any],
              "n": metrics["n"]} for name in names]
 
 
-def _domain_rows(model: str, target: str, group: pd.DataFrame) -> list[dict[str, Any]]:
-    """``n_out_of_distribution``: participants with an input outside the model's training
-    distribution (any of their sessions), over those with a known flag; none without flags."""
-    if "in_distribution" not in group:
-        return []
-    flags = group["in_distribution"].astype(str).str.lower()  # TSV words or read as bools
-    known = flags.isin(["true", "false"])
-    if not known.any():
-        return []
-    outside = (flags[known] == "false").groupby(group.loc[known, "label"]).any()
-    return [{"model": model, "target": target, "metric": "n_out_of_distribution",
-             "value": float(outside.sum()), "ci_low": np.nan, "ci_high": np.nan,
-             "n": int(len(outside)), "n_bootstrap": 0}]
+#: Counts of participants flagged false (in any of their sessions) in a predictions column.
+FLAG_COUNTS = {"n_out_of_distribution": "in_distribution", "n_unharmonized": "harmonized"}
+
+
+def _flag_rows(model: str, target: str, group: pd.DataFrame) -> list[dict[str, Any]]:
+    """:data:`FLAG_COUNTS`: e.g. ``n_out_of_distribution``, participants with an input outside
+    the model's training distribution (any of their sessions), over those with a known flag;
+    no row for a column without known flags."""
+    rows = []
+    for metric, column in FLAG_COUNTS.items():
+        if column not in group:
+            continue
+        flags = group[column].astype(str).str.lower()  # TSV words or read as bools
+        known = flags.isin(["true", "false"])
+        if not known.any():
+            continue
+        flagged = (flags[known] == "false").groupby(group.loc[known, "label"]).any()
+        rows.append({"model": model, "target": target, "metric": metric,
+                     "value": float(flagged.sum()), "ci_low": np.nan, "ci_high": np.nan,
+                     "n": int(len(flagged)), "n_bootstrap": 0})
+    return rows
 
 
 def _training_participants(group: pd.DataFrame) -> set[str]:
@@ -490,7 +500,7 @@ def group_metrics(predictions: pd.DataFrame, participants: pd.DataFrame,
     rows: list[dict[str, Any]] = []
     scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for (model, target), group in frame.groupby(["model", "target"], sort=False):
-        rows.extend(_domain_rows(str(model), str(target), group))
+        rows.extend(_flag_rows(str(model), str(target), group))
         rows.extend(_training_rows(str(model), str(target), group))
         seen = _training_participants(group)
         if seen:

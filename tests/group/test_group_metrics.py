@@ -283,20 +283,25 @@ def test_sessions_count_once_with_their_mean():
 
 
 def test_participants_outside_a_models_training_distribution_are_counted():
-    """One row per model: participants with any session flagged, of those with a flag."""
+    """One row per model and flag: participants with any session flagged, of those with a
+    flag (outside the training distribution; not harmonised)."""
     tables = {"01": predictions_table([("clf", "MDD", 0.9), ("clf", "MDD", 0.8)]),
               "02": predictions_table([("clf", "MDD", 0.2)]),
               "03": predictions_table([("clf", "MDD", 0.7)]),
               "04": predictions_table([("clf", "MDD", 0.4)])}
     flags = {"01": ["true", "false"], "02": ["true"], "03": ["n/a"], "04": ["false"]}
+    harmonized = {"01": ["true", "true"], "02": ["false"], "03": ["true"], "04": ["n/a"]}
     for label, table in tables.items():
         table["in_distribution"] = flags[label]
+        table["harmonized"] = harmonized[label]
     participants = pd.DataFrame({"group": ["MDD", "HC", "MDD", "HC"]},
                                 index=["01", "02", "03", "04"])
     table = group_metrics(collect_predictions(tables), participants, None, n_bootstrap=0).table
     row = table.set_index("metric").loc["n_out_of_distribution"]
     assert (row["value"], row["n"]) == (2.0, 3)  # sub-01 and sub-04 of 01, 02, 04
-    assert "n_out_of_distribution" not in set(
+    row = table.set_index("metric").loc["n_unharmonized"]
+    assert (row["value"], row["n"]) == (1.0, 3)  # sub-02 of 01, 02, 03
+    assert not {"n_out_of_distribution", "n_unharmonized"} & set(
         group_metrics(cohort_predictions(), participants, None, n_bootstrap=0).table["metric"])
 
 
