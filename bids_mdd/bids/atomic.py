@@ -20,8 +20,12 @@ from pathlib import Path
 from typing import Any
 
 TEMP_MARK = ".bids_mdd-tmp-"
-#: ``.bids_mdd-tmp-<pid>@<host>-<32 hex>-<final name>``
-_TEMP_NAME = re.compile(re.escape(TEMP_MARK) + r"(\d+)@(.*?)-([0-9a-f]{32})-(.+)$")
+#: ``.bids_mdd-tmp-<pid>@<host>-<12 hex>-<final name>`` (32 hex in earlier versions)
+_TEMP_NAME = re.compile(re.escape(TEMP_MARK) + r"(\d+)@(.*?)-([0-9a-f]{12}|[0-9a-f]{32})-(.+)$")
+#: The longest file name Linux file systems take (NAME_MAX), in bytes.
+NAME_MAX = 255
+#: The widest process id Linux hands out (pid_max is at most 4194304).
+_PID_DIGITS = 7
 #: A temporary file of another host counts as stale after this long without a change.
 FOREIGN_STALE_S = 24 * 3600
 
@@ -34,7 +38,14 @@ def temporary_path(path: Path) -> Path:
     """A temporary name beside ``path`` that ends with its name (nibabel chooses compression
     by the extension) and carries the process id, the host and a random token, so concurrent
     writers never share one."""
-    return path.with_name(f"{TEMP_MARK}{os.getpid()}@{_host()}-{uuid.uuid4().hex}-{path.name}")
+    return path.with_name(f"{TEMP_MARK}{os.getpid()}@{_host()}-{uuid.uuid4().hex[:12]}-"
+                          f"{path.name}")
+
+
+def longest_output_name() -> int:
+    """The longest final name (bytes) whose temporary name still fits :data:`NAME_MAX`."""
+    prefix = f"{TEMP_MARK}{'9' * _PID_DIGITS}@{_host()}-{'0' * 12}-"
+    return NAME_MAX - len(prefix.encode())
 
 
 @contextmanager

@@ -8,17 +8,19 @@ import logging
 import os
 import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bids import BIDSLayout
+from bids import BIDSLayout, BIDSLayoutIndexer
 from bids.exceptions import BIDSValidationError
 from bids.layout.db import ConnectionManager
 from bids.layout.models import Config
 
+from bids_mdd.bids.names import sidecar_path
 from bids_mdd.bids.outputs import T1wOutputs
 from bids_mdd.errors import BidsMddError, ExitCode
 
@@ -77,6 +79,13 @@ def normalize_labels(labels: Iterable[str] | None, prefix: str) -> list[str] | N
     if labels is None:
         return None
     cleaned = [label[len(prefix):] if label.startswith(prefix) else label for label in labels]
+    option = "--participant-label" if prefix == "sub-" else "--session-label"
+    for given, label in zip(labels, cleaned):
+        if not _LABEL.fullmatch(label):  # else "not found: sub-001" for sub-sub-001
+            what = "is empty" if not label else (f"gives the label {label!r}, which is not a "
+                                                   "BIDS label (letters and digits only)")
+            raise BidsMddError(f"{option} {given!r} {what}; give labels as 01 or {prefix}01",
+                               ExitCode.USAGE)
     return list(dict.fromkeys(cleaned))
 
 
@@ -175,7 +184,7 @@ def open_layout(bids_dir: str | Path, validate: bool = True,
     bids_dir = Path(bids_dir)
     try:
         if database_dir is None:
-            return BIDSLayout(bids_dir, validate=validate)
+            return BIDSLayout(bids_dir, validate=validate, indexer=_indexer(validate))
         database_dir = Path(database_dir)
         database_dir.mkdir(parents=True, exist_ok=True)
         if _index_outdated(bids_dir, database_dir):
@@ -185,6 +194,13 @@ def open_layout(bids_dir: str | Path, validate: bool = True,
         message = str(exc).splitlines()[0]
         raise BidsMddError(f"{bids_dir}: {message} (or pass --skip-bids-validation)",
                            ExitCode.INVALID_BIDS) from exc
+
+
+def _indexer(validate: bool) -> BIDSLayoutIndexer:
+    """pybids' indexer of file names only: bids_mdd reads no sidecar metadata, and indexing it
+    costs time and fails on one sidecar that is not valid JSON (pybids' OSError, a traceback
+    when validation is skipped; the validator names such a file)."""
+    return BIDSLayoutIndexer(validate=validate, index_metadata=False)
 
 
 def _index_outdated(bids_dir: Path, database_dir: Path) -> bool:
@@ -230,11 +246,11 @@ def _changed_since(bids_dir: Path, since_ns: int) -> Path | None:
     while stack:
         folder = stack.pop()
         try:
-            stat = folder.stat()
-            if (stat.st_dev, stat.st_ino) in seen:
+            info = folder.stat()
+            if (info.st_dev, info.st_ino) in seen:
                 continue  # a symlink loop
-            seen.add((stat.st_dev, stat.st_ino))
-            if stat.st_mtime_ns >= since_ns:
+            seen.add((info.st_dev, info.st_ino))
+            if info.st_mtime_ns >= since_ns:
                 return folder
             entries = list(os.scandir(folder))
         except OSError:
@@ -253,7 +269,7 @@ def _reindex(bids_dir: Path, database_dir: Path, validate: bool) -> None:
     scratch = Path(tempfile.mkdtemp(prefix=".bids_mdd-index-", dir=database_dir))
     try:
         layout = BIDSLayout(bids_dir, validate=validate, database_path=scratch,
-                            reset_database=True)
+                            reset_database=True, indexer=_indexer(validate))
         layout.connection_manager.engine.dispose()
         os.replace(scratch / INDEX_FILE, database_dir / INDEX_FILE)
     finally:
@@ -297,6 +313,11 @@ def discover_t1w(layout: BIDSLayout, participant_labels: Sequence[str] | None = 
     inputs = [T1wInput(path=Path(f.path), subject=f.entities["subject"],
                        session=f.entities.get("session"), entities=dict(f.entities))
               for f in files]
+    for item in [item for item in inputs if _not_a_file(item.path)]:
+        LOGGER.warning("%s: not processed: %s", item.path, _not_a_file(item.path))
+        inputs.remove(item)
+    for item in inputs:
+        _warn_of_broken_sidecar(item.path)
     inputs = drop_duplicates(inputs)
     if not inputs:
         shown = {key: value for key, value in query.items() if key not in DEFAULT_T1W_QUERY}
@@ -385,7 +406,9 @@ def unselected_t1w(layout: BIDSLayout, participants: Sequence[str] | None = None
                  else named.group(1) if named else None)
         if path in offered or (participants and label not in participants):
             continue
-        if not in_folder:
+        if _not_a_file(path):
+            reason = _not_a_file(path)
+        elif not in_folder:
             reason = ("not inside a sub-<label>/ folder; move it to "
                       "sub-<label>/[ses-<label>/]anat/")
         elif not _LABEL.fullmatch(label):
@@ -401,6 +424,34 @@ def unselected_t1w(layout: BIDSLayout, participants: Sequence[str] | None = None
                       " check its name and .bidsignore")
         unselected.append((path, reason))
     return unselected
+
+
+def _warn_of_broken_sidecar(t1w: Path) -> None:
+    """One warning for a T1w sidecar that is not valid JSON (bids_mdd reads none, so the run
+    goes on; with validation the validator has refused the dataset already)."""
+    sidecar = sidecar_path(t1w)
+    try:
+        json.loads(sidecar.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        LOGGER.warning("%s: not valid JSON (%s); bids_mdd reads no sidecar metadata and goes on, "
+                       "but fix it for other BIDS tools", sidecar, exc)
+
+
+def _not_a_file(path: Path) -> str | None:
+    """Why ``path`` (or what its symlink points to) is no image file, with the fix; None for a
+    regular file or a dangling symlink (told apart later, when the image is read). Opening a
+    FIFO would block the whole run until something writes to it."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    kind = ("a folder" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "a device")
+    return f"{kind}, not a file; a T1w must be a .nii or .nii.gz file (replace it with one)"
 
 
 def _t1w_like_files(root: Path) -> list[Path]:

@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bids_mdd.bids.atomic import NAME_MAX, longest_output_name
 from bids_mdd.bids.names import attention_desc, derivative_path
+from bids_mdd.errors import BidsMddError, ExitCode
 from bids_mdd.spaces.grids import CLASSIFIER_GRID, DFRN_GRID, GRIDS
 from bids_mdd.spaces.templates import TEMPLATE
 
@@ -75,6 +77,10 @@ def image_metadata(name: str, source_uri: str, input_skull_stripped: bool) -> di
     return metadata
 
 
+#: Characters kept for a model target in derivative names (attention maps and their
+#: figures), beyond the longest preprocessing output name.
+TARGET_NAME_RESERVE = 24
+
 #: Preprocessing outputs a model bundle may read: the MNI-space images.
 MODEL_INPUTS = {key: entities for key, entities in OUTPUTS.items() if "space" in entities}
 
@@ -128,3 +134,21 @@ class T1wOutputs:
     def relative(self, path: Path) -> str:
         """``path`` relative to OUTPUT_DIR, as the sidecars name it."""
         return path.relative_to(self.output_dir).as_posix()
+
+    def check_name_lengths(self, source: Path) -> None:
+        """Raise BidsMddError (65) naming ``source`` when its derivatives' file names, with
+        the atomic writer's temporary prefix, would exceed what a file system takes (a label
+        of 150-200 characters): the run would stop at the first write with ENAMETOOLONG.
+        Model outputs name a target besides: :data:`TARGET_NAME_RESERVE` characters are kept
+        for it."""
+        longest = max(len(self.output(name).name.encode()) for name in OUTPUTS)
+        longest += TARGET_NAME_RESERVE
+        limit = longest_output_name()
+        if longest > limit:
+            label = len(self.subject)
+            raise BidsMddError(
+                f"{source}: its derivatives would have file names of up to {longest} "
+                f"characters, over the {limit} that fit the file system's {NAME_MAX} with "
+                f"bids_mdd's temporary prefix; rename the participant (label of {label} "
+                f"characters) to at most {label - (longest - limit)} characters",
+                ExitCode.BAD_DATA)

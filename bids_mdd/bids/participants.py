@@ -70,13 +70,23 @@ def read_participants(path: str | Path) -> pd.DataFrame:
 
 
 def _check_shape(path: Path, text: str) -> None:
-    """Every row has as many tab-separated fields as the header (by hand: pandas pads a short
-    row with NaN without a word, and its on_bad_lines sees only rows that are too long)."""
+    """Every column name is given once, and every row has as many tab-separated fields as the
+    header (by hand: pandas renames a repeated name, pads a short row with NaN without a word,
+    and its on_bad_lines sees only rows that are too long)."""
     lines = text.splitlines()
     if not lines or not lines[0].strip():
         raise BidsMddError(f"{path}: empty; write a header line starting with participant_id",
                            ExitCode.BAD_DATA)
-    width = len(lines[0].split("\t"))
+    header = lines[0].split("\t")
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:  # pandas would rename the second to "group.1", and the first would be used
+        where = "; ".join(
+            f"{name!r} is fields "
+            + ", ".join(str(i + 1) for i, other in enumerate(header) if other == name)
+            for name in repeated)
+        raise BidsMddError(f"{path} line 1: the header names a column more than once ({where}); "
+                           "keep one column per name", ExitCode.BAD_DATA)
+    width = len(header)
     for number, line in enumerate(lines[1:], start=2):
         if not line.strip():
             continue

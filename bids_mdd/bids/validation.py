@@ -46,6 +46,10 @@ def run_validator(bids_dir: Path, warnings: bool = False) -> list[dict[str, Any]
     except subprocess.TimeoutExpired as exc:
         raise BidsMddError(f"{bids_dir}: {VALIDATOR} did not finish in {TIMEOUT_S} s; pass "
                            "--skip-bids-validation", ExitCode.INVALID_BIDS) from exc
+    except OSError as exc:  # not the dataset's fault, nor the output folder's
+        raise BidsMddError(f"{command[0]}: the BIDS validator cannot be run ({exc.strerror}); "
+                           "make it executable for this user (chmod a+rx), reinstall it, or "
+                           "pass --skip-bids-validation", ExitCode.INVALID_BIDS) from exc
     except ValueError as exc:
         why = (result.stderr.strip().splitlines() or ["no output"])[-1]
         raise BidsMddError(f"{bids_dir}: {VALIDATOR} failed (exit {result.returncode}: {why}); "

@@ -30,6 +30,20 @@ def positive_int(text: str) -> int:
     return value
 
 
+#: The largest seed every consumer takes: antsRegistration's --random-seed is a 32-bit signed
+#: integer and gets the seed plus one (its 0 means "random"); numpy and torch take it as is.
+MAX_SEED = 2**31 - 2
+
+
+def random_seed(text: str) -> int:
+    """An argparse type: a random seed, 0 to :data:`MAX_SEED` (a negative one would become
+    ANTs' "random" 0 and break --deterministic; a huge one fails in torch)."""
+    value = int(text)
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be from 0 to {MAX_SEED}, got {value}")
+    return value
+
+
 def positive_float(text: str) -> float:
     """An argparse type: a number > 0."""
     value = float(text)
@@ -115,7 +129,8 @@ def build_parser() -> BidsAppArgumentParser:
                           "then reports these participants as having no attention maps")
     run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                      help="where the networks run")
-    run.add_argument("--random-seed", "--seed", dest="seed", type=int, default=0, metavar="N",
+    run.add_argument("--random-seed", "--seed", dest="seed", type=random_seed, default=0,
+                     metavar="N",
                      help="seed of ANTs' registration sampling, torch and the group level's "
                           "resampling")
     run.add_argument("--deterministic", action="store_true",

@@ -59,6 +59,21 @@ def check_not_inside(bids_dir: Path, path: Path, what: str) -> Path:
     return resolved
 
 
+def check_work_dir(work_dir: Path, output_dir: Path) -> Path:
+    """Exit 64 for a work folder inside OUTPUT_DIR but not hidden in it: nipype's files there
+    would become part of the derivatives, which the BIDS validator then refuses (it skips
+    names that start with a dot, as ``OUTPUT_DIR/.work``)."""
+    if not _is_within(work_dir, output_dir):
+        return work_dir
+    inside = work_dir.relative_to(output_dir).parts
+    if any(part.startswith(".") for part in inside):
+        return work_dir
+    raise BidsMddError(f"work_dir {work_dir} is inside output_dir {output_dir}: its nipype files "
+                       "would become part of the derivatives, which the BIDS validator refuses; "
+                       f"choose a folder outside it, or a hidden one ({output_dir / '.work'})",
+                       ExitCode.USAGE)
+
+
 #: Fixes for the errors a folder can refuse a write with.
 _WRITE_FIXES = {
     errno.EROFS: "is on a read-only file system: choose a writable folder (in a container, "

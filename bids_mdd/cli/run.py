@@ -23,6 +23,7 @@ from bids_mdd.cli.paths import (
     check_bids_dir,
     check_not_inside,
     check_output_dir,
+    check_work_dir,
     ensure_writable_dir,
 )
 from bids_mdd.cli.signals import Interrupted, interruptible, stop_children
@@ -40,6 +41,8 @@ def collect_inputs(args: argparse.Namespace) -> list[T1wInput]:
     bids_dir = check_bids_dir(args.bids_dir)
     args.output_dir = check_output_dir(bids_dir, args.output_dir)
     args.work_dir = check_not_inside(bids_dir, args.work_dir, "work_dir")
+    if args.analysis_level == "participant":  # (the group level writes no work folder)
+        args.work_dir = check_work_dir(args.work_dir, args.output_dir)
     if args.bids_database_dir is not None:
         args.bids_database_dir = check_not_inside(bids_dir, args.bids_database_dir,
                                                   "--bids-database-dir")

@@ -13,7 +13,7 @@ from pathlib import Path
 from bids_mdd import __version__
 from bids_mdd.cli.bootstrap import configure_logging, run_command, usage_error
 from bids_mdd.cli.help_format import DefaultsHelpFormatter
-from bids_mdd.cli.parser import BidsAppArgumentParser
+from bids_mdd.cli.parser import BidsAppArgumentParser, random_seed
 from bids_mdd.errors import ExitCode
 from bids_mdd.synth.model import DEFAULT_REGIONS, CohortSpec
 
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("out", type=Path, help="new folder for the BIDS dataset")
     parser.add_argument("--n-mdd", type=int, required=True, help="number of MDD subjects")
     parser.add_argument("--n-hc", type=int, required=True, help="number of healthy controls")
-    parser.add_argument("--seed", type=int, required=True, help="random seed")
+    parser.add_argument("--seed", type=random_seed, required=True, help="random seed")
     parser.add_argument("--effect-size", type=float, default=0.8, metavar="D",
                         help="Cohen's d of regional GM volume loss in MDD (0: null cohort)")
     parser.add_argument("--resolution", type=float, default=2.0, metavar="MM",

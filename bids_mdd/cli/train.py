@@ -11,7 +11,7 @@ from pathlib import Path
 from bids_mdd import __version__
 from bids_mdd.cli.bootstrap import configure_logging, run_command
 from bids_mdd.cli.help_format import DefaultsHelpFormatter
-from bids_mdd.cli.parser import BidsAppArgumentParser, positive_int
+from bids_mdd.cli.parser import BidsAppArgumentParser, positive_int, random_seed
 from bids_mdd.errors import ExitCode
 from bids_mdd.models.task import Task
 from bids_mdd.training.options import FACTORS, TrainOptions
@@ -112,7 +112,7 @@ def build_parser() -> BidsAppArgumentParser:
                    help="also run the papers' baselines on the same folds; write "
                         "comparison.tsv/.md")
     g = p.add_argument_group("execution")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=random_seed, default=0)
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     g.add_argument("--num-workers", type=int, default=0, help="DataLoader workers")
     g.add_argument("-w", "--work-dir", type=Path,

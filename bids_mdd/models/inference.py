@@ -85,6 +85,11 @@ def resolve_models(models: list[Path] | None) -> list[Path]:
             LOGGER.info("--models %s: the packaged bundles, %s", path,
                         PACKAGED_MODEL_SETS[str(path)])
             path = packaged_models_dir(str(path))
+        elif not path.exists():
+            raise BidsMddError(f"--models {path}: neither a folder nor a packaged model set "
+                               f"(the package ships {', '.join(PACKAGED_MODEL_SETS)}); give a "
+                               "bundle folder, a folder of bundles or one of those names",
+                               ExitCode.MISSING_INPUT)
         resolved.append(path)
     return resolved
 

@@ -131,7 +131,8 @@ def preprocess(inputs: list[T1wInput], bids_dir: Path, output_dir: Path, work_di
     failures, ready = [], []
     for t1w in inputs:
         try:
-            load_t1w(t1w.path)  # fail fast, with the reason, before any work
+            t1w.outputs(output_dir).check_name_lengths(t1w.path)  # fail fast, before any
+            load_t1w(t1w.path)  # work, with the reason
         except BidsMddError as error:
             failures.append(from_error(logs, t1w, error))
             LOGGER.error("%s", failures[-1].reason)

@@ -23,7 +23,13 @@ from bids_mdd.errors import BidsMddError, ExitCode
 from bids_mdd.models.device import resolve_device
 from bids_mdd.models.inference import LoadedModel, load_models
 from bids_mdd.participant.background import AfterPreprocessing
-from bids_mdd.participant.failures import Failure, exit_code_for, from_error, traceback_failure
+from bids_mdd.participant.failures import (
+    Failure,
+    crashed_node,
+    exit_code_for,
+    from_error,
+    traceback_failure,
+)
 from bids_mdd.participant.predictions import (
     NO_DATASET,
     ModelStepSettings,
@@ -36,7 +42,7 @@ from bids_mdd.participant.progress import participants_in_progress
 from bids_mdd.participant.report import write_participant_report
 from bids_mdd.participant.resources import Resources, plan_resources, thread_environment
 from bids_mdd.preproc.qc import gate_failures
-from bids_mdd.preproc.workflow import PreprocOptions
+from bids_mdd.preproc.workflow import PreprocOptions, workflow_name
 
 LOGGER = logging.getLogger(__name__)
 
@@ -129,9 +135,18 @@ def write_reports(output_dir: Path, inputs: list[T1wInput], subjects: set[str]) 
 
 
 def _remove_old_crash(output_dir: Path, t1w: T1wInput) -> None:
-    """An earlier run's crash file of a T1w that succeeded now must not pass for this run's."""
-    crash = output_dir / "logs" / crash_name(t1w.output_entities())
-    crash.unlink(missing_ok=True)
+    """An earlier run's crash files of a T1w that succeeded now must not pass for this run's:
+    its own, and nipype's of its nodes (their ``Node:`` line names the T1w's workflow)."""
+    logs = output_dir / "logs"
+    (logs / crash_name(t1w.output_entities())).unlink(missing_ok=True)
+    workflow = workflow_name(t1w)
+    for crash in logs.glob("crash-*.txt"):
+        try:
+            node = crashed_node(crash)
+        except (OSError, UnicodeDecodeError):
+            continue
+        if workflow in node.split("."):
+            crash.unlink(missing_ok=True)
 
 
 def finish_participants(output_dir: Path, inputs: list[T1wInput], models: list[LoadedModel],

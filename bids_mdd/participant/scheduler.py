@@ -3,11 +3,14 @@ participants behind it, so participants finish one after another as the run goes
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 
-from nipype.pipeline.plugins.multiproc import MultiProcPlugin
+from nipype.pipeline.plugins.multiproc import MultiProcPlugin, process_initializer
 
+from bids_mdd.lifetime import die_with_parent
 from bids_mdd.participant.resources import Resources
 
 #: Seconds between two looks of nipype's scheduler at its workers (nipype's default is 2): a
@@ -31,9 +34,22 @@ class DepthFirstMultiProcPlugin(MultiProcPlugin):
                  rank_of: Callable[[str], int] | None = None) -> None:
         super().__init__(plugin_args=plugin_args)
         self._rank_of = rank_of or (lambda fullname: 0)
+        # nipype's pool, with workers that die with this process (its workers start at the
+        # first task, so none has yet): a SIGKILLed run leaves no worker behind
+        self.pool.shutdown(wait=False)
+        self.pool = ProcessPoolExecutor(
+            max_workers=self.processors, initializer=_start_worker,
+            initargs=(self._cwd, os.getpid()),
+            mp_context=mp.get_context(self.plugin_args.get("mp_context")))
 
     def _sort_jobs(self, jobids: Sequence[int], scheduler: str = "tsort") -> list[int]:
         return sorted(jobids, key=lambda job: (self._rank_of(self.procs[job].fullname), job))
+
+
+def _start_worker(cwd: str, parent_pid: int) -> None:
+    """nipype's worker set-up, and the worker's end with its parent's."""
+    die_with_parent(parent_pid)
+    process_initializer(cwd)
 
 
 def rank_by_workflow(names: Sequence[str]) -> Callable[[str], int]:

@@ -6,7 +6,7 @@ torch in a forked child of a process that already used torch's thread pool hangs
 test suite). We import only ``deepbet.bet``: the package's ``ui`` module pulls in a GUI toolkit
 (customtkinter/tkinter) that containers do not have.
 
-Run as ``python -m bids_mdd.preproc.brain_extraction T1W MASK [THREADS]``.
+Run as ``python -m bids_mdd.preproc.brain_extraction T1W MASK [THREADS [PARENT_PID]]``.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ def deepbet_mask(t1w: str, n_threads: int = 1) -> tuple[np.ndarray | None, str]:
         mask_path = os.path.join(scratch, "mask.nii.gz")
         try:
             done = subprocess.run([sys.executable, "-m", __name__, t1w, mask_path,
-                                   str(n_threads)], capture_output=True, text=True, check=False,
-                                  timeout=TIMEOUT_S)
+                                   str(n_threads), str(os.getpid())], capture_output=True,
+                                  text=True, check=False, timeout=TIMEOUT_S)
         except subprocess.TimeoutExpired:
             return None, f"deepbet did not finish within {TIMEOUT_S} s"
         if done.returncode != 0 or not os.path.isfile(mask_path):
@@ -56,4 +56,8 @@ def _main(t1w: str, mask_path: str, n_threads: int) -> None:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 4:  # the worker that started it: end with it, even if it is SIGKILLed
+        from bids_mdd.lifetime import die_with_parent
+
+        die_with_parent(int(sys.argv[4]))
     _main(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 1)

@@ -36,6 +36,11 @@ def test_real_dataset_label_filter_with_and_without_prefix(real_bids) -> None:
 def test_normalize_labels() -> None:
     assert normalize_labels(["sub-01", "01", "02"], "sub-") == ["01", "02"]
     assert normalize_labels(None, "ses-") is None
+    for given, what in (("sub-sub-001", "gives the label 'sub-001', which is not a BIDS label"),
+                        ("", "is empty"), ("sub-", "is empty"), ("0 1", "gives the label '0 1'")):
+        with pytest.raises(BidsMddError, match=f"--participant-label '{given}' {what}") as error:
+            normalize_labels([given], "sub-")
+        assert error.value.exit_code == 64
 
 
 def test_every_session_and_run_is_found(tiny_bids) -> None:

@@ -47,6 +47,16 @@ def test_broken_tables_name_line_and_column(tmp_path, body, message) -> None:
     assert error.value.exit_code == 65 and "\n" not in str(error.value)
 
 
+def test_a_column_named_twice_is_refused(tmp_path) -> None:
+    """pandas would read the second 'group' as 'group.1' and the first would be used."""
+    with pytest.raises(BidsMddError, match=r"participants.tsv line 1: the header names a column "
+                       r"more than once \('group' is fields 2, 5\); keep one column per name"
+                       ) as error:
+        _read(tmp_path, "sub-01\tMDD\t59\tF\tHC\n", header="participant_id\tgroup\tage\tsex"
+                                                          "\tgroup\n")
+    assert error.value.exit_code == 65
+
+
 def test_no_participant_id_column_and_empty_file(tmp_path) -> None:
     with pytest.raises(BidsMddError, match="has no participant_id column \\(columns: "
                                            "subject, group\\)") as error:

@@ -49,6 +49,22 @@ def test_skip_bids_validation_goes_on(tiny_bids, tmp_path, capsys) -> None:
     assert "has a GM map; run the participant level first" in err
 
 
+def test_a_validator_that_cannot_run_is_named_as_such(tiny_bids, tmp_path, capsys,
+                                                      monkeypatch) -> None:
+    """A validator this user cannot execute (an install by another user, a noexec mount) is
+    neither the dataset's fault nor the output folder's: the line says which file and how."""
+    validator = tmp_path / "bids-validator-deno"
+    validator.write_text("#!/bin/sh\n")
+    validator.chmod(0o644)
+    monkeypatch.setattr("bids_mdd.bids.validation.validator_executable", lambda: str(validator))
+    code = main([str(tiny_bids), str(tmp_path / "out"), "group"])
+    assert code == 16
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"bids_mdd: error: {validator}: the BIDS validator cannot be run (Permission denied); "
+        "make it executable for this user (chmod a+rx), reinstall it, or pass "
+        "--skip-bids-validation")
+
+
 def test_synthetic_dataset_is_valid(templateflow_home, tmp_path) -> None:
     """bids_mdd-synth's datasets (with MNI-space derivatives) pass: ground_truth.json is in
     .bidsignore."""

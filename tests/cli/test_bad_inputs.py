@@ -369,6 +369,9 @@ def mni_cohort(tmp_path_factory) -> dict:
     (lambda rows: rows[:2] + [rows[2].replace(rows[2].split("\t")[2], "fifty-nine")] + rows[3:],
      r"participants.tsv line 3: column 'age' holds numbers, but 'fifty-nine' is not one; "
      r"write a number or n/a"),
+    (lambda rows: [rows[0] + "\tgroup"] + [row + "\tHC" for row in rows[1:]],
+     r"participants.tsv line 1: the header names a column more than once \('group' is fields "
+     r"\d, \d+\); keep one column per name"),
 ])
 def test_broken_participants_tsv_exits_65_naming_line_and_column(mni_cohort, tmp_path, capsys,
                                                                  edit, message) -> None:

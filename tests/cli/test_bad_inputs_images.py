@@ -332,6 +332,95 @@ def test_database_of_another_dataset_is_refused(bids, synthetic, tmp_path) -> No
         f"each dataset its own folder (or delete {database / 'layout_index.sqlite'})")
 
 
+def _preprocessed(monkeypatch) -> list:
+    """Preprocessing and the model step replaced by a recorder of the T1w given to them."""
+    given: list = []
+    monkeypatch.setattr("bids_mdd.participant.runner.preprocess",
+                        lambda inputs, *args, **kwargs: given.append(inputs) or [])
+    monkeypatch.setattr("bids_mdd.participant.runner.apply_models", lambda *a, **k: [])
+    return given
+
+
+@pytest.mark.parametrize("validate", [False, True])
+def test_a_t1w_sidecar_that_is_not_json(bids, caplog, capsys, monkeypatch, validate) -> None:
+    """pybids parsed every sidecar while indexing: one broken file was its OSError traceback
+    under --skip-bids-validation. bids_mdd reads no sidecar: a warning names it and the run
+    goes on; validated, the validator refuses the dataset naming the file (16)."""
+    sidecar = bids / "sub-001" / "anat" / "sub-001_T1w.json"
+    sidecar.write_text('{"RepetitionTime": 2.3,')
+    before = checksums(bids)
+    given = _preprocessed(monkeypatch)
+    args = [str(bids), str(bids.parent / "out"), "participant", "--preproc-only",
+            "-w", str(bids.parent / "w")]
+    code, lines = in_process(capsys, args + ([] if validate else ["--skip-bids-validation"]))
+    if validate:
+        assert code == 16 and not given, lines
+        assert "JSON_INVALID x1, first in /sub-001/anat/sub-001_T1w.json" in lines[0], lines
+    else:
+        assert code == 0 and [t1w.subject for t1w in given[0]] == ["001", "002"], lines
+        assert [m for m in _warnings(caplog) if "JSON" in m] == [
+            f"{sidecar}: not valid JSON (Expecting property name enclosed in double quotes: "
+            "line 1 column 24 (char 23)); bids_mdd reads no sidecar metadata and goes on, but "
+            "fix it for other BIDS tools"]
+    assert checksums(bids) == before
+
+
+@pytest.mark.parametrize("validate", [False, True])
+def test_a_fifo_or_folder_named_as_a_t1w_is_skipped_with_a_line(bids, caplog, capsys,
+                                                                 monkeypatch, validate) -> None:
+    """Opening a FIFO blocks until something writes to it: a named pipe in place of a T1w
+    used to hang the whole run before the good participants. Neither it nor a folder of a
+    T1w's name reaches preprocessing; each gets one warning naming what it is."""
+    import os
+
+    fifo, folder = _t1w(bids, "pipe"), _t1w(bids, "folder")
+    os.mkfifo(fifo)
+    folder.mkdir()
+    before = checksums(bids)
+    given = _preprocessed(monkeypatch)
+    out = bids.parent / "out"
+    args = [str(bids), str(out), "participant", "--preproc-only", "-w", str(bids.parent / "w")]
+    code, lines = in_process(capsys, args + ([] if validate else ["--skip-bids-validation"]))
+    if validate:  # the validator reads past the FIFO and names the folder: the dataset is bad
+        assert code == 16 and not given, lines
+        assert "NIFTI_HEADER_UNREADABLE x1, first in /sub-folder/anat/" in lines[0], lines
+        assert checksums(bids) == before
+        return
+    assert code == 0
+    assert [t1w.subject for t1w in given[0]] == ["001", "002"]
+    fix = "not a file; a T1w must be a .nii or .nii.gz file (replace it with one)"
+    assert sorted(m for m in _warnings(caplog) if "not processed" in m) == [
+        f"{folder}: not processed: a folder, {fix}",
+        f"{fifo}: not processed: a FIFO (named pipe), {fix}"]
+    assert checksums(bids) == before
+
+
+def test_a_participant_label_too_long_for_derivative_names_exits_65(bids, capsys) -> None:
+    """A 180-character label is legal BIDS, but its derivatives' names, with the atomic
+    writer's temporary prefix, pass the file system's 255: one line naming the most the label
+    may have, before any work, instead of ENAMETOOLONG mid-run."""
+    import re
+
+    label = "a" * 180
+    source = _t1w(bids, label)
+    shutil.copyfile(bids / "sub-001" / "anat" / "sub-001_T1w.nii.gz", source)
+    before = checksums(bids)
+    out = bids.parent / "out"
+    code, lines = in_process(capsys, [str(bids), str(out), "participant", "--participant-label",
+                                      label, "--skip-bids-validation", "--preproc-only",
+                                      "-w", str(bids.parent / "w")])
+    assert code == 65 and len(lines) == 1, lines
+    found = re.fullmatch(rf"bids_mdd: failed: {re.escape(str(source))}: its derivatives would "
+                         r"have file names of up to (\d+) characters, over the (\d+) that fit "
+                         r"the file system's 255 with bids_mdd's temporary prefix; rename the "
+                         r"participant \(label of 180 characters\) to at most (\d+) "
+                         r"characters", lines[0])
+    assert found, lines
+    longest, limit, most = map(int, found.groups())
+    assert longest > 255 > limit and most == 180 - (longest - limit)
+    assert not (out / f"sub-{label}").exists() and checksums(bids) == before
+
+
 def test_t1w_outside_any_participant_folder_is_named(bids, caplog) -> None:
     stray = bids / "ses-1" / "anat" / "sub-003_ses-1_T1w.nii.gz"
     stray.parent.mkdir(parents=True)

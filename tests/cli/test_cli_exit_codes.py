@@ -76,6 +76,24 @@ def test_output_in_bids_dir_but_not_under_its_derivatives_exits_64(tiny_bids, ca
     assert not (tiny_bids / "out").exists() and not (tiny_bids / "derivatives").exists()
 
 
+@pytest.mark.parametrize("work", ["", "work", "sub-01/work"])
+def test_work_dir_in_output_dir_exits_64_unless_hidden(tiny_bids, tmp_path, capsys, no_preproc,
+                                                      work) -> None:
+    """nipype's files in OUTPUT_DIR would be derivatives the BIDS validator refuses; a hidden
+    folder there (.work), which the validator skips, is taken."""
+    out = tmp_path / "out"
+    code, err = run(capsys, tiny_bids, out, "participant", "-w", out / work,
+                    "--skip-bids-validation")
+    assert code == 64 and err.strip().splitlines() == [
+        f"bids_mdd: error: work_dir {out / work} is inside output_dir {out}: its nipype files "
+        "would become part of the derivatives, which the BIDS validator refuses; choose a "
+        f"folder outside it, or a hidden one ({out / '.work'})"]
+    assert not out.exists() and not no_preproc
+    code, err = run(capsys, tiny_bids, out, "participant", "-w", out / ".work",
+                    "--skip-bids-validation")
+    assert code == 0 and no_preproc, err
+
+
 @pytest.mark.parametrize("inside", ["work", "derivatives/work"])
 def test_work_dir_in_bids_dir_exits_64(tiny_bids, tmp_path, capsys, inside) -> None:
     code, err = run(capsys, tiny_bids, tiny_bids / "derivatives" / "bids_mdd", "participant",
@@ -93,6 +111,56 @@ def test_usage_error_exits_64(tiny_bids, capsys, extra) -> None:
         main([str(tiny_bids), *extra])
     assert exc.value.code == 64
     assert "bids_mdd: error:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["-1", "2147483647", "99999999999999999999"])
+def test_a_seed_some_consumer_cannot_take_exits_64_in_every_command(tiny_bids, tmp_path, capsys,
+                                                                    value) -> None:
+    """-1 would become antsRegistration's 0 ("random"), breaking --deterministic; a seed
+    above ANTs' 32-bit range, or torch's, would fail mid-run with a traceback."""
+    from bids_mdd.cli.synth import main as synth_main
+    from bids_mdd.cli.train import main as train_main
+
+    commands = {"bids_mdd": lambda: main([str(tiny_bids), str(tmp_path / "o"), "participant",
+                                          "--seed", value]),
+                "bids_mdd-train": lambda: train_main([str(tmp_path), str(tmp_path / "m"),
+                                                      "--participants", str(tmp_path / "p.tsv"),
+                                                      "--seed", value]),
+                "bids_mdd-synth": lambda: synth_main([str(tmp_path / "s"), "--seed", value])}
+    for name, command in commands.items():
+        with pytest.raises(SystemExit) as exc:
+            command()
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exc.value.code == 64, name
+        option = "--random-seed/--seed" if name == "bids_mdd" else "--seed"
+        assert err[-1] == (f"{name}: error: argument {option}: must be from 0 to 2147483646, "
+                           f"got {value}"), err
+    assert not (tmp_path / "o").exists() and not (tmp_path / "s").exists()
+
+
+def test_an_unreadable_home_is_replaced_with_one_warning(tiny_bids, tmp_path) -> None:
+    """pybids reads ~/pybids_config.json at import: an unsearchable HOME was a traceback
+    before even --help. Run as a user (root reads anything) without the capabilities that
+    bypass permissions."""
+    import os
+
+    home = tmp_path / "home"
+    home.mkdir()
+    home.chmod(0)
+    prefix = (["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"]
+              if os.geteuid() == 0 else [])
+    env = {**os.environ, "HOME": str(home)}
+    warning = f"warning: HOME={home} cannot be read; the libraries' user settings and caches use "
+    for module, args, code in (
+            ("bids_mdd.cli.run", ["--help"], 0), ("bids_mdd.cli.train", ["--help"], 0),
+            ("bids_mdd.cli.run", [str(tiny_bids), str(tmp_path / "out"), "participant",
+                                  "--participant-label", "nosuch", "--skip-bids-validation"], 18)):
+        done = subprocess.run([*prefix, sys.executable, "-m", module, *args], env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == code, done.stderr
+        assert "Traceback" not in done.stderr, done.stderr
+        assert done.stderr.splitlines()[0].startswith(f"bids_mdd: {warning}"), done.stderr
+    home.chmod(0o700)
 
 
 def test_output_not_creatable_exits_73(tiny_bids, tmp_path, capsys) -> None:

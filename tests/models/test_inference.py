@@ -429,6 +429,10 @@ def test_models_names_a_packaged_set_unless_a_folder_of_that_name_exists(tmp_pat
     with pytest.raises(BidsMddError, match="no packaged model set 'real'") as error:
         packaged_models_dir("real")
     assert error.value.exit_code == 64
+    with pytest.raises(BidsMddError, match=r"^--models nosuchset: neither a folder nor a "
+                       r"packaged model set \(the package ships ds002748, demo\)") as error:
+        resolve_models([Path("nosuchset")])
+    assert error.value.exit_code == 66
 
 
 def test_bad_models_fail_before_preprocessing(tiny_bids, tmp_path, capsys, monkeypatch) -> None:

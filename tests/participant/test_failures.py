@@ -98,3 +98,27 @@ def test_our_own_check_inside_a_step_is_bad_data(tmp_path) -> None:
     itk = logs / "crash-20261202-101011-root-register-def.txt"
     itk.write_text(ITK_CRASH)
     assert node_failure(t1w, itk, logs).exit_code == ExitCode.FAILURE
+
+
+def test_a_rerun_that_succeeds_removes_the_earlier_crash_files_of_that_t1w_only(tmp_path):
+    """Its own crash file and nipype's of its nodes go; another participant's (whose workflow
+    name starts alike) stay."""
+    from bids_mdd.participant.runner import _remove_old_crash
+
+    def t1w(label: str) -> T1wInput:
+        return T1wInput(tmp_path / f"sub-{label}_T1w.nii.gz", label, None,
+                        {"subject": label, "suffix": "T1w", "extension": ".nii.gz"})
+
+    logs = tmp_path / "out" / "logs"
+    logs.mkdir(parents=True)
+    own = logs / crash_name(t1w("001").output_entities())
+    own.write_text("sub-001_T1w.nii.gz: preprocessing failed in step segment\n")
+    nodes = {"001": logs / "crash-20261207-101010-root-segment-aaaa.txt",
+             "0011": logs / "crash-20261207-101011-root-segment-bbbb.txt"}
+    for label, crash in nodes.items():
+        crash.write_text(f"Node: bids_mdd_wf.anat_preproc_subject{label}.segment\n"
+                         "Working directory: /w\n")
+    other = logs / crash_name(t1w("0011").output_entities())
+    other.write_text("failed\n")
+    _remove_old_crash(tmp_path / "out", t1w("001"))
+    assert sorted(p.name for p in logs.iterdir()) == sorted([nodes["0011"].name, other.name])

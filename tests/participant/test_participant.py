@@ -4,6 +4,7 @@ crash and resume (SIGKILL at five points, then byte-identical outputs)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import itertools
@@ -358,6 +359,43 @@ def test_signal_mid_run_stops_every_worker_and_the_rerun_is_byte_identical(
     assert all(in_progress_path(out, label).is_file() for label in ("001", "002"))
     if signum == signal.SIGINT:
         return
+    assert main(args) == 0
+    assert not list(out.rglob(".bids_mdd-*"))
+    assert _digests(out) == deterministic_run["digests"]
+
+
+def test_sigkill_of_the_main_process_leaves_no_worker_and_the_rerun_is_byte_identical(
+        deterministic_run, tmp_path) -> None:
+    """SIGKILL (the OOM killer, ``scancel --signal=KILL``, a node's time limit) cannot be
+    handled: the kernel's parent-death signal ends the workers with the main process, so no
+    process of the run is alive 10 s later (before, nipype's workers waited for tasks,
+    re-parented to init, indefinitely), and the rerun completes with the uninterrupted run's
+    bytes."""
+    import subprocess
+    import sys
+    import time
+
+    out, work, marker = tmp_path / "out", tmp_path / "work", tmp_path / "registering"
+    args = [str(deterministic_run["bids"]), str(out), "participant", "-w", str(work),
+            "--sloppy", "--deterministic", "--nprocs", "2", "--skip-bids-validation",
+            "--models", "demo"]
+    run = subprocess.Popen([sys.executable, str(CRASH_AT), "registration", *args],
+                           env={**os.environ, "CRASH_AT_ACTION": f"mark:{marker}"},
+                           start_new_session=True, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not marker.exists():
+        assert run.poll() is None and time.monotonic() < deadline
+        time.sleep(0.1)
+    assert len(_group_alive(run.pid)) >= 3  # the main process and its two workers
+    os.kill(run.pid, signal.SIGKILL)
+    run.wait(timeout=60)
+    assert run.returncode == -signal.SIGKILL
+    time.sleep(10)
+    try:
+        assert _group_alive(run.pid) == []
+    finally:  # no orphan outlives a failure of this test
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(run.pid, signal.SIGKILL)
     assert main(args) == 0
     assert not list(out.rglob(".bids_mdd-*"))
     assert _digests(out) == deterministic_run["digests"]
