@@ -75,7 +75,9 @@ def build_parser() -> BidsAppArgumentParser:
                    help="ComBat on the network inputs over the site column, fitted on each "
                         "fold's training part alone (the target kept) and applied to its "
                         "validation and test parts by site alone (a site the training part "
-                        "never saw: by its own location and scale, without labels)")
+                        "never saw: by its own location and scale, without labels); "
+                        "--compare's baselines get the same on their GM maps, and the bundle "
+                        "keeps a fit on all participants for the participant level")
     g = p.add_argument_group("model card (written into model.json)")
     g.add_argument("--site-name", metavar="NAME",
                    help="the one site every participant comes from, when participants.tsv has "

@@ -44,27 +44,33 @@ TITLES = {"lbp-svm": "LBP (8 neighbours, radius 1) + RBF SVM",
 
 def run_baseline(name: str, gm: np.ndarray, gm_spec: InputSpec, y: np.ndarray,
                  samples: list[Sample], folds: list[Fold], task: Task, config: TrainConfig,
-                 width: dict[str, int]) -> CVResult:
-    """Cross-validate baseline ``name`` on GM maps ``gm`` (n, x, y, z) with ``folds``.
+                 width: dict[str, int],
+                 fold_inputs: Callable[[Fold], np.ndarray] | None = None) -> CVResult:
+    """Cross-validate baseline ``name`` on GM maps ``gm`` (n, x, y, z) with ``folds``
+    (``fold_inputs``: each fold's own GM maps, e.g. harmonised by a fit on its training part).
 
     The 2D networks train with batch 64, as paper A's 2D models; the rest of ``config`` is
     the 3D network's.
     """
     config = replace(config, batch_size=BATCH_2D)
     if name == "lbp-svm":
-        return cross_validate_estimator(LbpSvm, gm, y, samples, folds, task, threshold=0.0)
+        return cross_validate_estimator(LbpSvm, gm, y, samples, folds, task, threshold=0.0,
+                                        fold_inputs=fold_inputs)
     if name == "ridge-regions":
         labels = atlas_labels_on_grid(gm_spec.affine, gm_spec.shape)
         voxel_ml = float(abs(np.linalg.det(gm_spec.affine[:3, :3]))) / 1000
         return cross_validate_estimator(lambda: RegionRidge(labels, voxel_ml, task), gm, y,
-                                        samples, folds, task, threshold=0.0)
+                                        samples, folds, task, threshold=0.0,
+                                        fold_inputs=fold_inputs)
     if name == "slices-as-channels":
         channels = slices_as_channels(gm)
         make = _net_2d(channels.shape[1], width)
-        return cross_validate_network(make, channels, y, samples, folds, task, config,
-                                      desc=name, add_channel=False)
+        return cross_validate_network(
+            make, channels, y, samples, folds, task, config, desc=name, add_channel=False,
+            fold_inputs=(lambda fold: slices_as_channels(fold_inputs(fold))) if fold_inputs
+            else None)
     if name == "slicewise-2d":
-        return _slicewise(gm, y, samples, folds, task, config, width)
+        return _slicewise(gm, y, samples, folds, task, config, width, fold_inputs)
     raise ValueError(f"unknown baseline {name!r}; choose from {BASELINES_CLASSIFICATION}")
 
 
@@ -74,13 +80,18 @@ def _net_2d(in_channels: int, width: dict[str, int]) -> Callable:
 
 
 def _slicewise(gm: np.ndarray, y: np.ndarray, samples: list[Sample], folds: list[Fold],
-               task: Task, config: TrainConfig, width: dict[str, int]) -> CVResult:
+               task: Task, config: TrainConfig, width: dict[str, int],
+               fold_inputs: Callable[[Fold], np.ndarray] | None = None) -> CVResult:
     """Each axial slice is a sample (paper A: batch 64); a subject is MDD when more than half
-    of its slices are predicted MDD; the fraction of such slices is its score."""
-    slices, subject = axial_slices(gm, informative_slices(gm))
+    of its slices are predicted MDD; the fraction of such slices is its score. The slices
+    are those informative in ``gm``, for every fold's own maps alike."""
+    informative = informative_slices(gm)
+    slices, subject = axial_slices(gm, informative)
     slice_y = y[subject]
     scores = []
     for fold in folds:
+        if fold_inputs is not None:
+            slices, _ = axial_slices(fold_inputs(fold), informative)
         expand = lambda part: np.flatnonzero(np.isin(subject, part))  # noqa: E731
         slice_fold = Fold(fold.repeat, fold.index, expand(fold.train), expand(fold.val),
                           expand(fold.test))

@@ -190,9 +190,9 @@ def _harmonizer(run: _Run, job: _Job) -> FoldHarmonizer | None:
         raise BidsMddError(f"--harmonize: {options.participants} has no site column "
                            f"{options.site_column!r}; name it with --site-column",
                            ExitCode.USAGE)
-    if options.compare or (options.permutations and options.permutation_mode != "outputs"):
-        raise BidsMddError("--harmonize is not yet combined with --compare or with "
-                           "--permutation-mode retrain; run those without it", ExitCode.USAGE)
+    if options.permutations and options.permutation_mode != "outputs":
+        raise BidsMddError("--harmonize is not yet combined with --permutation-mode retrain; "
+                           "use --permutation-mode outputs", ExitCode.USAGE)
     return FoldHarmonizer(job.volumes, _site_labels(run, job), job.y, options.task)
 
 
@@ -274,15 +274,21 @@ def _comparison(run: _Run, job: _Job, name: str, folds: list,
     width = {"init_features": options.width or 64, "growth_rate": options.growth_rate or 32}
     names = (compare.BASELINES_CLASSIFICATION if task == Task.CLASSIFICATION
              else compare.BASELINES_REGRESSION)
+    harmonizer = (FoldHarmonizer(gm, _site_labels(run, job), job.y, task)
+                  if options.harmonize else None)  # the GM maps', as the network's inputs
     results = dict(results)
     for baseline in names:
         LOGGER.info("baseline %s", baseline)
         results[compare.TITLES[baseline]] = compare.run_baseline(
-            baseline, gm, gm_spec, job.y, job.samples, folds, task, run.config, width)
+            baseline, gm, gm_spec, job.y, job.samples, folds, task, run.config, width,
+            harmonizer)
     table = compare.comparison_table(results, task)
     note = (f"# {name}: cross-validated comparison ({len(job.samples)} inputs, "
             f"{run.protocol.folds} folds x {run.protocol.repeats} repeats, same folds for "
             f"every method; mean ± SD across folds)")
+    if harmonizer is not None:
+        note += ("\n\nEvery method's inputs ComBat-harmonised over the site column, fitted on "
+                 "each fold's training part (--harmonize).")
     if _is_synthetic(options.derivatives_dir):
         note += "\n\nSYNTHETIC DATA: figures describe the generator, not depression."
     LOGGER.info("comparison:\n%s", table.to_string(index=False))

@@ -266,3 +266,45 @@ def test_informative_slices() -> None:
     np.testing.assert_array_equal(informative_slices(X), [False, True, True, False])
     np.testing.assert_array_equal(informative_slices(X, min_fraction=0.2),
                                   [False, True, False, False])
+
+
+@pytest.mark.parametrize("baseline", ["lbp-svm", "ridge-regions", "slices-as-channels",
+                                      "slicewise-2d"])
+def test_every_baseline_takes_each_folds_own_inputs(baseline) -> None:
+    """With --harmonize the baselines see each fold's harmonised GM maps, as the network does:
+    every fold's inputs come from ``fold_inputs`` (here the maps with the label planted in
+    them: a leak on purpose, which the estimators then find)."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from bids_mdd.models.inputs import GM_INPUT
+    from bids_mdd.models.task import Task
+    from bids_mdd.training.compare import run_baseline
+    from bids_mdd.training.data import Sample
+    from bids_mdd.training.loop import TrainConfig
+    from bids_mdd.training.splits import make_folds
+
+    rng = np.random.default_rng(2)
+    spec = replace(GM_INPUT, zoom=0.25, normalization="none")
+    estimator = baseline in ("lbp-svm", "ridge-regions")
+    n = 24 if estimator else 6  # the 2D networks' folds: their inputs only, not their skill
+    gm = rng.uniform(0.2, 0.6, (n, *spec.shape)).astype(np.float32)
+    y = np.tile([0.0, 1.0], n // 2)
+    samples = [Sample(f"{i:02d}", None, Path(f"p{i}")) for i in range(n)]
+    folds = make_folds(y, np.array([s.participant for s in samples]), Task.CLASSIFICATION, 3,
+                       val_fraction=0.2, seed=0)
+    planted = gm.copy()
+    planted[y == 1, 10:20, 10:26, 10:20] *= np.where(
+        np.indices((10, 16, 10)).sum(axis=0) % 2, 3.0, 0.2)  # a texture, and more GM
+    asked = []
+
+    def fold_inputs(fold):
+        asked.append(fold.index)
+        return planted
+
+    config = TrainConfig(epochs=1, batch_size=8, progress=False)
+    cv = run_baseline(baseline, gm, spec, y, samples, folds, Task.CLASSIFICATION, config,
+                      {"init_features": 4, "growth_rate": 4}, fold_inputs)
+    assert sorted(asked) == [0, 1, 2]
+    if estimator:
+        assert cv.summary["accuracy"]["mean"] >= 0.9, cv.summary["accuracy"]
