@@ -190,9 +190,6 @@ def _harmonizer(run: _Run, job: _Job) -> FoldHarmonizer | None:
         raise BidsMddError(f"--harmonize: {options.participants} has no site column "
                            f"{options.site_column!r}; name it with --site-column",
                            ExitCode.USAGE)
-    if options.permutations and options.permutation_mode != "outputs":
-        raise BidsMddError("--harmonize is not yet combined with --permutation-mode retrain; "
-                           "use --permutation-mode outputs", ExitCode.USAGE)
     return FoldHarmonizer(job.volumes, _site_labels(run, job), job.y, options.task)
 
 
@@ -241,7 +238,7 @@ def _train_one(run: _Run, job: _Job) -> Bundle:
     extra_files = {"cv_predictions.tsv": cv.predictions.to_csv(sep="\t", index=False),
                    "cv_folds.tsv": cv.per_fold.to_csv(sep="\t", index=False)}
     permutation = _permutation(options, cv, make_net, job.volumes, job.y, job.samples, folds,
-                               run.config)
+                               run.config, harmonizer)
     if options.compare:
         method = f"3D {architecture}" + (" + transfer" if run.source else "")
         extra_files.update(_comparison(run, job, name, folds, {method: cv}))
@@ -383,10 +380,11 @@ PERMUTED_METRICS = {Task.CLASSIFICATION: ("accuracy", "balanced_accuracy", "auc"
 
 def _permutation(options: TrainOptions, cv: CVResult, make_net, volumes: np.ndarray,
                  y: np.ndarray, samples: list[Sample], folds, config: TrainConfig,
-                 ) -> dict[str, Any] | None:
+                 harmonizer: FoldHarmonizer | None = None) -> dict[str, Any] | None:
     """Label-permutation p-values of the pooled out-of-fold metrics, each against the same
     permutations (``outputs``: within folds against the fixed outputs; ``retrain``: the whole
-    cross-validation rerun per permutation)."""
+    cross-validation rerun per permutation, with ``harmonizer``'s fold-wise ComBat keeping the
+    permuted labels, as the real run kept the real ones)."""
     if options.permutations <= 0:
         return None
     names = PERMUTED_METRICS[cv.task]
@@ -410,8 +408,10 @@ def _permutation(options: TrainOptions, cv: CVResult, make_net, volumes: np.ndar
         rows = []
         for k in range(options.permutations):
             permuted = y[rng.permutation(len(y))]
-            result = cross_validate_network(make_net, volumes, permuted, samples, folds,
-                                            cv.task, quiet, desc=f"permutation {k + 1}")
+            result = cross_validate_network(
+                make_net, volumes, permuted, samples, folds, cv.task, quiet,
+                desc=f"permutation {k + 1}",
+                fold_inputs=replace(harmonizer, target=permuted) if harmonizer else None)
             rows.append(statistics(result.predictions["y_true"].to_numpy(),
                                    result.predictions["score"].to_numpy()))
         null = np.array(rows)

@@ -226,9 +226,12 @@ def test_leave_site_out_folds_are_the_sites_harmonised_inside(cohort, tmp_path):
     table.to_csv(participants, sep="\t", index=False)
     rc = train_main([str(cohort / "derivatives"), str(tmp_path / "models"), "--participants",
                      str(participants), *TINY, *FAST, "--cv", "leave-site-out", "--epochs", "2",
-                     "--harmonize", "--compare"])
+                     "--harmonize", "--compare", "--permutations", "1", "--permutation-mode",
+                     "retrain"])
     assert rc == 0
     bundle = load_bundle(tmp_path / "models" / "resnet10-classifier")
+    permutation = bundle.meta["metrics"]["permutation"]
+    assert (permutation["mode"], permutation["n_permutations"]) == ("retrain", 1)
     comparison = (bundle.path / "comparison.md").read_text()
     assert "Every method's inputs ComBat-harmonised over the site column" in comparison
     assert len(pd.read_csv(bundle.path / "comparison.tsv", sep="\t")) == 5  # network + 4
