@@ -85,7 +85,7 @@ def normalize_labels(labels: Iterable[str] | None, prefix: str) -> list[str] | N
             what = "is empty" if not label else (f"gives the label {label!r}, which is not a "
                                                    "BIDS label (letters and digits only)")
             raise BidsMddError(f"{option} {given!r} {what}; give labels as 01 or {prefix}01",
-                               ExitCode.USAGE)
+                               ExitCode.NO_FILES)  # as for a label not in the dataset
     return list(dict.fromkeys(cleaned))
 
 

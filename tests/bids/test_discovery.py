@@ -40,7 +40,7 @@ def test_normalize_labels() -> None:
                         ("", "is empty"), ("sub-", "is empty"), ("0 1", "gives the label '0 1'")):
         with pytest.raises(BidsMddError, match=f"--participant-label '{given}' {what}") as error:
             normalize_labels([given], "sub-")
-        assert error.value.exit_code == 64
+        assert error.value.exit_code == 18
 
 
 def test_every_session_and_run_is_found(tiny_bids) -> None:

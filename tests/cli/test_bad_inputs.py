@@ -230,7 +230,8 @@ def test_dataset_level_mistakes(corpus, tmp_path, capsys) -> None:
         ([str(corpus["bids"]), "--skip-bids-validation", "--participant-label", "999"], 18,
          "participant label(s) not found"),
         ([str(corpus["bids"]), "--skip-bids-validation", "--participant-label",
-          "../../etc"], 18, "participant label(s) not found"),
+          "../../etc"], 18, "--participant-label '../../etc' gives the label '../../etc', "
+                            "which is not a BIDS label"),
     ]
     for args, expected, message in cases:
         out = tmp_path / f"out{expected}{len(message)}"

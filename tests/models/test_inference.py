@@ -442,7 +442,7 @@ def test_bad_models_fail_before_preprocessing(tiny_bids, tmp_path, capsys, monke
     code = run_main([str(tiny_bids), str(tmp_path / "out"), "participant", "-w",
                      str(tmp_path / "work"), "--models", str(tmp_path / "nowhere")])
     assert code == 66 and calls == []
-    assert "nowhere: --models must be a bundle folder" in capsys.readouterr().err
+    assert "nowhere: neither a folder nor a packaged model set" in capsys.readouterr().err
 
 
 def test_rerun_with_fewer_models_removes_the_dropped_models_outputs(applied, tmp_path) -> None:
