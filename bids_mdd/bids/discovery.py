@@ -430,10 +430,10 @@ def _warn_of_broken_sidecar(t1w: Path) -> None:
     """One warning for a T1w sidecar that is not valid JSON (bids_mdd reads none, so the run
     goes on; with validation the validator has refused the dataset already)."""
     sidecar = sidecar_path(t1w)
+    if not sidecar.is_file():  # absent, or no regular file (a FIFO would block the read)
+        return
     try:
         json.loads(sidecar.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         LOGGER.warning("%s: not valid JSON (%s); bids_mdd reads no sidecar metadata and goes on, "
                        "but fix it for other BIDS tools", sidecar, exc)

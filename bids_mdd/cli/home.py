@@ -29,7 +29,13 @@ def ensure_usable_home(environ: MutableMapping[str, str] = os.environ) -> str | 
     if usable:
         return None
     replacement = Path(tempfile.gettempdir()) / f"bids_mdd-{os.getuid()}" / "home"
-    replacement.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        replacement.mkdir(parents=True, exist_ok=True, mode=0o700)
+        mine = replacement.stat().st_uid == os.getuid()
+    except OSError:
+        mine = False
+    if not mine:  # another user's folder of that name (a shared /tmp): a fresh one
+        replacement = Path(tempfile.mkdtemp(prefix="bids_mdd-home-"))
     environ["HOME"] = str(replacement)
     return (f"warning: HOME={home} cannot be read; the libraries' user settings and caches "
             f"use {replacement} instead (set HOME to a readable folder)")
