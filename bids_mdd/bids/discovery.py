@@ -313,9 +313,10 @@ def discover_t1w(layout: BIDSLayout, participant_labels: Sequence[str] | None = 
     inputs = [T1wInput(path=Path(f.path), subject=f.entities["subject"],
                        session=f.entities.get("session"), entities=dict(f.entities))
               for f in files]
-    for item in [item for item in inputs if _not_a_file(item.path)]:
-        LOGGER.warning("%s: not processed: %s", item.path, _not_a_file(item.path))
-        inputs.remove(item)
+    for item, why in [(item, _not_a_file(item.path)) for item in inputs]:
+        if why:
+            LOGGER.warning("%s: not processed: %s", item.path, why)
+            inputs.remove(item)
     for item in inputs:
         _warn_of_broken_sidecar(item.path)
     inputs = drop_duplicates(inputs)
@@ -406,8 +407,8 @@ def unselected_t1w(layout: BIDSLayout, participants: Sequence[str] | None = None
                  else named.group(1) if named else None)
         if path in offered or (participants and label not in participants):
             continue
-        if _not_a_file(path):
-            reason = _not_a_file(path)
+        if not_a_file := _not_a_file(path):
+            reason = not_a_file
         elif not in_folder:
             reason = ("not inside a sub-<label>/ folder; move it to "
                       "sub-<label>/[ses-<label>/]anat/")

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import MutableMapping
 from pathlib import Path
+
+from bids_mdd.cli.home import user_scratch
 
 #: The variables naming cache folders that bids_mdd's images set.
 CACHE_VARIABLES = ("MPLCONFIGDIR", "NIPYPE_CONFIG_DIR", "TORCH_HOME")
@@ -27,7 +28,7 @@ def ensure_writable_caches(environ: MutableMapping[str, str] = os.environ) -> di
         configured = environ.get(variable)
         if not configured or os.access(configured, os.W_OK):
             continue
-        copy = Path(tempfile.gettempdir()) / f"bids_mdd-{os.getuid()}" / variable.lower()
+        copy = user_scratch() / variable.lower()
         if Path(configured).is_dir():
             shutil.copytree(configured, copy, dirs_exist_ok=True)
         copy.mkdir(parents=True, exist_ok=True)

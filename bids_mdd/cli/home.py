@@ -15,6 +15,11 @@ from collections.abc import MutableMapping
 from pathlib import Path
 
 
+def user_scratch() -> Path:
+    """This user's folder in the temp folder, for what bids_mdd cannot keep elsewhere."""
+    return Path(tempfile.gettempdir()) / f"bids_mdd-{os.getuid()}"
+
+
 def ensure_usable_home(environ: MutableMapping[str, str] = os.environ) -> str | None:
     """Point ``HOME`` at a private temp folder when it cannot be searched and read; return the
     warning to print (None: ``HOME`` is fine, or unset)."""
@@ -28,7 +33,7 @@ def ensure_usable_home(environ: MutableMapping[str, str] = os.environ) -> str | 
         usable = False
     if usable:
         return None
-    replacement = Path(tempfile.gettempdir()) / f"bids_mdd-{os.getuid()}" / "home"
+    replacement = user_scratch() / "home"
     try:
         replacement.mkdir(parents=True, exist_ok=True, mode=0o700)
         mine = replacement.stat().st_uid == os.getuid()
