@@ -14,7 +14,8 @@ Cohorts (``bids_mdd-synth``, GM rendered in MNI space):
 - ``null sites``: no MDD effect, the same sites.
 
 Harmonisation: none; ComBat fitted on all participants before splitting, diagnosis kept (the
-leak); ComBat inside each fold (``FoldHarmonizer``). Cross-validation: stratified 5 folds
+leak); ComBat inside each fold (``FoldHarmonizer``), with each voxel's own site estimates (the
+default) and with empirical Bayes pooling them across voxels. Cross-validation: stratified 5 folds
 (sites mixed) and leave-site-out. Per row: balanced accuracy (mean ± SD over folds), AUC, and
 the label-permutation p of the pooled balanced accuracy (1000 permutations within folds).
 
@@ -56,6 +57,9 @@ from multisite_common import base_spec, cohort_parser, generate_quietly, report 
 
 SPEC = replace(GM_INPUT, zoom=0.25, normalization="none")
 PERMUTATIONS = 1000
+#: Each voxel's own site estimates (the default of ``--harmonize``), except where named.
+HARMONISATIONS = ("none", "ComBat on everyone (leak)", "ComBat in folds",
+                  "ComBat in folds, empirical Bayes")
 
 
 def _cohort(root: Path, spec: CohortSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
@@ -79,10 +83,12 @@ def _row(volumes, y, sites, samples, harmonisation: str, scheme: str, seed: int)
     inputs, fold_inputs = volumes, None
     if harmonisation == "ComBat on everyone (leak)":
         flat = volumes.reshape(len(volumes), -1)
-        _, flat = fit_combat(flat, sites, pd.DataFrame({"dx": y}), categorical=["dx"])
+        _, flat = fit_combat(flat, sites, pd.DataFrame({"dx": y}), categorical=["dx"],
+                             empirical_bayes=False)
         inputs = flat.reshape(volumes.shape).astype(np.float32)
-    elif harmonisation == "ComBat in folds":
-        fold_inputs = FoldHarmonizer(volumes, sites, y, Task.CLASSIFICATION)
+    elif harmonisation.startswith("ComBat in folds"):
+        fold_inputs = FoldHarmonizer(volumes, sites, y, Task.CLASSIFICATION,
+                                     empirical_bayes=harmonisation.endswith("empirical Bayes"))
     labels = atlas_labels_on_grid(SPEC.affine, SPEC.shape)
     voxel_ml = float(abs(np.linalg.det(SPEC.affine[:3, :3]))) / 1000
     cv = cross_validate_estimator(partial(RegionRidge, labels, voxel_ml, Task.CLASSIFICATION),
@@ -114,8 +120,7 @@ def _one_seed(args, seed: int) -> list[dict]:
         for name, spec in cohorts.items():
             volumes, y, sites, samples = _cohort(Path(tmp) / name.replace(" ", "-"), spec)
             plans = ([("none", "stratified")] if spec.n_sites == 0 else
-                     [(h, s) for h in ("none", "ComBat on everyone (leak)", "ComBat in folds")
-                      for s in ("stratified", "leave-site-out")])
+                     [(h, s) for h in HARMONISATIONS for s in ("stratified", "leave-site-out")])
             for harmonisation, scheme in plans:
                 row = {"cohort": name, **_row(volumes, y, sites, samples, harmonisation,
                                               scheme, seed)}

@@ -12,7 +12,7 @@ from bids_mdd import __version__
 from bids_mdd.cli.bootstrap import configure_logging, run_command
 from bids_mdd.cli.help_format import DefaultsHelpFormatter
 from bids_mdd.cli.parser import BidsAppArgumentParser, positive_int, random_seed
-from bids_mdd.errors import ExitCode
+from bids_mdd.errors import BidsMddError, ExitCode
 from bids_mdd.models.task import Task
 from bids_mdd.training.options import FACTORS, TrainOptions
 from bids_mdd.training.splits import CvScheme
@@ -78,6 +78,11 @@ def build_parser() -> BidsAppArgumentParser:
                         "never saw: by its own location and scale, without labels); "
                         "--compare's baselines get the same on their GM maps, and the bundle "
                         "keeps a fit on all participants for the participant level")
+    g.add_argument("--harmonize-empirical-bayes", action="store_true",
+                   help="with --harmonize: ComBat with empirical Bayes, each site's effects "
+                        "pooled across voxels (default: each voxel's own, which removes a site "
+                        "effect confined to some voxels; pooling leaves part of it, and a "
+                        "classifier can decode the site from it)")
     g = p.add_argument_group("model card (written into model.json)")
     g.add_argument("--site-name", metavar="NAME",
                    help="the one site every participant comes from, when participants.tsv has "
@@ -177,6 +182,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from bids_mdd.training.run import train  # heavy imports after argument checks
 
     def work() -> int:
+        if args.harmonize_empirical_bayes and not args.harmonize:
+            raise BidsMddError("--harmonize-empirical-bayes changes how --harmonize fits "
+                               "ComBat: give --harmonize too", ExitCode.USAGE)
         for bundle in train(TrainOptions.from_values(args)):
             LOGGER.info("wrote %s", bundle.path)
         return int(ExitCode.OK)

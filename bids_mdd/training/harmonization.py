@@ -9,6 +9,12 @@ when their site is in it; a site the training part never saw (leave-site-out) ge
 location and scale from its participants' images, without labels
 (:meth:`bids_mdd.harmonize.CombatFit.apply_to_new_site`).
 
+Each voxel's own site estimates are used unless ``empirical_bayes``: pooling a site's effects
+across voxels (ComBat's default, meant for few features) shrinks a site effect confined to some
+voxels towards the site's whole-brain one and leaves part of it in place, and a classifier
+then decodes the site, and through it a diagnosis confounded with site, from what is left
+(``benchmarks/multisite_classifier.py``; the group level's default is the same).
+
 The bundle keeps a fit on all its participants (:meth:`FoldHarmonizer.bundle_fit`): the
 participant level applies it to a new scan of a known site.
 """
@@ -37,6 +43,7 @@ class FoldHarmonizer:
     sites: np.ndarray
     target: np.ndarray
     task: Task
+    empirical_bayes: bool = False  # pool each site's effects across voxels (see above)
 
     def fit(self, rows: np.ndarray, where: str) -> tuple[CombatFit, np.ndarray]:
         """ComBat fitted on the inputs ``rows`` (their target kept), and those inputs
@@ -46,7 +53,8 @@ class FoldHarmonizer:
         kept = {"categorical": ["target"]} if self.task == Task.CLASSIFICATION else {
             "continuous": ["target"]}
         try:
-            return fit_combat(flat[rows], self.sites[rows], target, **kept)
+            return fit_combat(flat[rows], self.sites[rows], target, **kept,
+                              empirical_bayes=self.empirical_bayes)
         except HarmonizationError as error:
             raise BidsMddError(f"--harmonize, {where}: {error}", ExitCode.USAGE) from None
 

@@ -62,6 +62,7 @@ class TrainOptions:
     site_column: str = "site"
     cv: str = "grouped"  # a splits.CvScheme
     harmonize: bool = False  # fold-wise ComBat of the inputs over the site column
+    harmonize_empirical_bayes: bool = False  # ComBat's pooling of site effects across voxels
     # model card
     site_name: str | None = None
     known_limits: tuple[str, ...] = ()

@@ -190,7 +190,16 @@ def _harmonizer(run: _Run, job: _Job) -> FoldHarmonizer | None:
         raise BidsMddError(f"--harmonize: {options.participants} has no site column "
                            f"{options.site_column!r}; name it with --site-column",
                            ExitCode.USAGE)
-    return FoldHarmonizer(job.volumes, _site_labels(run, job), job.y, options.task)
+    return FoldHarmonizer(job.volumes, _site_labels(run, job), job.y, options.task,
+                          options.harmonize_empirical_bayes)
+
+
+def _cache_key(harmonizer: FoldHarmonizer | None) -> str | None:
+    """The harmonisation's part of a fold cache's name ("combat": pooled across voxels, the
+    name caches made before the choice existed carry)."""
+    if harmonizer is None:
+        return None
+    return "combat" if harmonizer.empirical_bayes else "combat-voxelwise"
 
 
 def _site_labels(run: _Run, job: _Job) -> np.ndarray:
@@ -227,7 +236,7 @@ def _train_one(run: _Run, job: _Job) -> Bundle:
     if options.work_dir:
         work = fold_cache_dir(options.work_dir, name, architecture, kwargs, run.spec,
                               run.config, folds, options.pretrain_from,
-                              harmonization="combat" if harmonizer else None)
+                              harmonization=_cache_key(harmonizer))
         work.mkdir(parents=True, exist_ok=True)
     LOGGER.info("%s: %d inputs, %d folds x %d repeats, %s %s on %s", name, len(job.samples),
                 protocol.folds, protocol.repeats, architecture, kwargs, run.spec.shape)
@@ -271,7 +280,8 @@ def _comparison(run: _Run, job: _Job, name: str, folds: list,
     width = {"init_features": options.width or 64, "growth_rate": options.growth_rate or 32}
     names = (compare.BASELINES_CLASSIFICATION if task == Task.CLASSIFICATION
              else compare.BASELINES_REGRESSION)
-    harmonizer = (FoldHarmonizer(gm, _site_labels(run, job), job.y, task)
+    harmonizer = (FoldHarmonizer(gm, _site_labels(run, job), job.y, task,
+                                 options.harmonize_empirical_bayes)
                   if options.harmonize else None)  # the GM maps', as the network's inputs
     results = dict(results)
     for baseline in names:
@@ -318,10 +328,11 @@ def _bundle_meta(run: _Run, job: _Job, name: str, architecture: str, kwargs: dic
         "training": {"protocol": asdict(run.protocol), "config": asdict(run.config),
                      "val_fraction": options.val_fraction, "label_column": job.column,
                      "site_column": run.site, "cv": options.cv,
-                     "harmonization": ("ComBat of the inputs over the site column, fitted on "
-                                       "each fold's training part (target kept); the "
-                                       "bundle's fit (its harmonization entry) is on all "
-                                       "participants" if options.harmonize else None),
+                     "harmonization": (f"ComBat ({_pooling(options)}) of the inputs over "
+                                       "the site column, fitted on each fold's training part "
+                                       "(target kept); the bundle's fit (its harmonization "
+                                       "entry) is on all participants"
+                                       if options.harmonize else None),
                      "n_inputs": len(job.samples),
                      "n_participants": len({s.participant for s in job.samples}),
                      "class_counts": class_counts,
@@ -335,6 +346,12 @@ def _bundle_meta(run: _Run, job: _Job, name: str, architecture: str, kwargs: dic
                      "monai": monai.__version__},
     }
     return meta, card
+
+
+def _pooling(options: TrainOptions) -> str:
+    """How ComBat estimated the site effects, in words."""
+    return ("empirical Bayes, pooled across voxels" if options.harmonize_empirical_bayes
+            else "each voxel's own site estimates")
 
 
 def _harmonization_limits(options: TrainOptions, sites: list[str]) -> list[str]:

@@ -172,6 +172,8 @@ def test_transfer_guard_and_head_learning_rate(cohort, tmp_path):
     ("too-many-folds", 64, "only 24 independent groups"),
     ("leave-site-out-without-sites", 64, "--cv leave-site-out: .* has no site column 'site'"),
     ("harmonize-without-sites", 64, "--harmonize: .* has no site column 'site'"),
+    ("pooling-without-harmonize", 64, "--harmonize-empirical-bayes changes how --harmonize "
+                                      "fits ComBat: give --harmonize too"),
 ])
 def test_errors_are_one_line_with_exit_codes(cohort, tmp_path, capsys, change, code, message):
     derivatives, participants = cohort / "derivatives", cohort / "participants.tsv"
@@ -189,6 +191,8 @@ def test_errors_are_one_line_with_exit_codes(cohort, tmp_path, capsys, change, c
         extra = ["--folds", "30"]
     elif change == "harmonize-without-sites":
         extra = ["--harmonize"]
+    elif change == "pooling-without-harmonize":
+        extra = ["--harmonize-empirical-bayes"]
     else:
         extra = ["--cv", "leave-site-out"]
     rc = train_main([str(derivatives), str(tmp_path / "m"), "--participants", str(participants),
@@ -236,7 +240,9 @@ def test_leave_site_out_folds_are_the_sites_harmonised_inside(cohort, tmp_path):
     assert "Every method's inputs ComBat-harmonised over the site column" in comparison
     assert len(pd.read_csv(bundle.path / "comparison.tsv", sep="\t")) == 5  # network + 4
     assert bundle.meta["training"]["cv"] == "leave-site-out"
-    assert "fitted on each fold's training part" in bundle.meta["training"]["harmonization"]
+    assert bundle.meta["training"]["harmonization"].startswith(
+        "ComBat (each voxel's own site estimates) of the inputs over the site column, fitted "
+        "on each fold's training part")
     assert any("sites east, north, south: a scan of another site" in limit
                for limit in bundle.meta["card"]["known_limits"])
     assert bundle.n_folds == 3  # one fold model per left-out site
@@ -272,7 +278,7 @@ def check_bundle_harmonises_new_scans(bundle, cohort: Path, table: pd.DataFrame,
     labels = pd.DataFrame({"target": [float(rows_of.at[s.participant, "group"] == "MDD")
                                       for s in samples]})
     again, _ = fit_combat(volumes.reshape(len(volumes), -1), sites, labels,
-                          categorical=["target"])
+                          categorical=["target"], empirical_bayes=False)
     np.testing.assert_allclose(fit.gamma_star, again.gamma_star, rtol=1e-5, atol=1e-8)
 
     image = derivative_path(cohort / "derivatives", subject="07", **model.spec.entities)
