@@ -5,7 +5,7 @@ mean nothing): DenseNet121-3D on the 121 x 145 x 121 GM grid and one DFRN per sy
 the 182 x 218 x 182 T1w grid, as ``benchmarks/inference.py`` does. Renders SYNTHETIC participants
 in MNI space, loads the models once and applies them the way the participant level does
 (:func:`predict_participants`: every attention map, sidecar and figure, the predictions table),
-one participant per call, and prints per participant:
+``--batch-size`` participants per call (one by default), and prints per participant:
 
 - the whole step's wall time;
 - the FLOPs it must compute: per fold model one forward and one input-gradient backward pass
@@ -22,7 +22,8 @@ one participant per call, and prints per participant:
 ReLUs, autograd's own input-convolution backward: :func:`legacy_input_gradient`) on the same
 models and participants, interleaved per participant so drift hits both alike.
 
-Run: ``.venv/bin/python benchmarks/model_step.py [--participants 1] [--folds 5] [--before]``.
+Run: ``.venv/bin/python benchmarks/model_step.py [--participants 1] [--folds 5] [--batch-size 1]
+[--before]``.
 Prints figures; asserts nothing. Only figures of one run compare (this machine's speed drifts).
 """
 
@@ -134,19 +135,22 @@ def fold_flops(model: LoadedModel) -> int:
     return counter.get_total_flops()
 
 
-def step_seconds(output_dir: Path, subject: str, models: list[LoadedModel], legacy: bool,
-                 ) -> tuple[float, float]:
-    """Wall time of the participant level's whole model step for one participant, and the part
-    of it spent in the fold models' forward + backward passes."""
-    settings = ModelStepSettings(device="cpu", threads=torch.get_num_threads())
+def step_seconds(output_dir: Path, subjects: list[str], models: list[LoadedModel],
+                 legacy: bool) -> tuple[float, float]:
+    """Wall time of the participant level's whole model step for ``subjects`` in one batch
+    (one forward + backward pass per fold model for all of them), and the part of it spent in
+    the fold models' forward + backward passes."""
+    settings = ModelStepSettings(device="cpu", threads=torch.get_num_threads(),
+                                 batch_size=len(subjects))
     networks: list[float] = []
     start = time.perf_counter()
     with legacy_path() if legacy else nullcontext(), timed_networks(networks):
-        [outcome] = predict_participants([T1wOutputs(output_dir, {"subject": subject})], models,
-                                         settings)
+        outcomes = predict_participants([T1wOutputs(output_dir, {"subject": subject})
+                                         for subject in subjects], models, settings)
     seconds = time.perf_counter() - start
-    if isinstance(outcome, Exception):
-        raise outcome
+    for outcome in outcomes:
+        if isinstance(outcome, Exception):
+            raise outcome
     return seconds, sum(networks)
 
 
@@ -164,6 +168,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--participants", type=int, default=1)
     parser.add_argument("--folds", type=int, default=5, help="fold models per bundle")
+    parser.add_argument("--batch-size", type=int, default=1,
+                        help="participants per forward pass (the participant level's "
+                             "--batch-size); figures are per participant")
     parser.add_argument("--before", action="store_true",
                         help="also time the previous attention code path (side by side)")
     args = parser.parse_args()
@@ -188,16 +195,21 @@ def main() -> None:
         paths = ["before", "after"] if args.before else ["after"]
         seconds: dict[str, list[float]] = {name: [] for name in paths}
         peaks = [peak_start]
-        for subject in sorted(p.name[4:] for p in output_dir.glob("sub-*")):
+        subjects = sorted(p.name[4:] for p in output_dir.glob("sub-*"))
+        batches = [subjects[i:i + args.batch_size]
+                   for i in range(0, len(subjects), args.batch_size)]
+        for batch in batches:
             for name in paths:
                 peaks.append(matmul_peak(repeats=3))
-                step, networks = step_seconds(output_dir, subject, models, name == "before")
+                step, networks = step_seconds(output_dir, batch, models, name == "before")
+                step, networks = step / len(batch), networks / len(batch)
                 seconds[name].append(step)
                 peaks.append(matmul_peak(repeats=3))
-                print(f"sub-{subject} (SYNTHETIC), {name}: whole model step {step:.1f} s, of "
-                      f"which the {len(models)} x {args.folds} fold models' forward + backward "
-                      f"passes {networks:.1f} s; matmul peak just before {peaks[-2]:.1f}, just "
-                      f"after {peaks[-1]:.1f} GFLOP/s", flush=True)
+                print(f"sub-{', sub-'.join(batch)} (SYNTHETIC), {name}: whole model step "
+                      f"{step:.1f} s per participant, of which the {len(models)} x "
+                      f"{args.folds} fold models' forward + backward passes {networks:.1f} s; "
+                      f"matmul peak just before {peaks[-2]:.1f}, just after {peaks[-1]:.1f} "
+                      "GFLOP/s", flush=True)
     peaks.append(matmul_peak())
     peak = max(peaks)
     print(f"fp32 matmul peak at end: {peaks[-1]:.1f} GFLOP/s; reference: the highest measured "

@@ -53,18 +53,22 @@ def permutation_p_value(observed: float, null: np.ndarray) -> float:
     return float((1 + np.sum(null >= observed - 1e-12)) / (1 + len(null)))
 
 
+def permuted_within(y: np.ndarray, blocks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``y`` permuted within each block: where sites differ in their diagnosis mix, blocks of
+    sites keep that mix, so that a prediction made from the site alone is no better than its
+    permutations (restricted exchangeability; Winkler et al. 2014, NeuroImage 92:381)."""
+    permuted = np.asarray(y).copy()
+    for block in np.unique(blocks):
+        where = np.flatnonzero(blocks == block)
+        permuted[where] = permuted[rng.permutation(where)]
+    return permuted
+
+
 def permuted_outputs_null(y_true: np.ndarray, score: np.ndarray, blocks: np.ndarray,
                           n_permutations: int, seed: int,
                           statistic: Callable[[np.ndarray, np.ndarray], float]) -> np.ndarray:
-    """Null distribution of ``statistic`` with the labels permuted within each block (fold)
-    against the fixed out-of-fold outputs."""
+    """Null distribution of ``statistic`` with the labels permuted within each block (a fold,
+    or a fold's site) against the fixed out-of-fold outputs."""
     rng = np.random.default_rng(seed)
-    y_true = np.asarray(y_true)
-    null = np.empty(n_permutations)
-    for k in range(n_permutations):
-        permuted = y_true.copy()
-        for block in np.unique(blocks):
-            where = np.flatnonzero(blocks == block)
-            permuted[where] = y_true[rng.permutation(where)]
-        null[k] = statistic(permuted, score)
-    return null
+    return np.array([statistic(permuted_within(y_true, blocks, rng), score)
+                     for _ in range(n_permutations)])

@@ -20,7 +20,7 @@ import torch
 from bids_mdd import __version__
 from bids_mdd.bids.participants import binary_labels, label_column, read_participants
 from bids_mdd.errors import BidsMddError, ExitCode
-from bids_mdd.metrics import permutation_p_value, permuted_outputs_null
+from bids_mdd.metrics import permutation_p_value, permuted_outputs_null, permuted_within
 from bids_mdd.models.bundle import Bundle, load_bundle, write_bundle
 from bids_mdd.models.card import ModelCard
 from bids_mdd.models.device import resolve_device
@@ -190,16 +190,16 @@ def _harmonizer(run: _Run, job: _Job) -> FoldHarmonizer | None:
         raise BidsMddError(f"--harmonize: {options.participants} has no site column "
                            f"{options.site_column!r}; name it with --site-column",
                            ExitCode.USAGE)
-    return FoldHarmonizer(job.volumes, _site_labels(run, job), job.y, options.task,
+    return FoldHarmonizer(job.volumes, _site_labels(run, job),
                           options.harmonize_empirical_bayes)
 
 
 def _cache_key(harmonizer: FoldHarmonizer | None) -> str | None:
-    """The harmonisation's part of a fold cache's name ("combat": pooled across voxels, the
-    name caches made before the choice existed carry)."""
+    """The harmonisation's part of a fold cache's name (caches of fits that kept the target
+    had "combat")."""
     if harmonizer is None:
         return None
-    return "combat" if harmonizer.empirical_bayes else "combat-voxelwise"
+    return "combat-site-" + ("pooled" if harmonizer.empirical_bayes else "voxelwise")
 
 
 def _site_labels(run: _Run, job: _Job) -> np.ndarray:
@@ -246,8 +246,9 @@ def _train_one(run: _Run, job: _Job) -> Bundle:
                                 fold_inputs=harmonizer)
     extra_files = {"cv_predictions.tsv": cv.predictions.to_csv(sep="\t", index=False),
                    "cv_folds.tsv": cv.per_fold.to_csv(sep="\t", index=False)}
+    sites = _site_labels(run, job) if run.site is not None else None
     permutation = _permutation(options, cv, make_net, job.volumes, job.y, job.samples, folds,
-                               run.config, harmonizer)
+                               run.config, harmonizer, sites)
     if options.compare:
         method = f"3D {architecture}" + (" + transfer" if run.source else "")
         extra_files.update(_comparison(run, job, name, folds, {method: cv}))
@@ -280,8 +281,7 @@ def _comparison(run: _Run, job: _Job, name: str, folds: list,
     width = {"init_features": options.width or 64, "growth_rate": options.growth_rate or 32}
     names = (compare.BASELINES_CLASSIFICATION if task == Task.CLASSIFICATION
              else compare.BASELINES_REGRESSION)
-    harmonizer = (FoldHarmonizer(gm, _site_labels(run, job), job.y, task,
-                                 options.harmonize_empirical_bayes)
+    harmonizer = (FoldHarmonizer(gm, _site_labels(run, job), options.harmonize_empirical_bayes)
                   if options.harmonize else None)  # the GM maps', as the network's inputs
     results = dict(results)
     for baseline in names:
@@ -329,9 +329,9 @@ def _bundle_meta(run: _Run, job: _Job, name: str, architecture: str, kwargs: dic
                      "val_fraction": options.val_fraction, "label_column": job.column,
                      "site_column": run.site, "cv": options.cv,
                      "harmonization": (f"ComBat ({_pooling(options)}) of the inputs over "
-                                       "the site column, fitted on each fold's training part "
-                                       "(target kept); the bundle's fit (its harmonization "
-                                       "entry) is on all participants"
+                                       "the site column alone, fitted on each fold's training "
+                                       "part; the bundle's fit (its harmonization entry) is on "
+                                       "all participants"
                                        if options.harmonize else None),
                      "n_inputs": len(job.samples),
                      "n_participants": len({s.participant for s in job.samples}),
@@ -397,11 +397,13 @@ PERMUTED_METRICS = {Task.CLASSIFICATION: ("accuracy", "balanced_accuracy", "auc"
 
 def _permutation(options: TrainOptions, cv: CVResult, make_net, volumes: np.ndarray,
                  y: np.ndarray, samples: list[Sample], folds, config: TrainConfig,
-                 harmonizer: FoldHarmonizer | None = None) -> dict[str, Any] | None:
+                 harmonizer: FoldHarmonizer | None = None, sites: np.ndarray | None = None,
+                 ) -> dict[str, Any] | None:
     """Label-permutation p-values of the pooled out-of-fold metrics, each against the same
     permutations (``outputs``: within folds against the fixed outputs; ``retrain``: the whole
-    cross-validation rerun per permutation, with ``harmonizer``'s fold-wise ComBat keeping the
-    permuted labels, as the real run kept the real ones)."""
+    cross-validation rerun per permutation, with ``harmonizer``'s fold-wise ComBat). With
+    ``sites`` (each input's), labels are permuted within sites too, keeping each site's
+    diagnosis mix: a model that predicts from the site alone then gets p ~ 0.5."""
     if options.permutations <= 0:
         return None
     names = PERMUTED_METRICS[cv.task]
@@ -413,8 +415,13 @@ def _permutation(options: TrainOptions, cv: CVResult, make_net, volumes: np.ndar
     predictions = cv.predictions
     truth, score = predictions["y_true"].to_numpy(), predictions["score"].to_numpy()
     observed = statistics(truth, score)
+    site_of = (dict(zip((f"sub-{s.participant}" for s in samples), sites))
+               if sites is not None else {})
     if options.permutation_mode == "outputs":
-        blocks = (predictions["repeat"] * 1000 + predictions["fold"]).to_numpy()
+        blocks = pd.factorize(predictions["repeat"].astype(str) + "/"
+                              + predictions["fold"].astype(str) + "/"
+                              + predictions["participant_id"].map(site_of).fillna("").astype(str)
+                              )[0]
         null = np.stack([permuted_outputs_null(truth, score, blocks, options.permutations,
                                                options.seed,
                                                lambda t, s, k=k: statistics(t, s)[k])
@@ -424,11 +431,12 @@ def _permutation(options: TrainOptions, cv: CVResult, make_net, volumes: np.ndar
         quiet = replace(config, progress=False)
         rows = []
         for k in range(options.permutations):
-            permuted = y[rng.permutation(len(y))]
+            permuted = permuted_within(y, pd.factorize(sites)[0] if sites is not None
+                                       else np.zeros(len(y)), rng)
             result = cross_validate_network(
                 make_net, volumes, permuted, samples, folds, cv.task, quiet,
                 desc=f"permutation {k + 1}",
-                fold_inputs=replace(harmonizer, target=permuted) if harmonizer else None)
+                fold_inputs=harmonizer)
             rows.append(statistics(result.predictions["y_true"].to_numpy(),
                                    result.predictions["score"].to_numpy()))
         null = np.array(rows)
@@ -437,6 +445,7 @@ def _permutation(options: TrainOptions, cv: CVResult, make_net, volumes: np.ndar
                         "p_value": permutation_p_value(observed[k], null[:, k])}
                  for k, name in enumerate(names)}
     return {"statistic": f"pooled out-of-fold {names[0]}", "mode": options.permutation_mode,
+            "within": "folds and sites" if sites is not None else "folds",
             "n_permutations": options.permutations, **by_metric[names[0]],
             "by_metric": by_metric}
 
