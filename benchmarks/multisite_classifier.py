@@ -22,7 +22,7 @@ accuracy (1000 permutations within each fold's sites, which keep each site's dia
 prediction from the site alone gets p ~ 0.5).
 
 Run: ``.venv/bin/python benchmarks/multisite_classifier.py [--n-mdd 40 --n-hc 40 --sites 4
---seed 21 --effect-size 0.8] [--out docs/results/multisite_classifier.tsv]`` (alone). With
+--seed 21 --effect-size 0.8] [--out TABLE.tsv]`` (alone). With
 ``--seeds 21 22 ...`` it runs one cohort per seed, appends each seed's rows to ``--out`` as it
 ends (a rerun skips the seeds there) and prints each row's spread over the seeds.
 """

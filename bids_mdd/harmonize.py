@@ -17,7 +17,9 @@ follows ``neuroCombatFromTraining``, which needs their site only: it takes the t
 participants' mean covariate effect in place of theirs, so no held-out participant's label
 (the diagnosis a classifier predicts) is used. Fitting on all participants before splitting them
 into folds leaks the test participants' site means and diagnoses into training; callers fit
-inside each fold.
+inside each fold. For prediction even that keeps a leak when the target is among the kept
+covariates and sites differ in their diagnosis mix, so training fits over the site alone
+(:mod:`bids_mdd.training.harmonization` says why).
 """
 
 from __future__ import annotations

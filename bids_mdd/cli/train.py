@@ -72,8 +72,10 @@ def build_parser() -> BidsAppArgumentParser:
                         "leave-site-out: one fold per site, tested on a site its training "
                         "never saw")
     g.add_argument("--harmonize", action="store_true",
-                   help="ComBat on the network inputs over the site column, fitted on each "
-                        "fold's training part alone (the target kept) and applied to its "
+                   help="ComBat on the network inputs over the site column alone (the "
+                        "target is not kept: kept, it leaks each site's diagnosis mix into "
+                        "the test participants), fitted on each fold's training part and "
+                        "applied to its "
                         "validation and test parts by site alone (a site the training part "
                         "never saw: by its own location and scale, without labels); "
                         "--compare's baselines get the same on their GM maps, and the bundle "

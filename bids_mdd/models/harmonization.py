@@ -20,9 +20,9 @@ import numpy as np
 from bids_mdd.harmonize import CombatFit
 
 HARMONIZATION_FILE = "harmonization.safetensors"
-METHOD = ("ComBat (neuroCombat) of the network inputs over the site column, fitted on every "
-          "training participant with the target kept; a known site's location and scale are "
-          "removed from a new scan, an unknown site's scan is left as it is")
+METHOD = ("ComBat (neuroCombat) of the network inputs over the site column alone, fitted on "
+          "every training participant; a known site's location and scale are removed from a "
+          "new scan, an unknown site's scan is left as it is")
 
 
 class SiteStatus(StrEnum):
