@@ -236,6 +236,7 @@ def test_leave_site_out_folds_are_the_sites_harmonised_inside(cohort, tmp_path):
     bundle = load_bundle(tmp_path / "models" / "resnet10-classifier")
     permutation = bundle.meta["metrics"]["permutation"]
     assert (permutation["mode"], permutation["n_permutations"]) == ("retrain", 1)
+    assert permutation["within"] == "folds and sites"  # each site's diagnosis mix kept
     comparison = (bundle.path / "comparison.md").read_text()
     assert "Every method's inputs ComBat-harmonised over the site column" in comparison
     assert len(pd.read_csv(bundle.path / "comparison.tsv", sep="\t")) == 5  # network + 4
