@@ -51,7 +51,11 @@ from bids_mdd.models.task import Task  # noqa: E402
 from bids_mdd.synth.mni import MNI_DIR  # noqa: E402
 from bids_mdd.synth.model import CohortSpec  # noqa: E402
 from bids_mdd.training.baselines import RegionRidge  # noqa: E402
-from bids_mdd.training.cv import cross_validate_estimator, fold_metrics  # noqa: E402
+from bids_mdd.training.cv import (  # noqa: E402
+    cross_validate_estimator,
+    fold_metrics,
+    permutation_blocks,
+)
 from bids_mdd.training.data import find_samples, load_volumes  # noqa: E402
 from bids_mdd.training.harmonization import FoldHarmonizer  # noqa: E402
 from bids_mdd.training.splits import leave_site_out_folds, make_folds  # noqa: E402
@@ -103,9 +107,8 @@ def _row(volumes, y, sites, samples, harmonisation: str, scheme: str, seed: int)
 
     observed = balanced(truth, score)
     site_of = dict(zip((f"sub-{s.participant}" for s in samples), sites))
-    blocks = pd.factorize(cv.predictions["fold"].astype(str) + "/"
-                          + cv.predictions["participant_id"].map(site_of))[0]
-    null = permuted_outputs_null(truth, score, blocks, PERMUTATIONS, seed, balanced)
+    null = permuted_outputs_null(truth, score, permutation_blocks(cv.predictions, site_of),
+                                 PERMUTATIONS, seed, balanced)
     per_fold = cv.per_fold["balanced_accuracy"]
     return {"harmonisation": harmonisation, "cv": scheme, "folds": len(folds),
             "balanced_accuracy": f"{per_fold.mean():.3f} ± {per_fold.std(ddof=1):.3f}",

@@ -74,6 +74,17 @@ def _rows(samples: list[Sample], fold: Fold, y: np.ndarray, score: np.ndarray) -
         "y_true": y[fold.test], "score": score})
 
 
+def permutation_blocks(predictions: pd.DataFrame, site_of: dict[str, str] | None = None,
+                       ) -> np.ndarray:
+    """Each out-of-fold prediction's exchangeability block for label permutations: its repeat
+    and fold, and with ``site_of`` (participant_id -> site) its site too, so that permuted
+    labels keep each fold's sites' diagnosis mix."""
+    keys = predictions[["repeat", "fold"]].copy()
+    if site_of:
+        keys["site"] = predictions["participant_id"].map(site_of).fillna("")
+    return keys.groupby(list(keys.columns), sort=False).ngroup().to_numpy()
+
+
 def assemble(task: Task, samples: list[Sample], folds: list[Fold], y: np.ndarray,
               scores: list[np.ndarray], threshold: float, extra: list[dict[str, Any]]) -> CVResult:
     per_fold = pd.DataFrame([{"repeat": f.repeat + 1, "fold": f.index + 1, "n_train": len(f.train),

@@ -29,7 +29,12 @@ from bids_mdd.models.inputs import DEFAULT_INPUTS, GM_INPUT, InputSpec
 from bids_mdd.models.networks import DFRN_BLOCK_STRIDES, build_network, head_name
 from bids_mdd.models.task import Task
 from bids_mdd.training import compare
-from bids_mdd.training.cv import CVResult, cross_validate_network, fold_metrics
+from bids_mdd.training.cv import (
+    CVResult,
+    cross_validate_network,
+    fold_metrics,
+    permutation_blocks,
+)
 from bids_mdd.training.data import Sample, find_samples, fingerprint, load_volumes
 from bids_mdd.training.evidence import build_card, build_domain_model, derivatives_description
 from bids_mdd.training.harmonization import FoldHarmonizer
@@ -418,10 +423,7 @@ def _permutation(options: TrainOptions, cv: CVResult, make_net, volumes: np.ndar
     site_of = (dict(zip((f"sub-{s.participant}" for s in samples), sites))
                if sites is not None else {})
     if options.permutation_mode == "outputs":
-        blocks = pd.factorize(predictions["repeat"].astype(str) + "/"
-                              + predictions["fold"].astype(str) + "/"
-                              + predictions["participant_id"].map(site_of).fillna("").astype(str)
-                              )[0]
+        blocks = permutation_blocks(predictions, site_of)
         null = np.stack([permuted_outputs_null(truth, score, blocks, options.permutations,
                                                options.seed,
                                                lambda t, s, k=k: statistics(t, s)[k])
