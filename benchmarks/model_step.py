@@ -20,10 +20,17 @@ in MNI space, loads the models once and applies them the way the participant lev
 
 ``--before`` also times the previous attention code path (module backward hooks for the guided
 ReLUs, autograd's own input-convolution backward: :func:`legacy_input_gradient`) on the same
-models and participants, interleaved per participant so drift hits both alike.
+models and participants, interleaved per participant (in turn first and last) so drift hits
+both alike.
+``--heap default`` times the step with glibc's default allocation instead (large freed blocks
+unmapped and faulted in again: the step without :func:`bids_mdd.models.heap.retained_heap`),
+``--heap both`` both, the default first (once retained_heap has run, glibc no longer adjusts
+its mmap threshold, so only a process's first step sees glibc as it starts). Each step's
+resident memory at its start and its peak are printed too (the process's high-water mark,
+reset before each step); compare peaks of separate runs, one ``--heap`` each.
 
 Run: ``.venv/bin/python benchmarks/model_step.py [--participants 1] [--folds 5] [--batch-size 1]
-[--before]``.
+[--before] [--heap retained|default|both]``.
 Prints figures; asserts nothing. Only figures of one run compare (this machine's speed drifts).
 """
 
@@ -35,18 +42,21 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
+from unittest import mock
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import bids_mdd.models.inference as model_inference
+import bids_mdd.participant.predictions as model_step
 from bids_mdd.bids.outputs import T1wOutputs
 from bids_mdd.models.inference import LoadedModel, _score, load_models
 from bids_mdd.participant.predictions import ModelStepSettings, predict_participants
 from inference import synthetic_participants, write_random_bundles  # (sets TEMPLATEFLOW_HOME)
+from memory import rss_mib
 from models import matmul_peak  # benchmarks/models.py
 
 
@@ -74,15 +84,22 @@ def legacy_input_gradient(net: nn.Module, x: torch.Tensor,
     return out.detach(), grad
 
 
-@contextmanager
-def legacy_path() -> Iterator[None]:
+def legacy_path() -> AbstractContextManager:
     """Within the block the model step computes its maps with :func:`legacy_input_gradient`."""
-    current = model_inference.input_gradient
-    model_inference.input_gradient = legacy_input_gradient
+    return mock.patch.object(model_inference, "input_gradient", legacy_input_gradient)
+
+
+def default_heap() -> AbstractContextManager:
+    """Within the block the model step leaves glibc's allocation as it is."""
+    return mock.patch.object(model_step, "retained_heap", nullcontext)
+
+
+def reset_peak_memory() -> None:
+    """Reset this process's resident high-water mark (VmHWM) to its current size (Linux)."""
     try:
-        yield
-    finally:
-        model_inference.input_gradient = current
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
 
 
 @contextmanager
@@ -136,15 +153,17 @@ def fold_flops(model: LoadedModel) -> int:
 
 
 def step_seconds(output_dir: Path, subjects: list[str], models: list[LoadedModel],
-                 legacy: bool) -> tuple[float, float]:
+                 legacy: bool, heap: bool) -> tuple[float, float]:
     """Wall time of the participant level's whole model step for ``subjects`` in one batch
     (one forward + backward pass per fold model for all of them), and the part of it spent in
-    the fold models' forward + backward passes."""
+    the fold models' forward + backward passes. ``legacy``: the previous attention code;
+    ``heap``: freed memory retained (False: glibc's default)."""
     settings = ModelStepSettings(device="cpu", threads=torch.get_num_threads(),
                                  batch_size=len(subjects))
     networks: list[float] = []
     start = time.perf_counter()
-    with legacy_path() if legacy else nullcontext(), timed_networks(networks):
+    with (legacy_path() if legacy else nullcontext(), nullcontext() if heap else default_heap(),
+          timed_networks(networks)):
         outcomes = predict_participants([T1wOutputs(output_dir, {"subject": subject})
                                          for subject in subjects], models, settings)
     seconds = time.perf_counter() - start
@@ -161,7 +180,7 @@ def print_floor(flops: int, peak: float, seconds: dict[str, list[float]]) -> Non
           f"{flops / 1e9:.0f} / {peak:.1f} s = {floor:.1f} s per participant")
     for name, times in seconds.items():
         ratios = ", ".join(f"{t:.1f} s / {floor:.1f} s = {t / floor:.2f}x" for t in times)
-        print(f"  {name:7s} step / floor: {ratios}")
+        print(f"  {name:12s} step / floor: {ratios}")
 
 
 def main() -> None:
@@ -173,6 +192,9 @@ def main() -> None:
                              "--batch-size); figures are per participant")
     parser.add_argument("--before", action="store_true",
                         help="also time the previous attention code path (side by side)")
+    parser.add_argument("--heap", choices=("retained", "default", "both"), default="retained",
+                        help="the step's allocation: freed memory retained (the participant "
+                             "level's), glibc's default, or both side by side")
     args = parser.parse_args()
     threads = torch.get_num_threads()
     print(f"torch {torch.__version__}, {threads} threads, {os.cpu_count()} CPUs; "
@@ -192,16 +214,22 @@ def main() -> None:
             print(f"  {model.bundle.name}: {len(model.nets)} folds x {per_fold / 1e9:.1f} GFLOP "
                   "(forward + input-gradient backward)")
         print(f"FLOPs per participant: {flops / 1e12:.3f} TFLOP")
-        paths = ["before", "after"] if args.before else ["after"]
+        paths = {"retained": ["after"], "default": ["default heap"],
+                 "both": ["default heap", "after"]}[args.heap]  # (see the docstring's order)
+        paths = (["before"] if args.before else []) + paths
         seconds: dict[str, list[float]] = {name: [] for name in paths}
         peaks = [peak_start]
         subjects = sorted(p.name[4:] for p in output_dir.glob("sub-*"))
         batches = [subjects[i:i + args.batch_size]
                    for i in range(0, len(subjects), args.batch_size)]
-        for batch in batches:
-            for name in paths:
+        for number, batch in enumerate(batches):
+            for name in paths if number % 2 == 0 else paths[::-1]:  # (drift hits all alike)
                 peaks.append(matmul_peak(repeats=3))
-                step, networks = step_seconds(output_dir, batch, models, name == "before")
+                reset_peak_memory()
+                start_gb = rss_mib("VmRSS") / 1024
+                step, networks = step_seconds(output_dir, batch, models, name == "before",
+                                              name != "default heap")
+                peak_gb = rss_mib() / 1024
                 step, networks = step / len(batch), networks / len(batch)
                 seconds[name].append(step)
                 peaks.append(matmul_peak(repeats=3))
@@ -209,7 +237,9 @@ def main() -> None:
                       f"{step:.1f} s per participant, of which the {len(models)} x "
                       f"{args.folds} fold models' forward + backward passes {networks:.1f} s; "
                       f"matmul peak just before {peaks[-2]:.1f}, just after {peaks[-1]:.1f} "
-                      "GFLOP/s", flush=True)
+                      f"GFLOP/s; resident memory at the start {start_gb:.2f} GB, peak "
+                      f"{peak_gb:.2f} GB",
+                      flush=True)
     peaks.append(matmul_peak())
     peak = max(peaks)
     print(f"fp32 matmul peak at end: {peaks[-1]:.1f} GFLOP/s; reference: the highest measured "

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
@@ -29,6 +30,7 @@ from bids_mdd.bids.outputs import T1wOutputs, attention_entities, attention_figu
 from bids_mdd.errors import BidsMddError, ExitCode
 from bids_mdd.models.bundle import sha256_of
 from bids_mdd.models.harmonization import SiteStatus
+from bids_mdd.models.heap import retained_heap
 from bids_mdd.models.inference import (
     ATTENTION_METHOD,
     ATTENTION_UNITS,
@@ -302,20 +304,10 @@ class _Pending:
     outcome: Path | Exception | None = None
 
 
-def predict_participants(t1w_outputs: list[T1wOutputs], models: list[LoadedModel],
-                         settings: ModelStepSettings, t1ws: list[Path] | None = None,
-                         dataset: SourceDataset = NO_DATASET) -> list[Path | Exception]:
-    """Apply every model to each T1w's derivatives, ``settings.batch_size`` T1w per forward
-    pass; write maps and figures as each batch finishes, then each T1w's table (its
-    fingerprint taken before the models read anything; ``t1ws``: the source images;
-    ``dataset``: the input dataset's DOI, for ``in_training``, and sites, for harmonisation).
-
-    Returns, per T1w, its predictions table or the error that stopped it (one T1w's error never
-    stops the others; an error of a whole batch is each of its T1w's).
-    """
-    sources_of = t1ws or [None] * len(t1w_outputs)
-    pending = [_Pending(outputs, fingerprint(outputs, models, t1w, dataset))
-               for outputs, t1w in zip(t1w_outputs, sources_of)]
+def _apply_models(pending: list[_Pending], models: list[LoadedModel],
+                  settings: ModelStepSettings, dataset: SourceDataset) -> None:
+    """Each model on each pending T1w, a batch at a time: its row, map and figure, or the
+    error that stops the T1w (in ``outcome``)."""
     progress = tqdm(total=len(models) * len(pending), desc="models", unit="T1w",
                     disable=len(pending) < 2)
     for model in models:
@@ -353,6 +345,25 @@ def predict_participants(t1w_outputs: list[T1wOutputs], models: list[LoadedModel
             del ready, results  # one batch's arrays at a time
             progress.update(len(chunk))
     progress.close()
+
+
+def predict_participants(t1w_outputs: list[T1wOutputs], models: list[LoadedModel],
+                         settings: ModelStepSettings, t1ws: list[Path] | None = None,
+                         dataset: SourceDataset = NO_DATASET) -> list[Path | Exception]:
+    """Apply every model to each T1w's derivatives, ``settings.batch_size`` T1w per forward
+    pass; write maps and figures as each batch finishes, then each T1w's table (its
+    fingerprint taken before the models read anything; ``t1ws``: the source images;
+    ``dataset``: the input dataset's DOI, for ``in_training``, and sites, for harmonisation).
+
+    Returns, per T1w, its predictions table or the error that stopped it (one T1w's error never
+    stops the others; an error of a whole batch is each of its T1w's).
+    """
+    sources_of = t1ws or [None] * len(t1w_outputs)
+    pending = [_Pending(outputs, fingerprint(outputs, models, t1w, dataset))
+               for outputs, t1w in zip(t1w_outputs, sources_of)]
+    # CPU passes reuse freed memory instead of faulting it in again (bids_mdd.models.heap)
+    with retained_heap() if settings.device == "cpu" else nullcontext():
+        _apply_models(pending, models, settings, dataset)
     for item in pending:
         if item.outcome is None:
             try:
