@@ -17,10 +17,10 @@ ROUNDS = 8
 FAULTS_PER_BLOCK = BLOCK // 2**21  # at least: one per 2 MiB huge page (else one per 4 KiB)
 
 
-def _faults_of_a_fresh_block() -> int:
-    """Minor page faults while a BLOCK-sized tensor is allocated and written (then freed)."""
+def _faults_of_a_fresh_block(nbytes: int = BLOCK) -> int:
+    """Minor page faults while an ``nbytes`` tensor is allocated and written (then freed)."""
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    block = torch.ones(BLOCK // 4)
+    block = torch.ones(nbytes // 4)
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
     del block
     return faults
@@ -28,8 +28,7 @@ def _faults_of_a_fresh_block() -> int:
 
 def _faults_of_blocks(rounds: int = ROUNDS) -> int:
     """Minor page faults of ``rounds`` blocks, one after the other, as a network's passes
-    allocate and free their activations. Small allocations in between may split a freed
-    block, so the heap can grow more than once before every block fits in it."""
+    allocate and free their activations."""
     return sum(_faults_of_a_fresh_block() for _ in range(rounds))
 
 
@@ -48,7 +47,10 @@ def test_freed_blocks_are_reused_inside_and_given_back_after() -> None:
     with retained_heap() as active:
         if not active:
             pytest.skip("the C library is not glibc: retained_heap does nothing")
-        reused = _faults_of_blocks()
+        # small allocations in between can split a freed block just short of the next one's
+        # size, so the heap may grow a few times before the blocks fit: its steady state
+        rounds = [_faults_of_a_fresh_block() for _ in range(3 * ROUNDS)]
+        reused = sum(rounds[-ROUNDS:])
         holding = _resident_mib()  # the freed blocks stay resident, for the next allocation
     released = _resident_mib()
     assert reused < unmapped / 3, (reused, unmapped)
@@ -63,7 +65,7 @@ def test_nested_blocks_keep_the_heap_until_the_outermost_ends() -> None:
         if not active:
             pytest.skip("the C library is not glibc: retained_heap does nothing")
         with retained_heap():
-            _faults_of_blocks()
+            _faults_of_blocks(3 * ROUNDS)
         inner_ended = _faults_of_blocks()  # still inside the outer block: reused
     after = _faults_of_blocks()
     assert inner_ended < after / 3, (inner_ended, after)
