@@ -17,10 +17,10 @@ ROUNDS = 8
 FAULTS_PER_BLOCK = BLOCK // 2**21  # at least: one per 2 MiB huge page (else one per 4 KiB)
 
 
-def _faults_of_a_fresh_block(nbytes: int = BLOCK) -> int:
-    """Minor page faults while an ``nbytes`` tensor is allocated and written (then freed)."""
+def _faults_of_a_fresh_block() -> int:
+    """Minor page faults while a BLOCK-sized tensor is allocated and written (then freed)."""
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    block = torch.ones(nbytes // 4)
+    block = torch.ones(BLOCK // 4)
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
     del block
     return faults
@@ -33,6 +33,7 @@ def _faults_of_blocks(rounds: int = ROUNDS) -> int:
 
 
 def _resident_mib() -> float:
+    """VmRSS from /proc (the benchmarks' ``memory.rss_mib``; tests do not import benchmarks)."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
@@ -49,8 +50,8 @@ def test_freed_blocks_are_reused_inside_and_given_back_after() -> None:
             pytest.skip("the C library is not glibc: retained_heap does nothing")
         # small allocations in between can split a freed block just short of the next one's
         # size, so the heap may grow a few times before the blocks fit: its steady state
-        rounds = [_faults_of_a_fresh_block() for _ in range(3 * ROUNDS)]
-        reused = sum(rounds[-ROUNDS:])
+        _faults_of_blocks(2 * ROUNDS)
+        reused = _faults_of_blocks()
         holding = _resident_mib()  # the freed blocks stay resident, for the next allocation
     released = _resident_mib()
     assert reused < unmapped / 3, (reused, unmapped)
